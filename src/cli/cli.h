@@ -1,0 +1,9 @@
+/* cli — the `serve` and `admin` subcommands: argument parsing and wiring of the modules.
+ * Each returns a process exit status; argv[0] is the subcommand's name. */
+#ifndef HEARTH_CLI_H
+#define HEARTH_CLI_H
+
+int cli_serve_main(int argc, char **argv);
+int cli_admin_main(int argc, char **argv);
+
+#endif

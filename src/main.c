@@ -1,0 +1,38 @@
+/* hearth — one binary, many subcommands. This file only dispatches. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "infer/infer.h"
+
+static const struct {
+    const char *name;
+    int (*main)(int argc, char **argv);
+    const char *summary;
+} commands[] = {
+    {"serve", cli_serve_main, "run the hub server (HTTP API, downloads, uploads)"},
+    {"admin", cli_admin_main, "manage users, tokens and storage (create-user, create-token, ...)"},
+    {"run", infer_main, "generate text with a model (local dir, GGUF file, or hub repo id)"},
+};
+
+static void usage(FILE *out)
+{
+    fputs("usage: hearth <command> [options]\n\ncommands:\n", out);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fputs("\nRun `hearth <command> --help` for a command's options.\n", out);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].main(argc - 1, argv + 1);
+    fprintf(stderr, "hearth: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
