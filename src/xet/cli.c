@@ -2,6 +2,8 @@
  *
  *   hearth xet chunks [--legacy] FILE|-   chunk and hash a file the way Xet clients do;
  *                                         prints JSON lines (see usage)
+ *   hearth xet xorb FILE                  parse a serialized xorb: chunks, hashes, compression
+ *   hearth xet shard FILE                 parse a shard: files, terms, xorbs
  * The end-to-end test compares this output with Hugging Face's own chunker.
  */
 #include <errno.h>
@@ -20,10 +22,14 @@ static void usage(FILE *out)
           "Cuts FILE into Xet chunks and prints one JSON line per chunk,\n"
           "  {\"offset\":N,\"length\":N,\"hash\":\"<xet hash>\"}\n"
           "then one summary line,\n"
-          "  {\"file_hash\":\"...\",\"xorb_hash\":\"...\",\"size\":N,\"chunks\":N}\n"
-          "where xorb_hash is the merkle root over all the chunks.\n"
+          "  {\"file_hash\":\"...\",\"xorb_hash\":\"...\",\"verification_hash\":\"...\",\"size\":N,\"chunks\":N}\n"
+          "where xorb_hash is the merkle root over all the chunks and verification_hash\n"
+          "the term verification hash of a term covering all of them.\n"
           "\n"
-          "  --legacy   boundary rule of xetchunk-wasm 0.2.0 / hf_xet < 1.1.10 (default: hf_xet)\n",
+          "  --legacy   boundary rule of xetchunk-wasm 0.2.0 / hf_xet < 1.1.10 (default: hf_xet)\n"
+          "\n"
+          "usage: hearth xet xorb FILE     checks a serialized xorb and lists its chunks\n"
+          "       hearth xet shard FILE    checks a shard and lists its files and xorbs\n",
           out);
 }
 
@@ -84,15 +90,24 @@ static int chunks_main(int argc, char **argv)
                (unsigned long long)s.chunks[i].length, hex);
         offset += s.chunks[i].length;
     }
-    xet_hash file_hash, xorb_hash;
+    xet_hash file_hash, xorb_hash, verification;
     if (xet_file_hash(s.chunks, s.n_chunks, &file_hash) < 0 ||
         xet_xorb_hash(s.chunks, s.n_chunks, &xorb_hash) < 0)
         goto oom;
-    char xorb_hex[XET_HASH_STRING_LEN + 1];
+    xet_hash *hashes = malloc((s.n_chunks + 1) * sizeof *hashes);
+    if (!hashes)
+        goto oom;
+    for (size_t i = 0; i < s.n_chunks; i++)
+        hashes[i] = s.chunks[i].hash;
+    xet_verification_hash(hashes, s.n_chunks, &verification);
+    free(hashes);
+    char xorb_hex[XET_HASH_STRING_LEN + 1], verification_hex[XET_HASH_STRING_LEN + 1];
     xet_hash_to_string(&file_hash, hex);
     xet_hash_to_string(&xorb_hash, xorb_hex);
-    printf("{\"file_hash\":\"%s\",\"xorb_hash\":\"%s\",\"size\":%llu,\"chunks\":%zu}\n", hex,
-           xorb_hex, (unsigned long long)s.total_len, s.n_chunks);
+    xet_hash_to_string(&verification, verification_hex);
+    printf("{\"file_hash\":\"%s\",\"xorb_hash\":\"%s\",\"verification_hash\":\"%s\","
+           "\"size\":%llu,\"chunks\":%zu}\n",
+           hex, xorb_hex, verification_hex, (unsigned long long)s.total_len, s.n_chunks);
     rc = fflush(stdout) == 0 ? 0 : 1;
     goto done;
 oom:
@@ -105,10 +120,117 @@ done:
     return rc;
 }
 
+static int read_whole(const char *path, buf *out)
+{
+    if (path_read_file(path, out) < 0) {
+        fprintf(stderr, "hearth xet: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int xorb_main(int argc, char **argv)
+{
+    if (argc != 2) {
+        usage(stderr);
+        return 2;
+    }
+    buf data = BUF_INIT;
+    if (read_whole(argv[1], &data) < 0)
+        return 1;
+    xet_xorb x;
+    err e = ERR_INIT;
+    int rc = 1;
+    if (xet_xorb_parse((const uint8_t *)data.data, data.len, &x, &e) < 0) {
+        fprintf(stderr, "hearth xet: %s: %s\n", argv[1], e.message);
+        goto done;
+    }
+    char hex[XET_HASH_STRING_LEN + 1];
+    for (size_t i = 0; i < x.n_chunks; i++) {
+        xet_hash_to_string(&x.chunks[i].hash, hex);
+        printf("{\"offset\":%u,\"serialized_length\":%u,\"length\":%u,\"compression\":%u,"
+               "\"hash\":\"%s\"}\n",
+               x.chunks[i].offset, x.chunks[i].serialized_len, x.chunks[i].uncompressed_len,
+               x.chunks[i].compression, hex);
+    }
+    xet_hash_to_string(&x.hash, hex);
+    printf("{\"xorb_hash\":\"%s\",\"chunks\":%zu,\"unpacked\":%llu,\"chunks_len\":%u,"
+           "\"footer\":%s}\n",
+           hex, x.n_chunks, (unsigned long long)x.unpacked_len, x.chunks_len,
+           x.has_footer ? "true" : "false");
+    xet_xorb_free(&x);
+    rc = 0;
+done:
+    buf_free(&data);
+    return rc;
+}
+
+static int shard_main(int argc, char **argv)
+{
+    if (argc != 2) {
+        usage(stderr);
+        return 2;
+    }
+    buf data = BUF_INIT;
+    if (read_whole(argv[1], &data) < 0)
+        return 1;
+    xet_shard s;
+    err e = ERR_INIT;
+    if (xet_shard_parse((const uint8_t *)data.data, data.len, &s, &e) < 0) {
+        fprintf(stderr, "hearth xet: %s: %s\n", argv[1], e.message);
+        buf_free(&data);
+        return 1;
+    }
+    char hex[XET_HASH_STRING_LEN + 1], sha[65];
+    for (size_t i = 0; i < s.n_files; i++) {
+        const xet_shard_file *f = &s.files[i];
+        xet_hash_to_string(&f->file_hash, hex);
+        printf("{\"file_hash\":\"%s\",\"flags\":%u,\"terms\":[", hex, f->flags);
+        for (size_t t = 0; t < f->n_terms; t++) {
+            xet_hash_to_string(&f->terms[t].xorb_hash, hex);
+            printf("%s{\"xorb\":\"%s\",\"unpacked_bytes\":%u,\"chunks\":[%u,%u]", t ? "," : "", hex,
+                   f->terms[t].unpacked_bytes, f->terms[t].chunk_start, f->terms[t].chunk_end);
+            if (f->verification) {
+                xet_hash_to_string(&f->verification[t], hex);
+                printf(",\"verification\":\"%s\"", hex);
+            }
+            putchar('}');
+        }
+        putchar(']');
+        if (f->has_sha256) {
+            hex_encode(f->sha256, 32, sha);
+            printf(",\"sha256\":\"%s\"", sha);
+        }
+        puts("}");
+    }
+    for (size_t i = 0; i < s.n_xorbs; i++) {
+        const xet_shard_xorb *x = &s.xorbs[i];
+        xet_hash_to_string(&x->xorb_hash, hex);
+        printf("{\"xorb_hash\":\"%s\",\"flags\":%u,\"raw_bytes\":%u,\"serialized_bytes\":%u,"
+               "\"chunks\":[",
+               hex, x->flags, x->raw_bytes, x->serialized_bytes);
+        for (size_t c = 0; c < x->n_chunks; c++) {
+            xet_hash_to_string(&x->chunks[c].hash, hex);
+            printf("%s{\"hash\":\"%s\",\"offset\":%u,\"length\":%u,\"flags\":%u}", c ? "," : "", hex,
+                   x->chunks[c].byte_offset, x->chunks[c].unpacked_len, x->chunks[c].flags);
+        }
+        puts("]}");
+    }
+    printf("{\"files\":%zu,\"xorbs\":%zu,\"footer\":%s}\n", s.n_files, s.n_xorbs,
+           s.has_footer ? "true" : "false");
+    xet_shard_free(&s);
+    buf_free(&data);
+    return 0;
+}
+
 int xet_cli_main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "chunks"))
         return chunks_main(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "xorb"))
+        return xorb_main(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "shard"))
+        return shard_main(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         usage(stdout);
         return 0;
