@@ -87,6 +87,8 @@ int path_mkdirs(const char *dir, int mode);
 int path_write_atomic(const char *path, const void *data, size_t len, err *e);
 /* fsyncs the directory that holds path. */
 int path_fsync_parent(const char *path);
+/* Removes a directory tree (rm -rf). Returns 0, or -1 with errno. */
+int path_remove_tree(const char *dir);
 /* Reads a whole small file into out. Returns 0 or -1 (errno set). */
 int path_read_file(const char *path, buf *out);
 

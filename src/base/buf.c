@@ -21,11 +21,14 @@ void buf_reserve(buf *b, size_t extra)
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
         return;
+    bool fresh = b->data == NULL;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
         cap *= 2;
     b->data = xrealloc(b->data, cap);
     b->cap = cap;
+    if (fresh)
+        b->data[0] = '\0';
 }
 
 void buf_append(buf *b, const void *data, size_t len)

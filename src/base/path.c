@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,4 +158,14 @@ int path_read_file(const char *path, buf *out)
     close(fd);
     buf_reserve(out, 0);
     return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+int path_remove_tree(const char *dir)
+{
+    return nftw(dir, remove_entry, 32, FTW_DEPTH | FTW_PHYS);
 }

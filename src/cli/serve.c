@@ -1,3 +1,105 @@
-#include <stdio.h>
+/* serve — `hearth serve`: opens the hub on a data directory and serves it over HTTP until
+ * SIGINT or SIGTERM. */
 #include "cli/cli.h"
-int cli_serve_main(int argc, char **argv) { (void)argc; (void)argv; fputs("todo\n", stderr); return 2; }
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base.h"
+#include "http/http.h"
+#include "hub/hub.h"
+
+static void usage(FILE *out)
+{
+    fputs("usage: hearth serve [--data DIR] [--listen HOST:PORT] [--public-url URL]\n"
+          "\n"
+          "  --data DIR         where everything is kept (default ./hearth-data)\n"
+          "  --listen HOST:PORT address to listen on (default 127.0.0.1:8080; port 0 = any)\n"
+          "  --public-url URL   base URL clients use, for links in replies\n"
+          "                     (default: http://<Host header of each request>)\n"
+          "  --lfs-threshold N  files of N bytes or more are stored as LFS (default 10000000)\n"
+          "  --quiet            log warnings and errors only\n",
+          out);
+}
+
+int cli_serve_main(int argc, char **argv)
+{
+    const char *data = "./hearth-data", *listen = "127.0.0.1:8080", *public_url = NULL;
+    int64_t lfs_threshold = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--data") && next) {
+            data = argv[++i];
+        } else if (!strcmp(a, "--listen") && next) {
+            listen = argv[++i];
+        } else if (!strcmp(a, "--public-url") && next) {
+            public_url = argv[++i];
+        } else if (!strcmp(a, "--lfs-threshold") && next) {
+            lfs_threshold = text_parse_i64(argv[++i]);
+        } else if (!strcmp(a, "--quiet")) {
+            log_set_level(LOG_WARN);
+        } else {
+            fprintf(stderr, "hearth serve: unknown option '%s'\n\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    int port = colon ? atoi(colon + 1) : -1;
+    if (!colon || port < 0 || port > 65535 || (size_t)(colon - listen) >= sizeof host) {
+        fprintf(stderr, "hearth serve: --listen wants HOST:PORT, e.g. 127.0.0.1:8080\n");
+        return 2;
+    }
+    snprintf(host, sizeof host, "%.*s", (int)(colon - listen), listen);
+
+    /* Signals are taken synchronously by this thread; every server thread inherits the mask. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    err e = ERR_INIT;
+    if (path_mkdirs(data, 0755) != 0) {
+        fprintf(stderr, "hearth serve: cannot create data directory %s\n", data);
+        return 1;
+    }
+    hub_config hc = {.data_dir = data, .lfs_threshold = lfs_threshold};
+    hub *h = hub_open(&hc, &e);
+    if (!h) {
+        fprintf(stderr, "hearth serve: %s\n", e.message);
+        return 1;
+    }
+    http_config config = {.host = host, .port = port, .public_url = public_url,
+                          .dispatch = hub_dispatch, .app = h};
+    http_server *server = http_server_start(&config, &e);
+    if (!server) {
+        fprintf(stderr, "hearth serve: %s\n", e.message);
+        hub_close(h);
+        return 1;
+    }
+    int bound = http_server_port(server);
+    log_info("Hearth is serving %s on http://%s:%d", data, host, bound);
+    printf("Hearth is serving http://%s:%d (data in %s)\n"
+           "Make a user and a token:\n"
+           "  hearth admin --data %s create-user NAME\n"
+           "  hearth admin --data %s create-token NAME --write\n"
+           "then: HF_ENDPOINT=http://%s:%d HF_TOKEN=<token> python -c 'import huggingface_hub "
+           "as h; print(h.whoami())'\n",
+           host, bound, data, data, data, host, bound);
+    fflush(stdout);
+    int sig = 0;
+    sigwait(&stop, &sig);
+    log_info("shutting down (signal %d)", sig);
+    http_server_stop(server);
+    hub_close(h);
+    return 0;
+}

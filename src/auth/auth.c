@@ -1,0 +1,96 @@
+/* auth — tokens and permissions. */
+#include "auth/auth.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+
+int auth_token_create(db *d, const char *user_name, const char *role, const char *label,
+                      char out[40], err *e)
+{
+    if (strcmp(role, "read") != 0 && strcmp(role, "write") != 0)
+        return err_set(e, 400, "", "token role must be read or write, not '%s'", role);
+    db_user user;
+    int rc = db_user_by_name(d, user_name, &user, e);
+    if (rc < 0)
+        return -1;
+    if (rc > 0)
+        return err_set(e, 404, "", "no user named '%s' (create it with: hearth admin "
+                                   "create-user %s)", user_name, user_name);
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    uint8_t rnd[34];
+    hash_random(rnd, sizeof rnd);
+    memcpy(out, "hf_", 3);
+    /* 62 symbols; the tiny modulo bias does not matter at 200 bits of entropy. */
+    for (size_t i = 0; i < sizeof rnd; i++)
+        out[3 + i] = alphabet[rnd[i] % 62];
+    out[3 + sizeof rnd] = '\0';
+    char hash[65];
+    hash_sha256_hex(out, strlen(out), hash);
+    return db_token_create(d, user.id, label && *label ? label : "token", role, hash, e);
+}
+
+/* Decodes the password of an HTTP Basic header into out. */
+static int basic_password(const char *b64, char *out, size_t cap)
+{
+    size_t n = strlen(b64);
+    if (n == 0 || n > 4096 || n % 4 != 0)
+        return -1;
+    unsigned char decoded[3 * 4096 / 4 + 1];
+    int len = EVP_DecodeBlock(decoded, (const unsigned char *)b64, (int)n);
+    if (len < 0)
+        return -1;
+    while (len > 0 && n >= 1 && b64[n - 1] == '=') { /* EVP_DecodeBlock counts padding */
+        len--;
+        n--;
+    }
+    decoded[len] = '\0';
+    const char *colon = memchr(decoded, ':', (size_t)len);
+    if (!colon)
+        return -1;
+    snprintf(out, cap, "%s", colon + 1);
+    return 0;
+}
+
+int auth_identify(db *d, const char *authorization, auth_caller *out, err *e)
+{
+    memset(out, 0, sizeof *out);
+    if (!authorization || !*authorization)
+        return 0;
+    char secret[256] = "";
+    if (!strncasecmp(authorization, "Bearer ", 7)) {
+        snprintf(secret, sizeof secret, "%s", authorization + 7);
+    } else if (!strncasecmp(authorization, "Basic ", 6)) {
+        if (basic_password(authorization + 6, secret, sizeof secret) != 0)
+            return err_set(e, 401, "", "Invalid credentials in Authorization header");
+    } else {
+        return err_set(e, 401, "", "Invalid credentials in Authorization header");
+    }
+    char hash[65];
+    hash_sha256_hex(secret, strlen(secret), hash);
+    int rc = db_token_by_hash(d, hash, &out->token, e);
+    if (rc < 0)
+        return -1;
+    if (rc > 0 || db_user_by_id(d, out->token.user_id, &out->user, e) != 0)
+        return err_set(e, 401, "", "Invalid credentials in Authorization header");
+    out->authenticated = true;
+    return 0;
+}
+
+bool auth_can_read(const auth_caller *c, const db_repo *r)
+{
+    if (!r->is_private)
+        return true;
+    return c->authenticated && c->user.id == r->owner_id;
+}
+
+bool auth_can_write_namespace(const auth_caller *c, const char *ns)
+{
+    return c->authenticated && !strcmp(c->token.role, "write") && !strcmp(c->user.name, ns);
+}
+
+bool auth_can_write(const auth_caller *c, const db_repo *r)
+{
+    return auth_can_write_namespace(c, r->ns);
+}

@@ -1,0 +1,107 @@
+/* db — Hearth's metadata: users, tokens, repositories and their derived metadata.
+ *
+ * One interface for every backend; SQLite (WAL mode) is the embedded one. A `db` handle is
+ * shared by all threads: each thread gets its own SQLite connection on first use, with its
+ * prepared statements cached, so hot lookups (token, repo by id) cost one step. Writers are
+ * serialised by SQLite itself (busy timeout), so the `admin` CLI can write while a server runs.
+ *
+ * Schema changes are numbered migrations applied at open, each in its own transaction.
+ *
+ * Return convention: 0 = done / found, 1 = not found, -1 = error (in e, status 500, or 409 on
+ * a uniqueness conflict). Structs are caller-owned; strings inside them are fixed arrays except
+ * where noted (`*_free` releases those).
+ */
+#ifndef HEARTH_DB_H
+#define HEARTH_DB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/base.h"
+
+typedef struct db db;
+
+db *db_open(const char *path, err *e);
+void db_close(db *d);
+
+/* ---- users and tokens ------------------------------------------------------------------ */
+
+typedef struct db_user {
+    int64_t id;
+    char name[97];
+    char fullname[128];
+    char email[128];
+    bool is_org;
+    int64_t created_ms;
+} db_user;
+
+int db_user_create(db *d, const char *name, const char *fullname, const char *email,
+                   db_user *out, err *e);
+int db_user_by_name(db *d, const char *name, db_user *out, err *e);
+int db_user_by_id(db *d, int64_t id, db_user *out, err *e);
+
+typedef struct db_token {
+    int64_t id;
+    int64_t user_id;
+    char name[64];
+    char role[16];   /* "read" | "write" */
+    int64_t created_ms;
+} db_token;
+
+/* Stores a token by the SHA-256 of its secret (hex); the secret itself is never stored. */
+int db_token_create(db *d, int64_t user_id, const char *name, const char *role,
+                    const char *secret_hash, err *e);
+int db_token_by_hash(db *d, const char *secret_hash, db_token *out, err *e);
+
+/* ---- repositories ------------------------------------------------------------------------ */
+
+typedef struct db_repo {
+    int64_t id;
+    char uid[25];         /* opaque 24-hex object id (`_id`), also names the git directory */
+    char type[8];         /* "model" | "dataset" | "space" */
+    char ns[97];
+    char name[97];
+    bool is_private;
+    char gated[8];        /* "" | "auto" | "manual" */
+    char sdk[16];         /* spaces only */
+    int64_t owner_id;
+    int64_t created_ms;
+    int64_t modified_ms;
+    char head_sha[41];    /* main's head at the last metadata refresh */
+    char *meta_json;      /* derived metadata of main (card data, tags, ...), JSON, malloc'd */
+    char *tags_json;      /* JSON array of tags, malloc'd */
+} db_repo;
+
+void db_repo_free(db_repo *r);
+/* Inserts r (id, created_ms filled in). 409 when (type, ns, name) exists. */
+int db_repo_create(db *d, db_repo *r, err *e);
+int db_repo_get(db *d, const char *type, const char *ns, const char *name, db_repo *out, err *e);
+/* Follows the redirect left by a move: 0 and the new ns/name, or 1. */
+int db_repo_redirect(db *d, const char *type, const char *ns, const char *name,
+                     char new_ns[97], char new_name[97], err *e);
+int db_repo_delete(db *d, int64_t id, err *e);
+/* Renames; leaves a redirect from the old id. 409 when the target exists. */
+int db_repo_move(db *d, const db_repo *r, const char *new_ns, const char *new_name, err *e);
+int db_repo_set_visibility(db *d, int64_t id, bool is_private, const char *gated, err *e);
+/* Records a new head of main and the metadata derived from it. */
+int db_repo_set_meta(db *d, int64_t id, const char *head_sha, int64_t modified_ms,
+                     const char *meta_json, const char *tags_json, err *e);
+int db_repo_touch(db *d, int64_t id, int64_t modified_ms, err *e);
+
+typedef struct db_repo_query {
+    const char *type;
+    const char *search;          /* substring of "ns/name", case-insensitive; NULL = any */
+    const char *author;          /* exact namespace; NULL = any */
+    const char **tags;           /* every tag must be present */
+    size_t ntags;
+    const char *sort;            /* "lastModified" | "createdAt" | "id" | others → lastModified */
+    bool ascending;
+    int64_t viewer_id;           /* private repos visible only to their owner; 0 = anonymous */
+    int64_t offset;
+    int64_t limit;
+} db_repo_query;
+
+/* Fills *out with up to q->limit repos (caller frees each with db_repo_free, then free(*out)). */
+int db_repo_list(db *d, const db_repo_query *q, db_repo **out, size_t *n, err *e);
+
+#endif

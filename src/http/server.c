@@ -1,0 +1,489 @@
+/* server — libmicrohttpd glue: one request context per request, dispatch, body delivery,
+ * reply construction and the access log.
+ *
+ * libmicrohttpd only lets a response be queued at two moments: right after the headers
+ * (before any body) and once the whole body has been received. Replies made in between (a
+ * streaming sink that fails half-way) are therefore kept in the request and queued at the
+ * final call, while the rest of the body is read and discarded.
+ */
+#include "http/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct http_server {
+    struct MHD_Daemon *daemon;
+    http_config config;
+    int port;
+};
+
+typedef struct query_param {
+    char *name;
+    char *value;
+} query_param;
+
+struct http_request {
+    http_server *server;
+    struct MHD_Connection *connection;
+    char method[16];
+    char *path;
+    query_param *params;
+    size_t nparams;
+    const http_handler *handler;
+    buf body;
+    struct MHD_Response *response;
+    int status;
+    int64_t response_bytes;
+    bool replied;
+    bool queued;
+    bool body_error;   /* a reply was made mid-body: discard the rest */
+    buf headers;       /* "name\0value\0" pairs added by http_add_header */
+    char request_id[33];
+    char base_url[256];
+    int64_t start_ns;
+    void *app_data;
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Keep paths and parameters exactly as received; we decode them ourselves. */
+static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
+{
+    return strlen(s);
+}
+
+static enum MHD_Result collect_param(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    http_request *req = cls;
+    buf name = BUF_INIT, val = BUF_INIT;
+    if (text_percent_decode(key, strlen(key), true, &name) != 0 ||
+        (value && text_percent_decode(value, strlen(value), true, &val) != 0)) {
+        buf_free(&name);
+        buf_free(&val);
+        return MHD_YES; /* an undecodable parameter is dropped, like an unknown one */
+    }
+    req->params = realloc(req->params, (req->nparams + 1) * sizeof *req->params);
+    if (!req->params)
+        abort();
+    req->params[req->nparams].name = buf_detach(&name);
+    req->params[req->nparams].value = buf_detach(&val);
+    req->nparams++;
+    return MHD_YES;
+}
+
+static void request_free(http_request *req)
+{
+    for (size_t i = 0; i < req->nparams; i++) {
+        free(req->params[i].name);
+        free(req->params[i].value);
+    }
+    free(req->params);
+    free(req->path);
+    buf_free(&req->body);
+    buf_free(&req->headers);
+    if (req->response && !req->queued)
+        MHD_destroy_response(req->response);
+    free(req);
+}
+
+static void queue_pending(http_request *req)
+{
+    if (!req->response || req->queued)
+        return;
+    req->queued = true;
+    if (MHD_queue_response(req->connection, (unsigned)req->status, req->response) != MHD_YES)
+        log_warn("could not queue response %d for %s %s", req->status, req->method, req->path);
+    MHD_destroy_response(req->response);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    http_server *server = cls;
+    http_request *req = *con_cls;
+    if (!req) {
+        req = calloc(1, sizeof *req);
+        if (!req)
+            return MHD_NO;
+        *con_cls = req;
+        req->server = server;
+        req->connection = connection;
+        req->start_ns = now_ns();
+        snprintf(req->method, sizeof req->method, "%s", method);
+        req->path = strdup(url);
+        uint8_t id[16];
+        hash_random(id, sizeof id);
+        hex_encode(id, sizeof id, req->request_id);
+        MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, collect_param, req);
+        req->handler = server->config.dispatch(req, server->config.app);
+        if (!req->handler && !req->replied)
+            http_reply_errorf(req, 500, "", "no handler for %s %s", method, url);
+        if (req->replied)
+            queue_pending(req);
+        return MHD_YES;
+    }
+
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (req->replied || !req->handler)
+            return MHD_YES; /* discarding the rest of a rejected body */
+        if (req->handler->body_chunk) {
+            if (req->handler->body_chunk(req, upload_data, n, req->handler->ctx) != 0 &&
+                !req->replied)
+                http_reply_errorf(req, 400, "", "upload rejected");
+        } else if (req->body.len + n > req->handler->max_body) {
+            http_reply_errorf(req, 413, "", "request body larger than %zu bytes",
+                              req->handler->max_body);
+        } else {
+            buf_append(&req->body, upload_data, n);
+        }
+        return MHD_YES;
+    }
+
+    if (!req->replied && req->handler)
+        req->handler->handle(req, req->handler->ctx);
+    if (!req->replied)
+        http_reply_errorf(req, 500, "", "the handler did not reply");
+    queue_pending(req);
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    http_request *req = *con_cls;
+    if (!req)
+        return;
+    *con_cls = NULL;
+    bool ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    if (req->handler && req->handler->cleanup)
+        req->handler->cleanup(req, req->handler->ctx, ok);
+    double ms = (double)(now_ns() - req->start_ns) / 1e6;
+    log_info("%s %s %d %lld %.1fms%s", req->method, req->path, req->status,
+             (long long)req->response_bytes, ms, ok ? "" : " (client went away)");
+    request_free(req);
+}
+
+http_server *http_server_start(const http_config *config, err *e)
+{
+    http_server *s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    s->config = *config;
+    struct sockaddr_in addr = {0};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)config->port);
+    if (inet_pton(AF_INET, config->host, &addr.sin_addr) != 1) {
+        free(s);
+        err_set(e, 400, "", "invalid listen address '%s' (expected an IPv4 address)",
+                config->host);
+        return NULL;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_ERROR_LOG;
+    s->daemon = MHD_start_daemon(
+        flags, (uint16_t)config->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &addr,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped,
+        NULL, MHD_OPTION_CONNECTION_LIMIT,
+        config->max_connections ? config->max_connections : 1024u,
+        MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        MHD_OPTION_END);
+    if (!s->daemon) {
+        err_set(e, 500, "", "cannot listen on %s:%d: %s", config->host, config->port,
+                strerror(errno));
+        free(s);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : config->port;
+    return s;
+}
+
+int http_server_port(const http_server *s) { return s->port; }
+
+void http_server_stop(http_server *s)
+{
+    if (!s)
+        return;
+    MHD_stop_daemon(s->daemon);
+    free(s);
+}
+
+/* ---- request accessors ---------------------------------------------------------------- */
+
+const char *http_method(const http_request *req) { return req->method; }
+bool http_is_head(const http_request *req) { return !strcmp(req->method, "HEAD"); }
+const char *http_path(const http_request *req) { return req->path; }
+
+const char *http_header(const http_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+}
+
+const char *http_query(const http_request *req, const char *name)
+{
+    for (size_t i = 0; i < req->nparams; i++)
+        if (!strcmp(req->params[i].name, name))
+            return req->params[i].value;
+    return NULL;
+}
+
+size_t http_query_all(const http_request *req, const char *name, const char **out, size_t max)
+{
+    size_t n = 0, len = strlen(name);
+    for (size_t i = 0; i < req->nparams && n < max; i++) {
+        const char *k = req->params[i].name;
+        if (!strcmp(k, name) || (!strncmp(k, name, len) && !strcmp(k + len, "[]")))
+            out[n++] = req->params[i].value;
+    }
+    return n;
+}
+
+void http_query_without(const http_request *req, const char *skip, buf *out)
+{
+    for (size_t i = 0; i < req->nparams; i++) {
+        if (!strcmp(req->params[i].name, skip))
+            continue;
+        if (out->len)
+            buf_putc(out, '&');
+        text_percent_encode(out, req->params[i].name, false);
+        buf_putc(out, '=');
+        text_percent_encode(out, req->params[i].value, false);
+    }
+}
+
+const buf *http_body(const http_request *req) { return &req->body; }
+
+const char *http_base_url(const http_request *req)
+{
+    http_request *r = (http_request *)req;
+    if (r->base_url[0])
+        return r->base_url;
+    const char *configured = r->server->config.public_url;
+    if (configured && *configured) {
+        snprintf(r->base_url, sizeof r->base_url, "%s", configured);
+    } else {
+        const char *host = http_header(req, "Host");
+        bool sane = host && *host && strlen(host) < 200 && !strpbrk(host, " /\\\"<>\r\n");
+        if (sane)
+            snprintf(r->base_url, sizeof r->base_url, "http://%s", host);
+        else
+            snprintf(r->base_url, sizeof r->base_url, "http://%s:%d", r->server->config.host,
+                     r->server->port);
+    }
+    size_t n = strlen(r->base_url);
+    while (n && r->base_url[n - 1] == '/')
+        r->base_url[--n] = '\0';
+    return r->base_url;
+}
+
+const char *http_request_id(const http_request *req) { return req->request_id; }
+void http_set_app_data(http_request *req, void *data) { req->app_data = data; }
+void *http_app_data(const http_request *req) { return req->app_data; }
+bool http_replied(const http_request *req) { return req->replied; }
+
+/* ---- replies --------------------------------------------------------------------------- */
+
+void http_add_header(http_request *req, const char *name, const char *value)
+{
+    buf_append(&req->headers, name, strlen(name) + 1);
+    buf_append(&req->headers, value, strlen(value) + 1);
+}
+
+/* Attaches the collected headers and records the response for queueing. */
+static void finish_reply(http_request *req, int status, struct MHD_Response *response,
+                         const char *content_type, int64_t bytes)
+{
+    if (!response) {
+        log_error("could not create a response for %s %s", req->method, req->path);
+        return;
+    }
+    if (content_type)
+        MHD_add_response_header(response, "Content-Type", content_type);
+    MHD_add_response_header(response, "X-Request-Id", req->request_id);
+    for (size_t off = 0; off < req->headers.len;) {
+        const char *name = req->headers.data + off;
+        const char *value = name + strlen(name) + 1;
+        MHD_add_response_header(response, name, value);
+        off = (size_t)(value + strlen(value) + 1 - req->headers.data);
+    }
+    if (req->response && !req->queued)
+        MHD_destroy_response(req->response);
+    req->response = response;
+    req->status = status;
+    req->response_bytes = http_is_head(req) ? 0 : bytes;
+    req->replied = true;
+}
+
+void http_reply_bytes(http_request *req, int status, const char *content_type, const void *data,
+                      size_t len)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_MUST_COPY);
+    finish_reply(req, status, r, content_type, (int64_t)len);
+}
+
+void http_reply_json(http_request *req, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(body);
+    if (!text) {
+        http_reply_errorf(req, 500, "", "could not encode the reply");
+        return;
+    }
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    finish_reply(req, status, r, "application/json", (int64_t)strlen(text));
+}
+
+void http_reply_error(http_request *req, const err *e)
+{
+    int status = e && e->status ? e->status : 500;
+    const char *message = e && e->message[0] ? e->message : "internal error";
+    if (e && e->code[0])
+        http_add_header(req, "X-Error-Code", e->code);
+    /* Header values cannot carry newlines. */
+    char flat[512];
+    snprintf(flat, sizeof flat, "%s", message);
+    for (char *p = flat; *p; p++)
+        if (*p == '\r' || *p == '\n')
+            *p = ' ';
+    http_add_header(req, "X-Error-Message", flat);
+    if (status >= 500)
+        log_error("%s %s -> %d: %s", req->method, req->path, status, message);
+    http_reply_json(req, status, json_pack("{s:s}", "error", message));
+}
+
+void http_reply_errorf(http_request *req, int status, const char *code, const char *fmt, ...)
+{
+    err e = ERR_INIT;
+    e.status = status;
+    snprintf(e.code, sizeof e.code, "%s", code ? code : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.message, sizeof e.message, fmt, ap);
+    va_end(ap);
+    http_reply_error(req, &e);
+}
+
+void http_reply_fd(http_request *req, int status, const char *content_type, int fd,
+                   int64_t offset, int64_t length)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_fd_at_offset64((uint64_t)length, fd, (uint64_t)offset);
+    if (!r)
+        close(fd);
+    finish_reply(req, status, r, content_type, length);
+}
+
+typedef struct reader_ctx {
+    http_reader_fn read;
+    void *ctx;
+    void (*free_ctx)(void *);
+} reader_ctx;
+
+static ssize_t reader_cb(void *cls, uint64_t pos, char *out, size_t max)
+{
+    reader_ctx *rc = cls;
+    ssize_t n = rc->read(rc->ctx, pos, out, max);
+    if (n < 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    if (n == 0)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    return n;
+}
+
+static void reader_free(void *cls)
+{
+    reader_ctx *rc = cls;
+    if (rc->free_ctx)
+        rc->free_ctx(rc->ctx);
+    free(rc);
+}
+
+void http_reply_reader(http_request *req, int status, const char *content_type, int64_t length,
+                       http_reader_fn read, void *ctx, void (*free_ctx)(void *))
+{
+    reader_ctx *rc = malloc(sizeof *rc);
+    if (!rc)
+        abort();
+    rc->read = read;
+    rc->ctx = ctx;
+    rc->free_ctx = free_ctx;
+    struct MHD_Response *r = MHD_create_response_from_callback(
+        length < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)length, 256 * 1024, reader_cb, rc, reader_free);
+    if (!r)
+        reader_free(rc);
+    finish_reply(req, status, r, content_type, length);
+}
+
+/* ---- ranges ---------------------------------------------------------------------------- */
+
+http_range_result http_parse_range(const char *header, int64_t total, int64_t *first,
+                                   int64_t *last)
+{
+    if (!header)
+        return HTTP_RANGE_NONE;
+    while (*header == ' ')
+        header++;
+    if (strncmp(header, "bytes=", 6) != 0)
+        return HTTP_RANGE_NONE;
+    const char *spec = header + 6;
+    if (strchr(spec, ','))
+        return HTTP_RANGE_NONE;
+    const char *dash = strchr(spec, '-');
+    if (!dash)
+        return HTTP_RANGE_NONE;
+    char a[24] = "", b[24] = "";
+    size_t alen = (size_t)(dash - spec), blen = strlen(dash + 1);
+    while (blen && dash[blen] == ' ')
+        blen--;
+    if (alen >= sizeof a || blen >= sizeof b)
+        return HTTP_RANGE_NONE;
+    memcpy(a, spec, alen);
+    memcpy(b, dash + 1, blen);
+    int64_t start, end;
+    if (!alen) { /* suffix: the last n bytes */
+        int64_t n = text_parse_i64(b);
+        if (n < 0)
+            return HTTP_RANGE_NONE;
+        if (n == 0 || total == 0)
+            return HTTP_RANGE_UNSATISFIABLE;
+        start = n >= total ? 0 : total - n;
+        end = total - 1;
+    } else {
+        start = text_parse_i64(a);
+        if (start < 0)
+            return HTTP_RANGE_NONE;
+        if (blen) {
+            end = text_parse_i64(b);
+            if (end < 0 || end < start)
+                return HTTP_RANGE_NONE;
+        } else {
+            end = total - 1;
+        }
+        if (start >= total)
+            return HTTP_RANGE_UNSATISFIABLE;
+        if (end >= total)
+            end = total - 1;
+    }
+    *first = start;
+    *last = end;
+    return HTTP_RANGE_OK;
+}

@@ -1,0 +1,203 @@
+/* common — what every hub handler needs: finding the repo a request names (with visibility,
+ * permissions and redirects after moves), revisions, URLs, JSON bodies and signed URLs. */
+#include "hub/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const char *hub_type_prefix(const char *type)
+{
+    if (!strcmp(type, "dataset"))
+        return "datasets/";
+    if (!strcmp(type, "space"))
+        return "spaces/";
+    return "";
+}
+
+void hub_repo_url(http_request *req, const char *type, const char *ns, const char *name, buf *out)
+{
+    buf_printf(out, "%s/%s%s/%s", http_base_url(req), hub_type_prefix(type), ns, name);
+}
+
+void hub_git_dir(const hub *h, const char *uid, buf *out)
+{
+    buf_printf(out, "%s/repos/%s.git", h->data_dir, uid);
+}
+
+static void reply_repo_not_found(http_request *req)
+{
+    http_reply_errorf(req, 404, "RepoNotFound",
+                      "Repository not found. If the repo is private, make sure you are "
+                      "authenticated and have access to it.");
+}
+
+/* 307 to the same URL with the moved repo's new id (relative Location, as Py requires). */
+static void reply_moved(http_request *req, hub_call *call, const char *ns, const char *name)
+{
+    const char *raw = http_path(req);
+    buf loc = BUF_INIT;
+    buf_append(&loc, raw, call->id_start);
+    text_percent_encode(&loc, ns, false);
+    buf_putc(&loc, '/');
+    text_percent_encode(&loc, name, false);
+    buf_puts(&loc, raw + call->id_end);
+    buf query = BUF_INIT;
+    http_query_without(req, "", &query);
+    if (query.len) {
+        buf_putc(&loc, '?');
+        buf_append(&loc, query.data, query.len);
+    }
+    http_add_header(req, "Location", loc.data);
+    http_reply_errorf(req, 307, "", "Repository moved to %s/%s", ns, name);
+    buf_free(&query);
+    buf_free(&loc);
+}
+
+int hub_load_repo(http_request *req, hub_call *call, bool want_write)
+{
+    hub *h = call->hub;
+    if (!path_is_valid_repo_name(call->ns) || !path_is_valid_repo_name(call->name)) {
+        reply_repo_not_found(req);
+        return -1;
+    }
+    err e = ERR_INIT;
+    int rc = db_repo_get(h->db, call->type, call->ns, call->name, &call->repo, &e);
+    if (rc < 0) {
+        http_reply_error(req, &e);
+        return -1;
+    }
+    if (rc > 0) {
+        char ns[97], name[97];
+        if (db_repo_redirect(h->db, call->type, call->ns, call->name, ns, name, &e) == 0) {
+            reply_moved(req, call, ns, name);
+            return -1;
+        }
+        reply_repo_not_found(req);
+        return -1;
+    }
+    call->have_repo = true;
+    if (!auth_can_read(&call->caller, &call->repo)) {
+        reply_repo_not_found(req);
+        return -1;
+    }
+    if (want_write && !auth_can_write(&call->caller, &call->repo)) {
+        if (!call->caller.authenticated)
+            http_reply_errorf(req, 401, "", "You must be authenticated (with a write token) to "
+                                            "write to %s/%s", call->ns, call->name);
+        else
+            http_reply_errorf(req, 403, "", "You don't have the rights to write to %s/%s "
+                                            "(this needs a write token of its owner)",
+                              call->ns, call->name);
+        return -1;
+    }
+    return 0;
+}
+
+repo *hub_open_git(http_request *req, hub_call *call)
+{
+    buf dir = BUF_INIT;
+    hub_git_dir(call->hub, call->repo.uid, &dir);
+    err e = ERR_INIT;
+    repo *r = repo_open(dir.data, &e);
+    buf_free(&dir);
+    if (!r)
+        http_reply_error(req, &e);
+    return r;
+}
+
+int hub_resolve_rev(http_request *req, hub_call *call, repo *r, char sha[41])
+{
+    err e = ERR_INIT;
+    const char *rev = call->rev && *call->rev ? call->rev : "main";
+    if (repo_resolve(r, rev, sha, &e) != 0) {
+        http_reply_error(req, &e);
+        return -1;
+    }
+    return 0;
+}
+
+json_t *hub_json_body(http_request *req)
+{
+    const buf *body = http_body(req);
+    json_error_t je;
+    json_t *j = body->len ? json_loadb(body->data, body->len, 0, &je) : NULL;
+    if (!j || !json_is_object(j)) {
+        json_decref(j);
+        http_reply_errorf(req, 400, "", "the request body must be a JSON object%s%s",
+                          body->len ? ": " : "", body->len ? je.text : "");
+        return NULL;
+    }
+    return j;
+}
+
+void hub_sign(const hub *h, const char *purpose, const char *uid, const char *oid, int64_t size,
+              int64_t exp, char out[65])
+{
+    buf msg = BUF_INIT;
+    buf_printf(&msg, "%s\n%s\n%s\n%lld\n%lld", purpose, uid, oid, (long long)size,
+               (long long)exp);
+    uint8_t mac[32];
+    hash_hmac_sha256(h->secret, sizeof h->secret, msg.data, msg.len, mac);
+    hex_encode(mac, sizeof mac, out);
+    buf_free(&msg);
+}
+
+void hub_signed_query(const hub *h, const char *purpose, const char *uid, const char *oid,
+                      int64_t size, int64_t ttl, buf *out)
+{
+    int64_t exp = (int64_t)time(NULL) + ttl;
+    char sig[65];
+    hub_sign(h, purpose, uid, oid, size, exp, sig);
+    buf_printf(out, "?size=%lld&exp=%lld&sig=%s", (long long)size, (long long)exp, sig);
+}
+
+bool hub_check_signature(const hub *h, http_request *req, const char *purpose, const char *uid,
+                         const char *oid, int64_t size)
+{
+    int64_t exp = text_parse_i64(http_query(req, "exp"));
+    const char *sig = http_query(req, "sig");
+    if (exp < 0 || !sig || exp < (int64_t)time(NULL))
+        return false;
+    char want[65];
+    hub_sign(h, purpose, uid, oid, size, exp, want);
+    return hash_equal_ct(want, sig);
+}
+
+const char *hub_author(const hub_call *call)
+{
+    return call->caller.authenticated ? call->caller.user.name : "hearth";
+}
+
+void hub_refresh_meta(hub *h, const db_repo *row, repo *r)
+{
+    char sha[41];
+    err e = ERR_INIT;
+    if (repo_resolve(r, "main", sha, &e) != 0)
+        return;
+    json_t *meta = hub_card_meta(h, r, sha, row->type);
+    char *meta_text = json_dumps(meta, JSON_COMPACT);
+    char *tags_text = json_dumps(json_object_get(meta, "tags"), JSON_COMPACT | JSON_ENCODE_ANY);
+    if (db_repo_set_meta(h->db, row->id, sha, text_now_ms(), meta_text,
+                         tags_text ? tags_text : "[]", &e) != 0)
+        log_warn("cannot store metadata of %s/%s: %s", row->ns, row->name, e.message);
+    free(meta_text);
+    free(tags_text);
+    json_decref(meta);
+}
+
+void hub_link_next(http_request *req, const char *cursor)
+{
+    buf link = BUF_INIT, query = BUF_INIT;
+    http_query_without(req, "cursor", &query);
+    buf_printf(&link, "<%s%s?", http_base_url(req), http_path(req));
+    if (query.len)
+        buf_printf(&link, "%s&", query.data);
+    buf_puts(&link, "cursor=");
+    text_percent_encode(&link, cursor, false);
+    buf_puts(&link, ">; rel=\"next\"");
+    http_add_header(req, "Link", link.data);
+    buf_free(&query);
+    buf_free(&link);
+}

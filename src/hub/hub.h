@@ -1,0 +1,37 @@
+/* hub — the Hugging Face Hub API: the routes that huggingface_hub, @huggingface/hub and
+ * git-lfs call, on top of the db (metadata), repo (git) and store (LFS bytes) modules.
+ *
+ * A hub owns its data directory layout:
+ *   DIR/hearth.db         metadata (SQLite)
+ *   DIR/repos/<uid>.git   one bare git repository per Hub repo, named by its opaque id so that
+ *                         renames never touch the filesystem
+ *   DIR/lfs/              the content store for LFS objects
+ *   DIR/uploads/          multipart upload parts in flight
+ *   DIR/secret            the HMAC key that signs upload URLs (created on first start, 0600)
+ *
+ * The HTTP layer calls hub_dispatch for every request; see spec/hub-api.md for the routes.
+ */
+#ifndef HEARTH_HUB_H
+#define HEARTH_HUB_H
+
+#include "base/base.h"
+#include "http/http.h"
+
+typedef struct hub hub;
+
+typedef struct hub_config {
+    const char *data_dir;
+    int64_t lfs_threshold;        /* files at or above this size are LFS (default 10 MB) */
+    int64_t multipart_threshold;  /* LFS uploads at or above this size use multipart */
+    int64_t multipart_part_size;
+} hub_config;
+
+hub *hub_open(const hub_config *config, err *e);
+void hub_close(hub *h);
+/* The http_dispatch_fn for a server whose app is a hub. */
+const http_handler *hub_dispatch(http_request *req, void *app);
+
+/* Shared with the admin CLI: the metadata database of an open hub. */
+struct db *hub_db(hub *h);
+
+#endif

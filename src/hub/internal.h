@@ -1,0 +1,122 @@
+/* Internal to the hub module: the shared state, the parsed route of a request, and the
+ * helpers every handler uses. Not included from outside src/hub/. */
+#ifndef HEARTH_HUB_INTERNAL_H
+#define HEARTH_HUB_INTERNAL_H
+
+#include <jansson.h>
+
+#include "auth/auth.h"
+#include "db/db.h"
+#include "hub/hub.h"
+#include "repo/repo.h"
+#include "store/store.h"
+
+struct hub {
+    char *data_dir;
+    db *db;
+    store *store;
+    uint8_t secret[32];
+    int64_t lfs_threshold;
+    int64_t multipart_threshold;
+    int64_t multipart_part_size;
+};
+
+/* What the router understood of a request. Strings are decoded and owned by the call. */
+typedef struct hub_call hub_call;
+typedef void (*hub_route_fn)(http_request *req, hub_call *call);
+
+struct hub_call {
+    hub *hub;
+    hub_route_fn route;
+    http_handler handler;
+    auth_caller caller;
+    char type[8];          /* model | dataset | space */
+    char ns[97];
+    char name[97];
+    char *rev;             /* decoded revision, NULL when the route has none */
+    char *path;            /* decoded path inside the repo ("" = root), NULL when none */
+    char *extra;           /* route-specific (e.g. an LFS oid, a part number) */
+    size_t id_start, id_end;   /* where "ns/name" sits in the raw request path (redirects) */
+    db_repo repo;
+    bool have_repo;
+    bool signed_url;       /* authorised by a signature in the URL, not by a token */
+    void *state;           /* handler-owned; freed by the handler's cleanup */
+    void (*free_state)(void *);
+};
+
+/* ---- helpers (hub/common.c) -------------------------------------------------------------- */
+
+/* Looks up call->type/ns/name, follows moves (replies 307), checks visibility (404 for the
+ * invisible) and, when want_write, write permission (401 anonymous, 403 otherwise). Returns 0
+ * with call->repo filled, or -1 after replying. */
+int hub_load_repo(http_request *req, hub_call *call, bool want_write);
+/* Opens the repo's git directory; replies 500 and returns NULL on failure. */
+repo *hub_open_git(http_request *req, hub_call *call);
+void hub_git_dir(const hub *h, const char *uid, buf *out);
+/* Resolves call->rev (default "main"); replies 404 RevisionNotFound on failure. */
+int hub_resolve_rev(http_request *req, hub_call *call, repo *r, char sha[41]);
+/* "<base>/<prefix>ns/name", with prefix "datasets/" / "spaces/" / "" for models. */
+void hub_repo_url(http_request *req, const char *type, const char *ns, const char *name, buf *out);
+const char *hub_type_prefix(const char *type);
+/* Parses a JSON request body; replies 400 and returns NULL when it is not a JSON object. */
+json_t *hub_json_body(http_request *req);
+/* Signs and checks upload/download URLs: mac over purpose, repo uid, oid, size, expiry. */
+void hub_sign(const hub *h, const char *purpose, const char *uid, const char *oid, int64_t size,
+              int64_t exp, char out[65]);
+bool hub_check_signature(const hub *h, http_request *req, const char *purpose, const char *uid,
+                         const char *oid, int64_t size);
+/* Appends "?size=..&exp=..&sig=.." for a signed URL valid for ttl seconds. */
+void hub_signed_query(const hub *h, const char *purpose, const char *uid, const char *oid,
+                      int64_t size, int64_t ttl, buf *out);
+/* Git author name for commits made by the caller. */
+const char *hub_author(const hub_call *call);
+/* Recomputes the metadata of main after a change and stores it (best effort: logs failures). */
+void hub_refresh_meta(hub *h, const db_repo *repo_row, repo *r);
+/* Adds the Link: <...>; rel="next" header for paginated listings. */
+void hub_link_next(http_request *req, const char *cursor);
+
+/* ---- metadata derived from a tree (hub/card.c) ------------------------------------------- */
+
+/* Builds {cardData, tags, pipeline_tag, library_name, config, ...} from the files at commit. */
+json_t *hub_card_meta(hub *h, repo *r, const char *commit, const char *type);
+/* Parses a README's YAML front matter into a JSON object (an empty object when there is none).
+ * Returns NULL and fills e when the front matter is not valid YAML. */
+json_t *hub_card_parse(const char *readme, size_t len, err *e);
+/* Does path match a `filter=lfs` pattern of this .gitattributes text? */
+bool hub_gitattributes_lfs(const char *attributes, const char *path);
+/* Does path match a pattern of this .gitignore text? */
+bool hub_gitignore_match(const char *ignore, const char *path);
+extern const char hub_default_gitattributes[];
+
+/* ---- route handlers ---------------------------------------------------------------------- */
+
+void hub_whoami(http_request *req, hub_call *call);
+void hub_validate_yaml(http_request *req, hub_call *call);
+void hub_repo_create(http_request *req, hub_call *call);
+void hub_repo_delete(http_request *req, hub_call *call);
+void hub_repo_move(http_request *req, hub_call *call);
+void hub_repo_settings(http_request *req, hub_call *call);
+void hub_repo_info(http_request *req, hub_call *call);
+void hub_repo_list(http_request *req, hub_call *call);
+void hub_tree(http_request *req, hub_call *call);
+void hub_paths_info(http_request *req, hub_call *call);
+void hub_resolve(http_request *req, hub_call *call);
+void hub_raw(http_request *req, hub_call *call);
+void hub_refs(http_request *req, hub_call *call);
+void hub_commits(http_request *req, hub_call *call);
+void hub_branch_create(http_request *req, hub_call *call);
+void hub_branch_delete(http_request *req, hub_call *call);
+void hub_tag_create(http_request *req, hub_call *call);
+void hub_tag_delete(http_request *req, hub_call *call);
+void hub_super_squash(http_request *req, hub_call *call);
+void hub_preupload(http_request *req, hub_call *call);
+void hub_commit(http_request *req, hub_call *call);
+void hub_lfs_batch(http_request *req, hub_call *call);
+void hub_lfs_verify(http_request *req, hub_call *call);
+void hub_lfs_download(http_request *req, hub_call *call);
+void hub_lfs_multipart_complete(http_request *req, hub_call *call);
+void hub_lfs_locks(http_request *req, hub_call *call);
+/* Streaming uploads: set call->handler up for a PUT of an LFS object or of a multipart part. */
+int hub_lfs_upload_begin(http_request *req, hub_call *call, bool part);
+
+#endif

@@ -1,0 +1,813 @@
+/* upload — everything that writes files: preupload (LFS or regular?), the git-lfs batch API
+ * with basic and multipart transfers, the streaming object uploads it hands out, verify,
+ * and the NDJSON commit endpoint (spec §6).
+ *
+ * Upload URLs are signed (HMAC over purpose, repo, oid, size and expiry) because Python's
+ * LFS client sends no Authorization with them. Bytes stream straight into the store while
+ * being hashed; the object becomes visible only once its SHA-256 and size match.
+ */
+#include "hub/internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define UPLOAD_TTL_SECONDS (24 * 3600)
+#define LFS_CONTENT_TYPE "application/vnd.git-lfs+json"
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+/* Decodes standard base64 (no newlines) into out; -1 when invalid. */
+static int base64_decode(const char *in, size_t len, buf *out)
+{
+    if (len % 4 != 0)
+        return -1;
+    buf_reserve(out, len / 4 * 3 + 1);
+    int n = EVP_DecodeBlock((unsigned char *)out->data + out->len, (const unsigned char *)in,
+                            (int)len);
+    if (n < 0)
+        return -1;
+    size_t pad = 0;
+    while (pad < 2 && len > pad && in[len - 1 - pad] == '=')
+        pad++;
+    out->len += (size_t)n - pad;
+    out->data[out->len] = '\0';
+    return 0;
+}
+
+static bool looks_binary(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        if (c == 0)
+            return true;
+        size_t extra = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : 9;
+        if (extra == 9)
+            return true;
+        if (i + extra >= n && extra) /* a sample may end inside a character */
+            return false;
+        for (size_t k = 1; k <= extra; k++)
+            if ((p[i + k] & 0xC0) != 0x80)
+                return true;
+        i += extra + 1;
+    }
+    return false;
+}
+
+static void reply_lfs(http_request *req, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    http_reply_bytes(req, status, LFS_CONTENT_TYPE, text, strlen(text));
+    free(text);
+}
+
+static void objects_url(http_request *req, hub_call *call, buf *out)
+{
+    hub_repo_url(req, call->type, call->ns, call->name, out);
+    buf_puts(out, ".git/info/lfs/objects");
+}
+
+/* git asks for credentials only when a 401 says how. */
+static void add_basic_challenge(http_request *req)
+{
+    http_add_header(req, "WWW-Authenticate", "Basic realm=\"Hearth\"");
+}
+
+/* ---- preupload --------------------------------------------------------------------------- */
+
+void hub_preupload(http_request *req, hub_call *call)
+{
+    bool create_pr = text_truthy(http_query(req, "create_pr"));
+    if (hub_load_repo(req, call, !create_pr) != 0)
+        return;
+    json_t *body = hub_json_body(req);
+    if (!body)
+        return;
+    json_t *files = json_object_get(body, "files");
+    if (!json_is_array(files)) {
+        json_decref(body);
+        http_reply_errorf(req, 400, "", "\"files\" must be an array");
+        return;
+    }
+    repo *r = hub_open_git(req, call);
+    if (!r) {
+        json_decref(body);
+        return;
+    }
+    char sha[41];
+    if (hub_resolve_rev(req, call, r, sha) != 0) {
+        repo_close(r);
+        json_decref(body);
+        return;
+    }
+    err e = ERR_INIT;
+    buf attributes = BUF_INIT, ignore = BUF_INIT;
+    const char *given_attrs = json_string_value(json_object_get(body, "gitAttributes"));
+    const char *given_ignore = json_string_value(json_object_get(body, "gitIgnore"));
+    if (given_attrs)
+        buf_puts(&attributes, given_attrs);
+    else
+        repo_read(r, sha, ".gitattributes", &attributes, &e);
+    if (given_ignore)
+        buf_puts(&ignore, given_ignore);
+    else
+        repo_read(r, sha, ".gitignore", &ignore, &e);
+    json_t *out = json_array();
+    size_t i;
+    json_t *f;
+    json_array_foreach(files, i, f)
+    {
+        const char *path = json_string_value(json_object_get(f, "path"));
+        json_int_t size = json_integer_value(json_object_get(f, "size"));
+        const char *sample = json_string_value(json_object_get(f, "sample"));
+        if (!path || !path_is_valid_repo_path(path, strlen(path))) {
+            http_reply_errorf(req, 422, "", "Invalid path: %s", path ? path : "(missing)");
+            json_decref(out);
+            goto done;
+        }
+        bool lfs = size >= call->hub->lfs_threshold || hub_gitattributes_lfs(attributes.data, path);
+        if (!lfs && sample && size > 0) {
+            buf bytes = BUF_INIT;
+            if (base64_decode(sample, strlen(sample), &bytes) == 0)
+                lfs = looks_binary((const unsigned char *)buf_str(&bytes), bytes.len);
+            buf_free(&bytes);
+        }
+        if (size == 0)
+            lfs = false;
+        json_t *entry = json_pack("{s:s, s:s, s:b}", "path", path, "uploadMode",
+                                  lfs ? "lfs" : "regular", "shouldIgnore",
+                                  hub_gitignore_match(ignore.data, path));
+        repo_entry ent = {0};
+        if (repo_stat(r, sha, path, &ent, &e) == 0 && !ent.is_dir)
+            json_object_set_new(entry, "oid", json_string(ent.is_lfs ? ent.lfs.oid : ent.oid));
+        else
+            json_object_set_new(entry, "oid", json_null());
+        repo_entry_free(&ent);
+        json_array_append_new(out, entry);
+    }
+    http_reply_json(req, 200, json_pack("{s:o, s:s}", "files", out, "commitOid", sha));
+done:
+    buf_free(&attributes);
+    buf_free(&ignore);
+    repo_close(r);
+    json_decref(body);
+}
+
+/* ---- LFS batch --------------------------------------------------------------------------- */
+
+static bool offers(json_t *transfers, const char *name)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(transfers, i, t) if (json_is_string(t) && !strcmp(json_string_value(t), name))
+        return true;
+    return false;
+}
+
+static json_t *upload_actions(http_request *req, hub_call *call, const char *oid, int64_t size,
+                              bool multipart)
+{
+    hub *h = call->hub;
+    buf base = BUF_INIT, href = BUF_INIT, verify = BUF_INIT;
+    objects_url(req, call, &base);
+    json_t *header = json_object();
+    if (multipart) {
+        /* HF's multipart extension: part URLs under zero-padded keys, chunk_size, and the
+         * completion URL as the upload href. */
+        int64_t part_size = h->multipart_part_size;
+        int64_t parts = (size + part_size - 1) / part_size;
+        char chunk[32];
+        snprintf(chunk, sizeof chunk, "%lld", (long long)part_size);
+        json_object_set_new(header, "chunk_size", json_string(chunk));
+        for (int64_t p = 1; p <= parts; p++) {
+            buf part = BUF_INIT;
+            char key[24], sign_oid[96];
+            snprintf(key, sizeof key, "%05lld", (long long)p);
+            snprintf(sign_oid, sizeof sign_oid, "%s:%lld", oid, (long long)p);
+            buf_printf(&part, "%s/upload/%s/part/%lld", base.data, oid, (long long)p);
+            hub_signed_query(h, "part", call->repo.uid, sign_oid, size, UPLOAD_TTL_SECONDS, &part);
+            json_object_set_new(header, key, json_string(part.data));
+            buf_free(&part);
+        }
+        buf_printf(&href, "%s/complete/%s", base.data, oid);
+        hub_signed_query(h, "complete", call->repo.uid, oid, size, UPLOAD_TTL_SECONDS, &href);
+    } else {
+        buf_printf(&href, "%s/upload/%s", base.data, oid);
+        hub_signed_query(h, "upload", call->repo.uid, oid, size, UPLOAD_TTL_SECONDS, &href);
+    }
+    buf_printf(&verify, "%s/verify", base.data);
+    hub_signed_query(h, "verify", call->repo.uid, oid, size, UPLOAD_TTL_SECONDS, &verify);
+    json_t *actions = json_pack("{s:{s:s, s:o, s:i}, s:{s:s, s:{}}}", "upload", "href", href.data,
+                                "header", header, "expires_in", UPLOAD_TTL_SECONDS, "verify",
+                                "href", verify.data, "header");
+    buf_free(&base);
+    buf_free(&href);
+    buf_free(&verify);
+    return actions;
+}
+
+void hub_lfs_batch(http_request *req, hub_call *call)
+{
+    json_t *body = hub_json_body(req);
+    if (!body)
+        return;
+    const char *operation = json_string_value(json_object_get(body, "operation"));
+    bool upload = operation && !strcmp(operation, "upload");
+    if (!operation || (!upload && strcmp(operation, "download") != 0)) {
+        json_decref(body);
+        http_reply_errorf(req, 422, "", "operation must be \"upload\" or \"download\"");
+        return;
+    }
+    if (upload && !call->caller.authenticated)
+        add_basic_challenge(req);
+    if (hub_load_repo(req, call, upload) != 0) {
+        json_decref(body);
+        return;
+    }
+    json_t *objects = json_object_get(body, "objects");
+    json_t *transfers = json_object_get(body, "transfers");
+    bool can_multipart = offers(transfers, "multipart");
+    json_t *out = json_array();
+    size_t i;
+    json_t *o;
+    json_array_foreach(objects, i, o)
+    {
+        const char *oid = json_string_value(json_object_get(o, "oid"));
+        json_t *size_v = json_object_get(o, "size");
+        int64_t size = json_is_integer(size_v) ? json_integer_value(size_v) : -1;
+        json_t *item = json_pack("{s:s, s:I}", "oid", oid ? oid : "", "size", (json_int_t)size);
+        if (!oid || !text_is_hex(oid, 64) || size < 0) {
+            json_object_set_new(item, "error", json_pack("{s:i, s:s}", "code", 422, "message",
+                                                         "invalid oid or size"));
+            json_array_append_new(out, item);
+            continue;
+        }
+        int64_t have_size = -1;
+        err e = ERR_INIT;
+        bool have = store_stat(call->hub->store, oid, &have_size, &e) == 0;
+        if (upload) {
+            if (!have || have_size != size) {
+                bool multipart = can_multipart && size >= call->hub->multipart_threshold;
+                json_object_set_new(item, "authenticated", json_true());
+                json_object_set_new(item, "actions", upload_actions(req, call, oid, size, multipart));
+            }
+        } else if (!have) {
+            json_object_set_new(item, "error", json_pack("{s:i, s:s}", "code", 404, "message",
+                                                         "Object does not exist"));
+        } else {
+            buf href = BUF_INIT;
+            objects_url(req, call, &href);
+            buf_printf(&href, "/download/%s", oid);
+            hub_signed_query(call->hub, "download", call->repo.uid, oid, have_size,
+                             UPLOAD_TTL_SECONDS, &href);
+            json_object_set_new(item, "authenticated", json_true());
+            json_object_set_new(item, "actions",
+                                json_pack("{s:{s:s, s:{}, s:i}}", "download", "href", href.data,
+                                          "header", "expires_in", UPLOAD_TTL_SECONDS));
+            buf_free(&href);
+        }
+        json_array_append_new(out, item);
+    }
+    json_decref(body);
+    reply_lfs(req, 200, json_pack("{s:s, s:o, s:s}", "transfer", "basic", "objects", out,
+                                  "hash_algo", "sha256"));
+}
+
+void hub_lfs_verify(http_request *req, hub_call *call)
+{
+    json_t *body = hub_json_body(req);
+    if (!body)
+        return;
+    const char *oid = json_string_value(json_object_get(body, "oid"));
+    int64_t size = json_integer_value(json_object_get(body, "size"));
+    char oid_copy[65] = "";
+    if (oid && text_is_hex(oid, 64))
+        memcpy(oid_copy, oid, 65);
+    json_decref(body);
+    /* Signed verify URLs need no token; otherwise the caller must be able to read. */
+    err e = ERR_INIT;
+    bool is_signed = http_query(req, "sig") != NULL;
+    if (is_signed) {
+        if (!path_is_valid_repo_name(call->ns) || !path_is_valid_repo_name(call->name) ||
+            db_repo_get(call->hub->db, call->type, call->ns, call->name, &call->repo, &e) != 0) {
+            http_reply_errorf(req, 404, "RepoNotFound", "Repository not found");
+            return;
+        }
+        call->have_repo = true;
+        if (!hub_check_signature(call->hub, req, "verify", call->repo.uid, oid_copy, size)) {
+            http_reply_errorf(req, 403, "", "invalid or expired verify link");
+            return;
+        }
+    } else if (hub_load_repo(req, call, false) != 0) {
+        return;
+    }
+    int64_t have_size;
+    if (!oid_copy[0] || store_stat(call->hub->store, oid_copy, &have_size, &e) != 0 ||
+        have_size != size) {
+        http_reply_errorf(req, 404, "", "Object %s was not uploaded (or has another size)",
+                          oid_copy);
+        return;
+    }
+    reply_lfs(req, 200, json_pack("{s:s, s:I}", "oid", oid_copy, "size", (json_int_t)size));
+}
+
+void hub_lfs_locks(http_request *req, hub_call *call)
+{
+    if (hub_load_repo(req, call, false) != 0)
+        return;
+    const char *path = http_path(req);
+    if (text_ends_with(path, "/locks/verify"))
+        reply_lfs(req, 200, json_pack("{s:[], s:[]}", "ours", "theirs"));
+    else if (!strcmp(http_method(req), "GET"))
+        reply_lfs(req, 200, json_pack("{s:[]}", "locks"));
+    else
+        http_reply_errorf(req, 501, "", "file locking is not supported by this server");
+}
+
+/* ---- streaming object uploads ------------------------------------------------------------ */
+
+typedef struct upload_state {
+    store_writer *writer;     /* whole objects */
+    int part_fd;              /* multipart parts */
+    char part_tmp[4096];
+    char part_final[4096];
+    hash_ctx *part_hash;
+    int64_t part_size;
+    int64_t expected_size;
+    bool done;
+} upload_state;
+
+static void upload_state_free(void *p)
+{
+    upload_state *u = p;
+    if (!u)
+        return;
+    if (!u->done) {
+        store_writer_abort(u->writer);
+        if (u->part_fd >= 0) {
+            close(u->part_fd);
+            unlink(u->part_tmp);
+        }
+    } else if (u->part_fd >= 0) {
+        close(u->part_fd);
+    }
+    hash_free(u->part_hash);
+    free(u);
+}
+
+static void parts_dir(const hub_call *call, buf *out)
+{
+    buf_printf(out, "%s/uploads/%s-%s", call->hub->data_dir, call->repo.uid, call->extra);
+}
+
+static int upload_chunk(http_request *req, const char *data, size_t len, void *ctx)
+{
+    hub_call *call = ctx;
+    upload_state *u = call->state;
+    err e = ERR_INIT;
+    if (u->writer) {
+        if (store_writer_size(u->writer) + (int64_t)len > u->expected_size) {
+            http_reply_errorf(req, 400, "", "upload is larger than the announced %lld bytes",
+                              (long long)u->expected_size);
+            return -1;
+        }
+        if (store_writer_write(u->writer, data, len, &e) != 0) {
+            http_reply_error(req, &e);
+            return -1;
+        }
+        return 0;
+    }
+    hash_update(u->part_hash, data, len);
+    while (len) {
+        ssize_t n = write(u->part_fd, data, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            http_reply_errorf(req, errno == ENOSPC ? 507 : 500, "", "cannot store part: %s",
+                              strerror(errno));
+            return -1;
+        }
+        data += n;
+        len -= (size_t)n;
+        u->part_size += n;
+    }
+    return 0;
+}
+
+static void upload_finish(http_request *req, hub_call *call)
+{
+    upload_state *u = call->state;
+    err e = ERR_INIT;
+    if (u->writer) {
+        store_writer *w = u->writer;
+        u->writer = NULL;
+        if (store_writer_finish(w, call->extra, u->expected_size, NULL, &e) != 0) {
+            http_reply_error(req, &e);
+            return;
+        }
+        u->done = true;
+        log_info("stored LFS object %s (%lld bytes)", call->extra, (long long)u->expected_size);
+        http_reply_json(req, 200, json_object());
+        return;
+    }
+    char hex[65];
+    hash_final_hex(u->part_hash, hex);
+    u->part_hash = NULL;
+    if (fsync(u->part_fd) != 0 || rename(u->part_tmp, u->part_final) != 0) {
+        http_reply_errorf(req, 500, "", "cannot store part: %s", strerror(errno));
+        return;
+    }
+    u->done = true;
+    char etag[80];
+    snprintf(etag, sizeof etag, "\"%s\"", hex);
+    http_add_header(req, "ETag", etag);
+    http_reply_json(req, 200, json_object());
+}
+
+int hub_lfs_upload_begin(http_request *req, hub_call *call, bool part)
+{
+    hub *h = call->hub;
+    err e = ERR_INIT;
+    if (!path_is_valid_repo_name(call->ns) || !path_is_valid_repo_name(call->name) ||
+        db_repo_get(h->db, call->type, call->ns, call->name, &call->repo, &e) != 0) {
+        http_reply_errorf(req, 404, "RepoNotFound", "Repository not found");
+        return 0;
+    }
+    call->have_repo = true;
+    int64_t size = text_parse_i64(http_query(req, "size"));
+    int64_t part_no = part ? text_parse_i64(call->rev) : 0;
+    char sign_oid[96];
+    if (part)
+        snprintf(sign_oid, sizeof sign_oid, "%s:%lld", call->extra, (long long)part_no);
+    else
+        snprintf(sign_oid, sizeof sign_oid, "%s", call->extra);
+    if (!text_is_hex(call->extra, 64) || size < 0 || (part && part_no < 1) ||
+        !hub_check_signature(h, req, part ? "part" : "upload", call->repo.uid, sign_oid, size)) {
+        http_reply_errorf(req, 403, "", "invalid or expired upload link; ask the LFS batch API "
+                                        "for a new one");
+        return 0;
+    }
+    upload_state *u = calloc(1, sizeof *u);
+    if (!u)
+        abort();
+    u->part_fd = -1;
+    u->expected_size = size;
+    call->state = u;
+    call->free_state = upload_state_free;
+    if (part) {
+        buf dir = BUF_INIT;
+        parts_dir(call, &dir);
+        path_mkdirs(dir.data, 0755);
+        uint8_t rnd[6];
+        char tag[13];
+        hash_random(rnd, sizeof rnd);
+        hex_encode(rnd, sizeof rnd, tag);
+        snprintf(u->part_final, sizeof u->part_final, "%s/part-%05lld", dir.data,
+                 (long long)part_no);
+        snprintf(u->part_tmp, sizeof u->part_tmp, "%.4000s.tmp-%s", u->part_final, tag);
+        buf_free(&dir);
+        u->part_fd = open(u->part_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (u->part_fd < 0) {
+            http_reply_errorf(req, 500, "", "cannot store part: %s", strerror(errno));
+            return 0;
+        }
+        u->part_hash = hash_sha256_new();
+    } else {
+        u->writer = store_writer_new(h->store, &e);
+        if (!u->writer) {
+            http_reply_error(req, &e);
+            return 0;
+        }
+    }
+    call->route = upload_finish;
+    call->handler.body_chunk = upload_chunk;
+    return 0;
+}
+
+void hub_lfs_multipart_complete(http_request *req, hub_call *call)
+{
+    hub *h = call->hub;
+    err e = ERR_INIT;
+    if (!path_is_valid_repo_name(call->ns) || !path_is_valid_repo_name(call->name) ||
+        db_repo_get(h->db, call->type, call->ns, call->name, &call->repo, &e) != 0) {
+        http_reply_errorf(req, 404, "RepoNotFound", "Repository not found");
+        return;
+    }
+    call->have_repo = true;
+    int64_t size = text_parse_i64(http_query(req, "size"));
+    if (!text_is_hex(call->extra, 64) ||
+        !hub_check_signature(h, req, "complete", call->repo.uid, call->extra, size)) {
+        http_reply_errorf(req, 403, "", "invalid or expired completion link");
+        return;
+    }
+    json_t *body = hub_json_body(req);
+    if (!body)
+        return;
+    size_t nparts = json_array_size(json_object_get(body, "parts"));
+    json_decref(body);
+    int64_t expected_parts = (size + h->multipart_part_size - 1) / h->multipart_part_size;
+    if ((int64_t)nparts != expected_parts) {
+        http_reply_errorf(req, 400, "", "expected %lld parts, got %zu", (long long)expected_parts,
+                          nparts);
+        return;
+    }
+    buf dir = BUF_INIT, path = BUF_INIT;
+    parts_dir(call, &dir);
+    store_writer *w = store_writer_new(h->store, &e);
+    char chunk[1 << 16];
+    for (size_t p = 1; w && p <= nparts; p++) {
+        buf_reset(&path);
+        buf_printf(&path, "%s/part-%05zu", dir.data, p);
+        int fd = open(path.data, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            err_set(&e, 400, "", "part %zu was never uploaded", p);
+            store_writer_abort(w);
+            w = NULL;
+            break;
+        }
+        ssize_t n;
+        while ((n = read(fd, chunk, sizeof chunk)) > 0)
+            if (store_writer_write(w, chunk, (size_t)n, &e) != 0)
+                break;
+        close(fd);
+        if (n != 0) {
+            if (!err_is_set(&e))
+                err_set(&e, 500, "", "cannot read part %zu", p);
+            store_writer_abort(w);
+            w = NULL;
+        }
+    }
+    if (w && store_writer_finish(w, call->extra, size, NULL, &e) == 0) {
+        path_remove_tree(dir.data);
+        log_info("stored LFS object %s from %zu parts", call->extra, nparts);
+        http_reply_json(req, 200, json_object());
+    } else {
+        http_reply_error(req, &e);
+    }
+    buf_free(&dir);
+    buf_free(&path);
+}
+
+/* ---- commit ------------------------------------------------------------------------------- */
+
+typedef struct commit_plan {
+    repo_op *ops;
+    size_t nops, cap;
+    buf *blobs;            /* decoded contents, one per op */
+    char *summary;
+    char *description;
+    char *parent;
+} commit_plan;
+
+static void plan_free(commit_plan *p)
+{
+    for (size_t i = 0; i < p->nops; i++) {
+        free((char *)p->ops[i].path);
+        free((char *)p->ops[i].src_path);
+        buf_free(&p->blobs[i]);
+    }
+    free(p->ops);
+    free(p->blobs);
+    free(p->summary);
+    free(p->description);
+    free(p->parent);
+}
+
+static repo_op *plan_add(commit_plan *p, repo_op_kind kind, const char *path)
+{
+    if (p->nops == p->cap) {
+        p->cap = p->cap ? p->cap * 2 : 16;
+        p->ops = realloc(p->ops, p->cap * sizeof *p->ops);
+        p->blobs = realloc(p->blobs, p->cap * sizeof *p->blobs);
+        if (!p->ops || !p->blobs)
+            abort();
+    }
+    repo_op *op = &p->ops[p->nops];
+    memset(op, 0, sizeof *op);
+    p->blobs[p->nops] = (buf)BUF_INIT;
+    op->kind = kind;
+    op->path = strdup(path);
+    p->nops++;
+    return op;
+}
+
+/* Parses one NDJSON line into the plan; -1 with e set on bad input. */
+static int plan_line(hub *h, commit_plan *p, json_t *line, size_t lineno, err *e)
+{
+    const char *key = json_string_value(json_object_get(line, "key"));
+    json_t *value = json_object_get(line, "value");
+    if (!key || !json_is_object(value))
+        return err_set(e, 400, "", "line %zu: expected {\"key\": ..., \"value\": {...}}", lineno);
+    if (!strcmp(key, "header")) {
+        const char *summary = json_string_value(json_object_get(value, "summary"));
+        const char *description = json_string_value(json_object_get(value, "description"));
+        const char *parent = json_string_value(json_object_get(value, "parentCommit"));
+        free(p->summary);
+        free(p->description);
+        free(p->parent);
+        p->summary = strdup(summary ? summary : "");
+        p->description = strdup(description ? description : "");
+        p->parent = parent ? strdup(parent) : NULL;
+        return 0;
+    }
+    const char *path = json_string_value(json_object_get(value, "path"));
+    if (!path)
+        return err_set(e, 400, "", "line %zu: missing \"path\"", lineno);
+    size_t plen = strlen(path);
+    bool folder = !strcmp(key, "deletedFolder");
+    while (folder && plen > 1 && path[plen - 1] == '/')
+        plen--;
+    char *clean = strndup(path, plen);
+    bool valid = path_is_valid_repo_path(clean, plen);
+    if (!valid) {
+        err_set(e, 422, "", "Invalid path '%s': paths must be relative, without '..', "
+                            "backslashes or a .git component", path);
+        free(clean);
+        return -1;
+    }
+    int rc = 0;
+    if (!strcmp(key, "file")) {
+        const char *content = json_string_value(json_object_get(value, "content"));
+        const char *encoding = json_string_value(json_object_get(value, "encoding"));
+        repo_op *op = plan_add(p, REPO_OP_PUT, clean);
+        buf *blob = &p->blobs[p->nops - 1];
+        if (!content)
+            rc = err_set(e, 400, "", "line %zu: missing \"content\"", lineno);
+        else if (encoding && !strcmp(encoding, "base64")) {
+            if (base64_decode(content, strlen(content), blob) != 0)
+                rc = err_set(e, 400, "", "line %zu: content is not valid base64", lineno);
+        } else {
+            buf_puts(blob, content);
+        }
+        op->data = buf_str(blob);
+        op->len = blob->len;
+    } else if (!strcmp(key, "lfsFile")) {
+        const char *oid = json_string_value(json_object_get(value, "oid"));
+        const char *algo = json_string_value(json_object_get(value, "algo"));
+        json_t *size_v = json_object_get(value, "size");
+        int64_t have = -1;
+        if (!oid || !text_is_hex(oid, 64) || (algo && strcmp(algo, "sha256") != 0)) {
+            rc = err_set(e, 400, "", "line %zu: lfsFile needs a sha256 \"oid\"", lineno);
+        } else if (store_stat(h->store, oid, &have, e) != 0) {
+            if (!err_is_set(e))
+                err_set(e, 422, "", "LFS object %s not found: upload it before committing %s",
+                        oid, clean);
+            rc = -1;
+        } else if (json_is_integer(size_v) && json_integer_value(size_v) != have) {
+            rc = err_set(e, 422, "", "LFS object %s has %lld bytes, not %lld", oid,
+                         (long long)have, (long long)json_integer_value(size_v));
+        } else {
+            repo_op *op = plan_add(p, REPO_OP_PUT, clean);
+            buf *blob = &p->blobs[p->nops - 1];
+            repo_format_lfs_pointer(blob, oid, have);
+            op->data = blob->data;
+            op->len = blob->len;
+        }
+    } else if (!strcmp(key, "deletedFile")) {
+        plan_add(p, REPO_OP_DELETE_FILE, clean);
+    } else if (folder) {
+        plan_add(p, REPO_OP_DELETE_FOLDER, clean);
+    } else if (!strcmp(key, "copyFile")) {
+        const char *src = json_string_value(json_object_get(value, "srcPath"));
+        if (!src || !path_is_valid_repo_path(src, strlen(src))) {
+            rc = err_set(e, 422, "", "line %zu: invalid srcPath", lineno);
+        } else {
+            repo_op *op = plan_add(p, REPO_OP_COPY, clean);
+            op->src_path = strdup(src);
+            op->src_rev = json_string_value(json_object_get(value, "srcRevision"));
+        }
+    } else {
+        rc = err_set(e, 400, "", "line %zu: unknown key \"%s\"", lineno, key);
+    }
+    free(clean);
+    return rc;
+}
+
+/* The next free pull-request number. */
+static int64_t next_pr(repo *r)
+{
+    repo_refs refs;
+    err e = ERR_INIT;
+    int64_t max = 0;
+    if (repo_list_refs(r, &refs, &e) == 0) {
+        for (size_t i = 0; i < refs.npulls; i++) {
+            int64_t n = text_parse_i64(refs.pulls[i].ref + strlen("refs/pr/"));
+            if (n > max)
+                max = n;
+        }
+        repo_refs_free(&refs);
+    }
+    return max + 1;
+}
+
+void hub_commit(http_request *req, hub_call *call)
+{
+    bool create_pr = text_truthy(http_query(req, "create_pr"));
+    if (hub_load_repo(req, call, !create_pr) != 0)
+        return;
+    if (create_pr && !call->caller.authenticated) {
+        http_reply_errorf(req, 401, "", "You must be authenticated to open a pull request");
+        return;
+    }
+    hub *h = call->hub;
+    const buf *body = http_body(req);
+    commit_plan plan = {0};
+    err e = ERR_INIT;
+    size_t lineno = 0;
+    for (const char *p = buf_str(body); *p;) {
+        const char *nl = memchr(p, '\n', (size_t)(body->data + body->len - p));
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        lineno++;
+        if (len > 0 && !(len == 1 && p[0] == '\r')) {
+            json_error_t je;
+            json_t *line = json_loadb(p, len, 0, &je);
+            int rc = line ? plan_line(h, &plan, line, lineno, &e)
+                          : err_set(&e, 400, "", "line %zu is not valid JSON: %s", lineno, je.text);
+            json_decref(line);
+            if (rc != 0) {
+                plan_free(&plan);
+                http_reply_error(req, &e);
+                return;
+            }
+        }
+        p += len + (nl ? 1 : 0);
+    }
+    if (!plan.summary) {
+        plan_free(&plan);
+        http_reply_errorf(req, 400, "", "the commit needs a header line with a \"summary\"");
+        return;
+    }
+    repo *r = hub_open_git(req, call);
+    if (!r) {
+        plan_free(&plan);
+        return;
+    }
+    buf message = BUF_INIT, branch = BUF_INIT;
+    buf_puts(&message, plan.summary[0] ? plan.summary : "Upload files");
+    if (plan.description[0])
+        buf_printf(&message, "\n\n%s", plan.description);
+    buf_putc(&message, '\n');
+    int64_t pr = 0;
+    char pr_base[41] = "";
+    if (create_pr) {
+        /* A pull request is a branch refs/pr/N starting at parentCommit or the head of rev. */
+        char base[41];
+        const char *start = plan.parent ? plan.parent : call->rev;
+        if (repo_resolve(r, start, base, &e) != 0) {
+            http_reply_error(req, &e);
+            goto out;
+        }
+        pr = next_pr(r);
+        buf_printf(&branch, "refs/pr/%lld", (long long)pr);
+        free(plan.parent);
+        plan.parent = NULL;
+        snprintf(pr_base, sizeof pr_base, "%s", base);
+    } else {
+        buf_puts(&branch, call->rev);
+    }
+    repo_commit_request c = {.branch = branch.data,
+                             .parent = plan.parent,
+                             .ops = plan.ops,
+                             .nops = plan.nops,
+                             .author_name = hub_author(call),
+                             .author_email = "hearth@localhost",
+                             .message = message.data,
+                             .create_branch = create_pr,
+                             .start = create_pr ? pr_base : NULL};
+    char sha[41];
+    if (repo_commit(r, &c, sha, &e) != 0) {
+        http_reply_error(req, &e);
+        goto out;
+    }
+    if (!strcmp(branch.data, "main") || !strcmp(branch.data, "refs/heads/main"))
+        hub_refresh_meta(h, &call->repo, r);
+    else
+        db_repo_touch(h->db, call->repo.id, text_now_ms(), &e);
+    buf url = BUF_INIT, pr_url = BUF_INIT;
+    hub_repo_url(req, call->type, call->ns, call->name, &url);
+    json_t *reply = json_pack("{s:b, s:s, s:s, s:n}", "success", 1, "commitOid", sha,
+                              "hookOutput", "", "pullRequestUrl");
+    buf_printf(&url, "/commit/%s", sha);
+    json_object_set_new(reply, "commitUrl", json_string(url.data));
+    if (create_pr) {
+        hub_repo_url(req, call->type, call->ns, call->name, &pr_url);
+        buf_printf(&pr_url, "/discussions/%lld", (long long)pr);
+        json_object_set_new(reply, "pullRequestUrl", json_string(pr_url.data));
+    }
+    log_info("commit %s on %s/%s@%s (%zu operations)", sha, call->ns, call->name, branch.data,
+             plan.nops);
+    http_reply_json(req, 200, reply);
+    buf_free(&url);
+    buf_free(&pr_url);
+out:
+    buf_free(&message);
+    buf_free(&branch);
+    repo_close(r);
+    plan_free(&plan);
+}
