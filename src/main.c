@@ -4,6 +4,7 @@
 
 #include "cli/cli.h"
 #include "infer/infer.h"
+#include "xet/xet.h"
 
 static const struct {
     const char *name;
@@ -13,6 +14,7 @@ static const struct {
     {"serve", cli_serve_main, "run the hub server (HTTP API, downloads, uploads)"},
     {"admin", cli_admin_main, "manage users, tokens and storage (create-user, create-token, ...)"},
     {"run", infer_main, "generate text with a model (local dir, GGUF file, or hub repo id)"},
+    {"xet", xet_cli_main, "inspect Xet chunking and hashes of a file, xorb or shard"},
 };
 
 static void usage(FILE *out)
