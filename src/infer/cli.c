@@ -1,11 +1,396 @@
+/* cli.c — `hearth run`: generate text from a model on the command line.
+ *
+ *   hearth run MODEL [PROMPT] [-n N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]
+ *              [--repeat-penalty R] [--seed S] [--threads N] [--ctx N] [--chat]
+ *
+ * MODEL is a Hugging Face-layout directory or a .gguf file. Tokens print as they are generated;
+ * prompt and generation speed and peak memory go to stderr at the end. Two switches exist for
+ * tests and tools rather than people:
+ *   --tokenize         read one JSON string a line on stdin, print {"ids": [...], "text": decode}
+ *   --dump-logits K    greedy; print one JSON line a step with the chosen id and the top-K logits
+ *   --ids 1,2,3        use these prompt ids instead of tokenizing PROMPT
+ */
+#include <jansson.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "infer/infer.h"
+#include "infer/internal.h"
+
+typedef struct run_options {
+    const char *model, *prompt, *ids, *data_dir;
+    int n_predict, threads, ctx, dump_logits;
+    bool chat, tokenize, quiet;
+    infer_sampler_params sp;
+} run_options;
+
+static void usage(FILE *out)
+{
+    fputs("usage: hearth run MODEL [PROMPT] [options]\n"
+          "\n"
+          "MODEL is a model directory in the Hugging Face layout (config.json, *.safetensors,\n"
+          "tokenizer.json) or a .gguf file.\n"
+          "\n"
+          "options:\n"
+          "  -n, --n-predict N      tokens to generate (default 128)\n"
+          "  --temperature T        0 = greedy (default 0)\n"
+          "  --top-k K              keep the K most likely tokens (0 = off)\n"
+          "  --top-p P              nucleus sampling (1 = off)\n"
+          "  --min-p P              drop tokens below P x the top probability (0 = off)\n"
+          "  --repeat-penalty R     CTRL-style repetition penalty (1 = off)\n"
+          "  --frequency-penalty F  subtract F x count for tokens already generated\n"
+          "  --presence-penalty F   subtract F for tokens already generated\n"
+          "  --seed S               random seed (default 0: every run the same)\n"
+          "  -t, --threads N        worker threads (default: one per core)\n"
+          "  --ctx N                context length to allocate (default: model's, at most 4096)\n"
+          "  --chat                 apply the model's chat template\n"
+          "  -q, --quiet            no model line, no statistics\n"
+          "  --data DIR             hub data directory, for MODEL given as a repo id\n"
+          "  --tokenize             tokenize JSON strings from stdin (one per line)\n"
+          "  --dump-logits K        greedy; print the top-K logits of each step as JSON\n"
+          "  --ids I,J,...          prompt as token ids\n", out);
+}
+
+static int parse_args(int argc, char **argv, run_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->n_predict = 128;
+    infer_sampler_defaults(&o->sp);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define TAKE(...) (v ? (i++, true) : (fprintf(stderr, "hearth run: %s needs a value\n", a), false))
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 1;
+        } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
+            if (!TAKE()) return -1;
+            o->n_predict = atoi(v);
+        } else if (!strcmp(a, "--temperature") || !strcmp(a, "--temp")) {
+            if (!TAKE()) return -1;
+            o->sp.temperature = strtof(v, NULL);
+        } else if (!strcmp(a, "--top-k")) {
+            if (!TAKE()) return -1;
+            o->sp.top_k = atoi(v);
+        } else if (!strcmp(a, "--top-p")) {
+            if (!TAKE()) return -1;
+            o->sp.top_p = strtof(v, NULL);
+        } else if (!strcmp(a, "--min-p")) {
+            if (!TAKE()) return -1;
+            o->sp.min_p = strtof(v, NULL);
+        } else if (!strcmp(a, "--repeat-penalty") || !strcmp(a, "--repetition-penalty")) {
+            if (!TAKE()) return -1;
+            o->sp.repetition_penalty = strtof(v, NULL);
+        } else if (!strcmp(a, "--frequency-penalty")) {
+            if (!TAKE()) return -1;
+            o->sp.frequency_penalty = strtof(v, NULL);
+        } else if (!strcmp(a, "--presence-penalty")) {
+            if (!TAKE()) return -1;
+            o->sp.presence_penalty = strtof(v, NULL);
+        } else if (!strcmp(a, "--seed")) {
+            if (!TAKE()) return -1;
+            o->sp.seed = strtoull(v, NULL, 10);
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            if (!TAKE()) return -1;
+            o->threads = atoi(v);
+        } else if (!strcmp(a, "--ctx")) {
+            if (!TAKE()) return -1;
+            o->ctx = atoi(v);
+        } else if (!strcmp(a, "--data")) {
+            if (!TAKE()) return -1;
+            o->data_dir = v;
+        } else if (!strcmp(a, "--dump-logits")) {
+            if (!TAKE()) return -1;
+            o->dump_logits = atoi(v);
+        } else if (!strcmp(a, "--ids")) {
+            if (!TAKE()) return -1;
+            o->ids = v;
+        } else if (!strcmp(a, "--chat")) {
+            o->chat = true;
+        } else if (!strcmp(a, "--tokenize")) {
+            o->tokenize = true;
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            o->quiet = true;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "hearth run: unknown option '%s'\n", a);
+            return -1;
+        } else if (!o->model) {
+            o->model = a;
+        } else if (!o->prompt) {
+            o->prompt = a;
+        } else {
+            fprintf(stderr, "hearth run: unexpected argument '%s' (quote the prompt)\n", a);
+            return -1;
+        }
+#undef TAKE
+    }
+    if (!o->model) {
+        usage(stderr);
+        return -1;
+    }
+    if (o->sp.temperature < 0 || o->sp.top_p <= 0 || o->sp.top_p > 1 || o->sp.top_k < 0 ||
+        o->sp.min_p < 0 || o->sp.min_p > 1 || o->sp.repetition_penalty <= 0 || o->n_predict < 0) {
+        fputs("hearth run: sampling options out of range (temperature >= 0, 0 < top-p <= 1, "
+              "top-k >= 0, 0 <= min-p <= 1, repeat-penalty > 0, -n >= 0)\n", stderr);
+        return -1;
+    }
+    return 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double peak_rss_mib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+/* --tokenize: one JSON string a line in, one JSON object a line out. */
+static int run_tokenize(const infer_tokenizer *t)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = 0;
+    while ((n = getline(&line, &cap, stdin)) > 0) {
+        json_error_t je;
+        json_t *s = json_loadb(line, (size_t)n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+        if (!json_is_string(s)) {
+            fprintf(stderr, "hearth run --tokenize: each line must be a JSON string\n");
+            json_decref(s);
+            rc = 1;
+            break;
+        }
+        int32_t *ids;
+        size_t nids;
+        err e = ERR_INIT;
+        infer_tokenize(t, json_string_value(s), json_string_length(s), true, &ids, &nids, &e);
+        buf text = BUF_INIT;
+        infer_detokenize(t, ids, nids, true, &text);
+        json_t *arr = json_array();
+        for (size_t i = 0; i < nids; i++)
+            json_array_append_new(arr, json_integer(ids[i]));
+        json_t *o = json_object();
+        json_object_set_new(o, "ids", arr);
+        json_object_set_new(o, "text", json_stringn(text.data, text.len));
+        char *dump = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+        puts(dump);
+        free(dump);
+        json_decref(o);
+        json_decref(s);
+        buf_free(&text);
+        free(ids);
+    }
+    free(line);
+    return rc;
+}
+
+static int parse_ids(const char *s, int32_t **ids, size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 0 || v > INT32_MAX)
+            return -1;
+        *ids = realloc(*ids, (*n + 1) * sizeof **ids);
+        (*ids)[(*n)++] = (int32_t)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return -1;
+    }
+    return *n ? 0 : -1;
+}
+
+typedef struct top_entry { float logit; int32_t id; } top_entry;
+
+static void print_top(int step, int32_t chosen, const float *logits, int vocab, int k)
+{
+    top_entry *top = calloc((size_t)k, sizeof *top);
+    int have = 0;
+    for (int i = 0; i < vocab; i++) {
+        if (have == k && logits[i] <= top[k - 1].logit)
+            continue;
+        int j = have < k ? have++ : k - 1;
+        while (j > 0 && top[j - 1].logit < logits[i]) {
+            top[j] = top[j - 1];
+            j--;
+        }
+        top[j] = (top_entry){logits[i], i};
+    }
+    printf("{\"step\":%d,\"token\":%d,\"top\":[", step, chosen);
+    for (int i = 0; i < have; i++)
+        printf("%s[%d,%.9g]", i ? "," : "", top[i].id, (double)top[i].logit);
+    puts("]}");
+    free(top);
+}
+
+static int generate(const run_options *o, infer_model *m)
+{
+    infer_tokenizer *tok = infer_model_tokenizer(m);
+    err e = ERR_INIT;
+    int32_t *prompt = NULL;
+    size_t n_prompt = 0;
+    if (o->ids) {
+        if (parse_ids(o->ids, &prompt, &n_prompt) != 0) {
+            fputs("hearth run: --ids wants comma-separated token ids\n", stderr);
+            return 2;
+        }
+    } else {
+        if (!tok) {
+            fputs("hearth run: the model has no tokenizer (tokenizer.json); use --ids\n", stderr);
+            return 1;
+        }
+        const char *text = o->prompt ? o->prompt : "";
+        infer_tokenize(tok, text, strlen(text), true, &prompt, &n_prompt, &e);
+        if (n_prompt == 0) {
+            int32_t bos = infer_model_bos(m);
+            if (bos < 0) {
+                fputs("hearth run: empty prompt and the model has no BOS token to start from\n", stderr);
+                return 2;
+            }
+            prompt = malloc(sizeof *prompt);
+            prompt[0] = bos;
+            n_prompt = 1;
+        }
+    }
+    int ctx = o->ctx;
+    if (ctx <= 0 && (size_t)infer_model_max_seq(m) > n_prompt + (size_t)o->n_predict)
+        ctx = (int)n_prompt + o->n_predict;   /* allocate only what this run needs */
+    infer_session *s = infer_session_new(m, o->threads, ctx, &e);
+    infer_sampler *smp = s ? infer_sampler_new(&o->sp, infer_model_vocab_size(m)) : NULL;
+    if (!s || !smp) {
+        fprintf(stderr, "hearth run: %s\n", e.message[0] ? e.message : "out of memory");
+        infer_session_free(s);
+        free(prompt);
+        return 1;
+    }
+    for (size_t i = 0; i < n_prompt; i++)
+        infer_sampler_accept(smp, prompt[i]);
+    int vocab = infer_model_vocab_size(m);
+    float *logits = malloc((size_t)vocab * sizeof *logits);
+    infer_stream stream;
+    infer_stream_init(&stream);
+    buf piece = BUF_INIT;
+    int rc = 0, generated = 0;
+    double t0 = now_s();
+    const float *l = infer_session_forward(s, prompt, (int)n_prompt, &e);
+    double t_prompt = now_s() - t0, t1 = now_s();
+    for (int step = 0; l && step < o->n_predict; step++) {
+        memcpy(logits, l, (size_t)vocab * sizeof *logits);
+        int32_t next;
+        if (o->dump_logits > 0) {
+            infer_sampler_params greedy;
+            infer_sampler_defaults(&greedy);
+            next = 0;
+            for (int i = 1; i < vocab; i++)
+                if (logits[i] > logits[next])
+                    next = i;
+            print_top(step, next, logits, vocab, o->dump_logits);
+        } else {
+            next = infer_sampler_sample(smp, logits);
+        }
+        generated++;
+        if (!o->dump_logits && infer_model_is_eos(m, next))
+            break;
+        infer_sampler_accept(smp, next);
+        if (!o->dump_logits && tok) {
+            buf_reset(&piece);
+            infer_stream_push(&stream, tok, next, &piece);
+            if (piece.len)
+                fwrite(piece.data, 1, piece.len, stdout);
+            fflush(stdout);
+        }
+        if (step + 1 < o->n_predict)
+            l = infer_session_forward(s, &next, 1, &e);
+    }
+    if (!l) {
+        fprintf(stderr, "\nhearth run: %s\n", e.message);
+        rc = 1;
+    }
+    if (!o->dump_logits && tok) {
+        buf_reset(&piece);
+        infer_stream_finish(&stream, &piece);
+        if (piece.len)
+            fwrite(piece.data, 1, piece.len, stdout);
+        putchar('\n');
+    }
+    double t_gen = now_s() - t1;
+    if (!o->quiet)
+        fprintf(stderr, "prompt: %zu tokens, %.1f tokens/s | generation: %d tokens, %.1f tokens/s | "
+                "threads %d | peak memory %.0f MiB\n", n_prompt,
+                t_prompt > 0 ? (double)n_prompt / t_prompt : 0.0, generated,
+                t_gen > 0 && generated > 1 ? (double)(generated - 1) / t_gen : 0.0,
+                o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN), peak_rss_mib());
+    buf_free(&piece);
+    infer_stream_free(&stream);
+    free(logits);
+    free(prompt);
+    infer_sampler_free(smp);
+    infer_session_free(s);
+    return rc;
+}
 
 int infer_main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fputs("hearth run: the inference engine is not built yet\n", stderr);
-    return 2;
+    run_options o;
+    int prc = parse_args(argc, argv, &o);
+    if (prc)
+        return prc > 0 ? 0 : 2;
+    if (o.data_dir) {
+        /* TODO(hub): resolve "owner/name[@rev]" through the hub store once src/store exposes a
+         * way to get a revision's files as paths (or as mappable extents). */
+        fprintf(stderr, "hearth run: loading a repo id from --data is not available yet; give a "
+                "model directory or a .gguf file\n");
+        return 2;
+    }
+    if (o.chat) {
+        fputs("hearth run: --chat needs chat templates, which are not implemented yet\n", stderr);
+        return 2;
+    }
+    err e = ERR_INIT;
+    if (o.tokenize) {
+        infer_tokenizer *t = NULL;
+        infer_model *m = NULL;
+        /* A directory needs only its tokenizer.json; a GGUF file carries its vocabulary. */
+        if (infer_tokenizer_load_dir(&t, o.model, &e) != 0) {
+            err_clear(&e);
+            if (infer_model_load(&m, o.model, NULL, &e) != 0 || !infer_model_tokenizer(m)) {
+                fprintf(stderr, "hearth run: %s\n", e.message[0] ? e.message : "no tokenizer");
+                infer_model_free(m);
+                return 1;
+            }
+        }
+        int rc = run_tokenize(t ? t : infer_model_tokenizer(m));
+        infer_tokenizer_free(t);
+        infer_model_free(m);
+        return rc;
+    }
+    infer_model *m;
+    infer_load_options lo = {.max_seq = o.ctx};
+    double t0 = now_s();
+    if (infer_model_load(&m, o.model, &lo, &e) != 0) {
+        fprintf(stderr, "hearth run: %s\n", e.message);
+        return 1;
+    }
+    if (!o.quiet) {
+        buf d = BUF_INIT;
+        infer_model_describe(m, &d);
+        fprintf(stderr, "%s (loaded in %.2f s)\n", d.data, now_s() - t0);
+        buf_free(&d);
+    }
+    int rc = generate(&o, m);
+    infer_model_free(m);
+    return rc;
 }

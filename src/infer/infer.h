@@ -1,9 +1,117 @@
-/* infer — model loading, tokenizer, chat templates, forward pass, sampling (issue 6).
- * Placeholder until the engine lands. */
+/* infer — the inference engine: loads a model (a Hugging Face directory with safetensors +
+ * config.json + tokenizer.json, or a GGUF file), tokenizes, runs the transformer forward pass
+ * one token at a time on the CPU, samples, and detokenizes as a stream.
+ *
+ * Owns: the memory-mapped weights (a model keeps its files mapped until infer_model_free), the
+ * tokenizer, the per-sequence run state (KV cache) of a session. Nothing global: two models or
+ * two sessions of one model can live side by side; a session is used by one thread at a time
+ * (it runs its own thread pool inside the forward pass).
+ *
+ * Ownership: every *_new / *_load has one *_free. Results written into caller buffers (buf)
+ * belong to the caller. Errors travel in an err (base.h): 400 for bad input files, 404 for a
+ * missing model or file, 500 for out-of-memory.
+ */
 #ifndef HEARTH_INFER_H
 #define HEARTH_INFER_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/base.h"
+
 /* `hearth run ...`: argv[0] is "run". Returns the process exit status. */
 int infer_main(int argc, char **argv);
+
+/* ---- tokenizer -------------------------------------------------------------------------- */
+
+typedef struct infer_tokenizer infer_tokenizer;
+
+/* Loads tokenizer.json (and tokenizer_config.json when present) from a model directory. */
+int infer_tokenizer_load_dir(infer_tokenizer **out, const char *dir, err *e);
+/* Loads a tokenizer.json image held in memory. */
+int infer_tokenizer_load_json(infer_tokenizer **out, const char *json, size_t len, err *e);
+void infer_tokenizer_free(infer_tokenizer *t);
+int infer_tokenizer_vocab_size(const infer_tokenizer *t);
+/* Encodes text (added/special tokens recognised); add_special applies the post-processor (BOS).
+ * *ids is allocated (caller frees). */
+int infer_tokenize(const infer_tokenizer *t, const char *text, size_t len, bool add_special,
+                   int32_t **ids, size_t *n_ids, err *e);
+/* Decodes a whole id list the way the tokenizers library does (decoder chain). */
+void infer_detokenize(const infer_tokenizer *t, const int32_t *ids, size_t n, bool skip_special,
+                      buf *out);
+/* Raw bytes one token stands for (byte-level chars mapped back, ▁ → space, <0xNN> → byte),
+ * appended to out; used for streaming. */
+void infer_token_bytes(const infer_tokenizer *t, int32_t id, buf *out);
+bool infer_token_is_special(const infer_tokenizer *t, int32_t id);
+/* The id of a token string, -1 when absent. */
+int32_t infer_token_id(const infer_tokenizer *t, const char *piece);
+
+/* Streaming detokenizer: feed ids, get back only complete UTF-8 characters. */
+typedef struct infer_stream {
+    buf pending;   /* bytes of an unfinished UTF-8 character */
+    bool first;    /* nothing emitted yet (for the leading-space rule of ▁ tokenizers) */
+} infer_stream;
+void infer_stream_init(infer_stream *s);
+/* Appends to out the text that token id completes. */
+void infer_stream_push(infer_stream *s, const infer_tokenizer *t, int32_t id, buf *out);
+/* Flushes leftover bytes (as U+FFFD when they never completed a character). */
+void infer_stream_finish(infer_stream *s, buf *out);
+void infer_stream_free(infer_stream *s);
+
+/* ---- model ---------------------------------------------------------------------------------- */
+
+typedef struct infer_model infer_model;
+
+typedef struct infer_load_options {
+    int max_seq;          /* context length to allocate; 0 = min(model's, 4096) */
+} infer_load_options;
+
+/* path: a directory in the Hugging Face layout or a .gguf file. */
+int infer_model_load(infer_model **out, const char *path, const infer_load_options *opt, err *e);
+void infer_model_free(infer_model *m);
+infer_tokenizer *infer_model_tokenizer(const infer_model *m);
+int infer_model_vocab_size(const infer_model *m);
+int infer_model_max_seq(const infer_model *m);
+/* One-line description: architecture, sizes, weight dtype. */
+void infer_model_describe(const infer_model *m, buf *out);
+/* True when id ends generation (any EOS / end-of-turn id the model declares). */
+bool infer_model_is_eos(const infer_model *m, int32_t id);
+/* BOS id, or -1. */
+int32_t infer_model_bos(const infer_model *m);
+
+/* ---- session: one sequence's run state ----------------------------------------------------------- */
+
+typedef struct infer_session infer_session;
+
+/* threads <= 0: one per online core. max_seq <= 0: the model's limit (capped at 4096). */
+infer_session *infer_session_new(const infer_model *m, int threads, int max_seq, err *e);
+void infer_session_free(infer_session *s);
+int infer_session_pos(const infer_session *s);
+/* Runs tokens[0..n) at the next positions; returns the logits (vocab floats) after the last
+ * one, valid until the next call. NULL with e set when the context is full. */
+const float *infer_session_forward(infer_session *s, const int32_t *tokens, int n, err *e);
+
+/* ---- sampler -------------------------------------------------------------------------------- */
+
+typedef struct infer_sampler_params {
+    float temperature;          /* 0 = greedy */
+    int top_k;                  /* 0 = off */
+    float top_p;                /* 1 = off */
+    float min_p;                /* 0 = off */
+    float repetition_penalty;   /* 1 = off (CTRL-style, over prompt + output) */
+    float frequency_penalty;    /* 0 = off */
+    float presence_penalty;     /* 0 = off */
+    uint64_t seed;
+} infer_sampler_params;
+
+typedef struct infer_sampler infer_sampler;
+void infer_sampler_defaults(infer_sampler_params *p);
+infer_sampler *infer_sampler_new(const infer_sampler_params *p, int vocab_size);
+void infer_sampler_free(infer_sampler *s);
+/* Records a token seen (prompt or output) for the penalties. */
+void infer_sampler_accept(infer_sampler *s, int32_t id);
+/* Picks the next id; logits are modified in place. */
+int32_t infer_sampler_sample(infer_sampler *s, float *logits);
 
 #endif

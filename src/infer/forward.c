@@ -1,0 +1,357 @@
+/* forward.c — the transformer forward pass, llama2.c-style.
+ *
+ * A session is one sequence: its KV cache (F32, [layer][position][kv_dim]) and scratch buffers
+ * sized for a chunk of up to CHUNK tokens. infer_session_forward takes a run of tokens (a whole
+ * prompt, or the one token just sampled), pushes them through the layers CHUNK at a time and
+ * returns the logits of the last one. Within a chunk every matrix is read once for all tokens
+ * (infer_matmul keeps a weight row hot across them), which is what makes the prompt faster
+ * per token than decoding; attention is causal over the cache, parallel over heads.
+ *
+ * llama family (llama, mistral, qwen2, qwen3), per layer:
+ *     h   = x + Wo · attention(rope(Wq·n + bq), rope(Wk·n + bk), Wv·n + bv),  n = rmsnorm(x)
+ *     out = h + Wdown · (silu(Wgate·n2) ⊙ Wup·n2),                             n2 = rmsnorm(h)
+ * qwen3 additionally RMS-normalises each head of q and k before RoPE.
+ * gpt2: learned positions, LayerNorm with bias, fused qkv, GELU (tanh) MLP, all with biases.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer/internal.h"
+
+#define CHUNK 32
+
+struct infer_session {
+    const infer_model *m;
+    infer_pool *pool;
+    int pos, max_seq;
+    float *key_cache, *value_cache;       /* [layer][max_seq][kv_dim] */
+    float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2;   /* CHUNK rows each */
+    float *scores;                        /* [n_heads][max_seq] */
+    float *logits;
+};
+
+static void *xcalloc(size_t n, size_t size, bool *ok)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p)
+        *ok = false;
+    return p;
+}
+
+infer_session *infer_session_new(const infer_model *m, int threads, int max_seq, err *e)
+{
+    const infer_config *c = &m->cfg;
+    if (max_seq <= 0)
+        max_seq = c->max_seq < 4096 ? c->max_seq : 4096;
+    if (max_seq > c->max_seq)
+        max_seq = c->max_seq;
+    infer_session *s = calloc(1, sizeof *s);
+    if (!s) {
+        err_set(e, 500, "OutOfMemory", "out of memory");
+        return NULL;
+    }
+    s->m = m;
+    s->max_seq = max_seq;
+    size_t kvd = (size_t)c->n_kv_heads * c->head_dim, qd = (size_t)c->n_heads * c->head_dim;
+    size_t wide = qd > (size_t)c->dim ? qd : (size_t)c->dim;
+    if (c->arch == ARCH_GPT2)
+        wide = 3 * (size_t)c->dim;
+    bool ok = true;
+    s->key_cache = xcalloc((size_t)c->n_layers * (size_t)max_seq * kvd, sizeof(float), &ok);
+    s->value_cache = xcalloc((size_t)c->n_layers * (size_t)max_seq * kvd, sizeof(float), &ok);
+    s->x = xcalloc(CHUNK * (size_t)c->dim, sizeof(float), &ok);
+    s->xb = xcalloc(CHUNK * wide, sizeof(float), &ok);
+    s->q = xcalloc(CHUNK * wide, sizeof(float), &ok);
+    s->k = xcalloc(CHUNK * kvd, sizeof(float), &ok);
+    s->v = xcalloc(CHUNK * kvd, sizeof(float), &ok);
+    s->att_out = xcalloc(CHUNK * wide, sizeof(float), &ok);
+    s->hb = xcalloc(CHUNK * (size_t)c->ffn_dim, sizeof(float), &ok);
+    s->hb2 = xcalloc(CHUNK * (size_t)c->ffn_dim, sizeof(float), &ok);
+    s->scores = xcalloc((size_t)c->n_heads * (size_t)max_seq, sizeof(float), &ok);
+    s->logits = xcalloc((size_t)c->vocab_size, sizeof(float), &ok);
+    s->pool = infer_pool_new(threads);
+    if (!ok || !s->pool) {
+        infer_session_free(s);
+        err_set(e, 500, "OutOfMemory", "out of memory for a %d-token context", max_seq);
+        return NULL;
+    }
+    return s;
+}
+
+void infer_session_free(infer_session *s)
+{
+    if (!s)
+        return;
+    infer_pool_free(s->pool);
+    free(s->key_cache);
+    free(s->value_cache);
+    free(s->x);
+    free(s->xb);
+    free(s->q);
+    free(s->k);
+    free(s->v);
+    free(s->att_out);
+    free(s->hb);
+    free(s->hb2);
+    free(s->scores);
+    free(s->logits);
+    free(s);
+}
+
+int infer_session_pos(const infer_session *s) { return s->pos; }
+
+/* ---- small ops ------------------------------------------------------------------------------- */
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+{
+    double ss = 0;
+    for (int i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++)
+        out[i] = x[i] * scale * w[i];
+}
+
+static void layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps)
+{
+    double mean = 0, var = 0;
+    for (int i = 0; i < n; i++)
+        mean += x[i];
+    mean /= n;
+    for (int i = 0; i < n; i++)
+        var += (x[i] - mean) * (x[i] - mean);
+    float scale = (float)(1.0 / sqrt(var / n + eps));
+    for (int i = 0; i < n; i++)
+        out[i] = (float)(x[i] - mean) * scale * w[i] + b[i];
+}
+
+static void add_bias(float *x, const float *b, int n, int rows, int stride)
+{
+    if (!b)
+        return;
+    for (int t = 0; t < rows; t++)
+        for (int i = 0; i < n; i++)
+            x[(size_t)t * stride + i] += b[i];
+}
+
+/* Rotates one head in place. NEOX pairs (i, i+d/2) as HF does; interleaved (2i, 2i+1) for GGUF
+ * llama, whose q/k rows the converter permuted. */
+static void rope(float *h, int head_dim, int pos, const float *inv_freq, bool interleaved)
+{
+    int half = head_dim / 2;
+    for (int j = 0; j < half; j++) {
+        float angle = (float)pos * inv_freq[j];
+        float co = cosf(angle), si = sinf(angle);
+        int a = interleaved ? 2 * j : j, b = interleaved ? 2 * j + 1 : j + half;
+        float x0 = h[a], x1 = h[b];
+        h[a] = x0 * co - x1 * si;
+        h[b] = x0 * si + x1 * co;
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------------------- */
+
+typedef struct attn_job {
+    infer_session *s;
+    int layer, pos;
+    const float *q;   /* this token's query, all heads */
+    float *out;       /* this token's attention output, all heads */
+} attn_job;
+
+static void attend_heads(void *ctx, int64_t begin, int64_t end)
+{
+    const attn_job *j = ctx;
+    infer_session *s = j->s;
+    const infer_config *c = &s->m->cfg;
+    int hd = c->head_dim, kvd = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    int start = 0;
+    if (c->sliding_window > 0 && j->pos >= c->sliding_window)
+        start = j->pos - c->sliding_window + 1;
+    size_t layer_off = (size_t)j->layer * (size_t)s->max_seq * (size_t)kvd;
+    for (int64_t h = begin; h < end; h++) {
+        const float *q = j->q + h * hd;
+        float *att = s->scores + h * s->max_seq;
+        int kvh = (int)h / group;
+        float maxv = -INFINITY;
+        for (int t = start; t <= j->pos; t++) {
+            const float *k = s->key_cache + layer_off + (size_t)t * kvd + (size_t)kvh * hd;
+            float d = 0;
+            for (int i = 0; i < hd; i++)
+                d += q[i] * k[i];
+            att[t] = d * scale;
+            if (att[t] > maxv)
+                maxv = att[t];
+        }
+        float sum = 0;
+        for (int t = start; t <= j->pos; t++) {
+            att[t] = expf(att[t] - maxv);
+            sum += att[t];
+        }
+        float *out = j->out + h * hd;
+        memset(out, 0, (size_t)hd * sizeof *out);
+        for (int t = start; t <= j->pos; t++) {
+            const float *v = s->value_cache + layer_off + (size_t)t * kvd + (size_t)kvh * hd;
+            float a = att[t] / sum;
+            for (int i = 0; i < hd; i++)
+                out[i] += a * v[i];
+        }
+    }
+}
+
+/* Writes k/v rows of n tokens into the cache and attends each token over its prefix. */
+static void attention(infer_session *s, int layer, int n, const float *q, int q_stride,
+                      const float *k, const float *v, int kv_stride)
+{
+    const infer_config *c = &s->m->cfg;
+    int kvd = c->n_kv_heads * c->head_dim, qd = c->n_heads * c->head_dim;
+    size_t layer_off = (size_t)layer * (size_t)s->max_seq * (size_t)kvd;
+    for (int t = 0; t < n; t++) {
+        memcpy(s->key_cache + layer_off + (size_t)(s->pos + t) * kvd, k + (size_t)t * kv_stride,
+               (size_t)kvd * sizeof(float));
+        memcpy(s->value_cache + layer_off + (size_t)(s->pos + t) * kvd, v + (size_t)t * kv_stride,
+               (size_t)kvd * sizeof(float));
+    }
+    for (int t = 0; t < n; t++) {
+        attn_job job = {s, layer, s->pos + t, q + (size_t)t * q_stride, s->att_out + (size_t)t * qd};
+        infer_pool_run(s->pool, c->n_heads, attend_heads, &job);
+    }
+}
+
+/* ---- llama family ---------------------------------------------------------------------------- */
+
+static void llama_chunk(infer_session *s, const int32_t *tokens, int n)
+{
+    const infer_model *m = s->m;
+    const infer_config *c = &m->cfg;
+    int dim = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    for (int t = 0; t < n; t++)
+        infer_dequant_row(m->embed.type, m->embed.data + m->embed.row_bytes * (size_t)tokens[t],
+                          s->x + (size_t)t * dim, dim);
+    for (int l = 0; l < c->n_layers; l++) {
+        const infer_layer *L = &m->layers[l];
+        for (int t = 0; t < n; t++)
+            rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->attn_norm, dim, c->norm_eps);
+        infer_matmul(s->pool, s->q, s->xb, &L->wq, n);
+        infer_matmul(s->pool, s->k, s->xb, &L->wk, n);
+        infer_matmul(s->pool, s->v, s->xb, &L->wv, n);
+        add_bias(s->q, L->bq, qd, n, qd);
+        add_bias(s->k, L->bk, kvd, n, kvd);
+        add_bias(s->v, L->bv, kvd, n, kvd);
+        for (int t = 0; t < n; t++) {
+            for (int h = 0; h < c->n_heads; h++) {
+                float *qh = s->q + (size_t)t * qd + (size_t)h * hd;
+                if (L->q_norm)
+                    rmsnorm(qh, qh, L->q_norm, hd, c->norm_eps);
+                rope(qh, hd, s->pos + t, m->rope_inv_freq, c->rope_interleaved);
+            }
+            for (int h = 0; h < c->n_kv_heads; h++) {
+                float *kh = s->k + (size_t)t * kvd + (size_t)h * hd;
+                if (L->k_norm)
+                    rmsnorm(kh, kh, L->k_norm, hd, c->norm_eps);
+                rope(kh, hd, s->pos + t, m->rope_inv_freq, c->rope_interleaved);
+            }
+        }
+        attention(s, l, n, s->q, qd, s->k, s->v, kvd);
+        infer_matmul(s->pool, s->xb, s->att_out, &L->wo, n);
+        add_bias(s->xb, L->bo, dim, n, dim);
+        for (size_t i = 0; i < (size_t)n * dim; i++)
+            s->x[i] += s->xb[i];
+
+        for (int t = 0; t < n; t++)
+            rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->ffn_norm, dim, c->norm_eps);
+        infer_matmul(s->pool, s->hb, s->xb, &L->w_gate, n);
+        infer_matmul(s->pool, s->hb2, s->xb, &L->w_up, n);
+        for (size_t i = 0; i < (size_t)n * c->ffn_dim; i++) {
+            float g = s->hb[i];
+            s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];
+        }
+        infer_matmul(s->pool, s->xb, s->hb, &L->w_down, n);
+        for (size_t i = 0; i < (size_t)n * dim; i++)
+            s->x[i] += s->xb[i];
+    }
+    float *last = s->x + (size_t)(n - 1) * dim;
+    rmsnorm(s->xb, last, m->final_norm, dim, c->norm_eps);
+    infer_matmul(s->pool, s->logits, s->xb, &m->output, 1);
+}
+
+/* ---- gpt2 ------------------------------------------------------------------------------------ */
+
+static float gelu_tanh(float x)
+{
+    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+
+static void gpt2_chunk(infer_session *s, const int32_t *tokens, int n)
+{
+    const infer_model *m = s->m;
+    const infer_config *c = &m->cfg;
+    int dim = c->dim;
+    float *pe = s->xb;
+    for (int t = 0; t < n; t++) {
+        float *x = s->x + (size_t)t * dim;
+        infer_dequant_row(m->embed.type, m->embed.data + m->embed.row_bytes * (size_t)tokens[t], x, dim);
+        infer_dequant_row(m->pos_embed.type,
+                          m->pos_embed.data + m->pos_embed.row_bytes * (size_t)(s->pos + t), pe, dim);
+        for (int i = 0; i < dim; i++)
+            x[i] += pe[i];
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        const infer_layer *L = &m->layers[l];
+        for (int t = 0; t < n; t++)
+            layernorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->attn_norm,
+                      L->attn_norm_bias, dim, c->norm_eps);
+        infer_matmul(s->pool, s->q, s->xb, &L->wqkv, n);   /* q | k | v per token */
+        add_bias(s->q, L->bqkv, 3 * dim, n, 3 * dim);
+        attention(s, l, n, s->q, 3 * dim, s->q + dim, s->q + 2 * dim, 3 * dim);
+        infer_matmul(s->pool, s->xb, s->att_out, &L->wo, n);
+        add_bias(s->xb, L->bo, dim, n, dim);
+        for (size_t i = 0; i < (size_t)n * dim; i++)
+            s->x[i] += s->xb[i];
+        for (int t = 0; t < n; t++)
+            layernorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->ffn_norm,
+                      L->ffn_norm_bias, dim, c->norm_eps);
+        infer_matmul(s->pool, s->hb, s->xb, &L->w_up, n);
+        add_bias(s->hb, L->b_up, c->ffn_dim, n, c->ffn_dim);
+        for (size_t i = 0; i < (size_t)n * c->ffn_dim; i++)
+            s->hb[i] = gelu_tanh(s->hb[i]);
+        infer_matmul(s->pool, s->xb, s->hb, &L->w_down, n);
+        add_bias(s->xb, L->b_down, dim, n, dim);
+        for (size_t i = 0; i < (size_t)n * dim; i++)
+            s->x[i] += s->xb[i];
+    }
+    float *last = s->x + (size_t)(n - 1) * dim;
+    layernorm(s->xb, last, m->final_norm, m->final_norm_bias, dim, c->norm_eps);
+    infer_matmul(s->pool, s->logits, s->xb, &m->output, 1);
+}
+
+const float *infer_session_forward(infer_session *s, const int32_t *tokens, int n, err *e)
+{
+    const infer_config *c = &s->m->cfg;
+    if (n <= 0) {
+        err_set(e, 400, "BadRequest", "no tokens to run");
+        return NULL;
+    }
+    if (n > s->max_seq - s->pos) {
+        err_set(e, 400, "ContextFull", "%d tokens do not fit: %d of %d context positions used", n,
+                s->pos, s->max_seq);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size) {
+            err_set(e, 400, "BadRequest", "token id %d is outside the vocabulary (%d)", tokens[i],
+                    c->vocab_size);
+            return NULL;
+        }
+    for (int done = 0; done < n;) {
+        int chunk = n - done < CHUNK ? n - done : CHUNK;
+        if (c->arch == ARCH_GPT2)
+            gpt2_chunk(s, tokens + done, chunk);
+        else
+            llama_chunk(s, tokens + done, chunk);
+        s->pos += chunk;
+        done += chunk;
+    }
+    return s->logits;
+}

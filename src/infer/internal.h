@@ -1,0 +1,190 @@
+/* infer/internal.h — what the files of the inference module share with each other.
+ *
+ * Not part of the public interface (that is infer.h). The module is laid out llama2.c-style:
+ *   tensor.c       dtypes, fp16/bf16 conversion, block dequantisation, dot products, matvec
+ *   pool.c         a fixed thread pool that splits row ranges between cores
+ *   safetensors.c  safetensors headers (single file and sharded index), memory-mapped
+ *   gguf.c         GGUF v2/v3 metadata and tensor directory, memory-mapped
+ *   model.c        config.json / GGUF metadata → infer_config, tensors bound to layer weights
+ *   forward.c      the transformer forward pass for one token (llama family and gpt2)
+ *   tokenizer.c    tokenizer.json / GGUF vocab: BPE (byte-level and byte-fallback), decode
+ *   sampler.c      greedy, temperature, top-k, top-p, min-p, penalties, seeded RNG
+ *   cli.c          `hearth run`
+ */
+#ifndef HEARTH_INFER_INTERNAL_H
+#define HEARTH_INFER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/base.h"
+#include "infer/infer.h"
+
+/* ---- dtypes and kernels (tensor.c) ------------------------------------------------------- */
+
+typedef enum {
+    INFER_F32,
+    INFER_F16,
+    INFER_BF16,
+    INFER_Q8_0,
+    INFER_Q4_0,
+    INFER_Q4_K,
+    INFER_Q6_K,
+    INFER_DTYPE_COUNT
+} infer_dtype;
+
+const char *infer_dtype_name(infer_dtype t);
+/* Elements per block (1 for plain floats, 32 or 256 for quantised types) and bytes per block. */
+int infer_dtype_block(infer_dtype t);
+size_t infer_dtype_block_bytes(infer_dtype t);
+/* Bytes taken by n elements, or SIZE_MAX when n is not a whole number of blocks. */
+size_t infer_dtype_row_bytes(infer_dtype t, int64_t n);
+
+float infer_f16_to_f32(uint16_t h);
+uint16_t infer_f32_to_f16(float f);
+float infer_bf16_to_f32(uint16_t h);
+
+/* A matrix as the forward pass sees it: rows of `cols` elements, row-major, `type` blocks. */
+typedef struct infer_matrix {
+    infer_dtype type;
+    const uint8_t *data;
+    int64_t rows, cols;
+    size_t row_bytes;
+} infer_matrix;
+
+/* Dequantises n elements (a whole number of blocks) of row into out. */
+void infer_dequant_row(infer_dtype t, const void *row, float *out, int64_t n);
+/* dot(row, x) over n elements; the portable reference every SIMD kernel must agree with. */
+float infer_dot_row(infer_dtype t, const void *row, const float *x, int64_t n);
+
+typedef struct infer_pool infer_pool;
+infer_pool *infer_pool_new(int threads);
+void infer_pool_free(infer_pool *p);
+int infer_pool_threads(const infer_pool *p);
+/* Calls fn(ctx, begin, end) over [0, n) split into one contiguous range per thread and waits. */
+void infer_pool_run(infer_pool *p, int64_t n, void (*fn)(void *ctx, int64_t begin, int64_t end),
+                    void *ctx);
+
+/* y[rows] = W · x for each of n_tok inputs (x is n_tok × cols, y is n_tok × rows). */
+void infer_matmul(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok);
+
+/* ---- tensor directory shared by the file readers (safetensors.c, gguf.c) ------------------- */
+
+typedef struct infer_tensor_entry {
+    char *name;
+    infer_dtype type;
+    int ndim;
+    int64_t shape[4];     /* row-major: outermost first, shape[ndim-1] is the row length */
+    const uint8_t *data;  /* points into a mapping owned by the tensor set */
+    size_t nbytes;
+} infer_tensor_entry;
+
+typedef struct infer_tensor_set {
+    infer_tensor_entry *items;
+    size_t count, cap;
+    struct infer_mapping { void *addr; size_t len; } *maps;
+    size_t nmaps;
+} infer_tensor_set;
+
+void infer_tensor_set_free(infer_tensor_set *ts);
+const infer_tensor_entry *infer_tensor_find(const infer_tensor_set *ts, const char *name);
+/* Maps a whole file read-only; the mapping is owned by ts. */
+int infer_map_file(infer_tensor_set *ts, const char *path, const uint8_t **data, size_t *size,
+                   err *e);
+void infer_tensor_add(infer_tensor_set *ts, const infer_tensor_entry *entry);
+
+/* Parses a safetensors file image (header + data) into ts. */
+int infer_safetensors_parse(infer_tensor_set *ts, const uint8_t *data, size_t size,
+                            const char *what, err *e);
+/* Loads model.safetensors, or every shard named by model.safetensors.index.json, from dir. */
+int infer_safetensors_load_dir(infer_tensor_set *ts, const char *dir, err *e);
+
+/* ---- GGUF (gguf.c) -------------------------------------------------------------------------- */
+
+typedef enum {
+    GGUF_U8 = 0, GGUF_I8, GGUF_U16, GGUF_I16, GGUF_U32, GGUF_I32, GGUF_F32, GGUF_BOOL,
+    GGUF_STRING, GGUF_ARRAY, GGUF_U64, GGUF_I64, GGUF_F64, GGUF_TYPE_COUNT
+} gguf_type;
+
+typedef struct gguf_kv {
+    char *key;
+    gguf_type type;
+    gguf_type elem_type;   /* for arrays */
+    uint64_t count;        /* for arrays */
+    const uint8_t *value;  /* raw little-endian bytes in the mapping */
+} gguf_kv;
+
+typedef struct gguf_file {
+    uint32_t version;
+    gguf_kv *kv;
+    size_t nkv;
+} gguf_file;
+
+/* Parses a GGUF image: metadata into g, tensors into ts (pointing into data). */
+int infer_gguf_parse(gguf_file *g, infer_tensor_set *ts, const uint8_t *data, size_t size,
+                     err *e);
+void infer_gguf_free(gguf_file *g);
+const gguf_kv *infer_gguf_find(const gguf_file *g, const char *key);
+/* Numeric value of a scalar key of any integer/float/bool type; false when absent or not scalar. */
+bool infer_gguf_number(const gguf_file *g, const char *key, double *out);
+/* A string key as a new NUL-terminated copy (caller frees), NULL when absent. */
+char *infer_gguf_string(const gguf_file *g, const char *key);
+/* Walks an array of strings: returns pointers into the mapping with lengths (caller frees the
+ * arrays), or -1 when the key is absent or not an array of strings. */
+int infer_gguf_string_array(const gguf_file *g, const char *key, const char ***strs,
+                            size_t **lens, size_t *count);
+/* A numeric array as doubles (caller frees *out); -1 when absent or not numeric. */
+int infer_gguf_number_array(const gguf_file *g, const char *key, double **out, size_t *count);
+
+/* ---- tokenizer (tokenizer.c) ----------------------------------------------------------------- */
+
+int infer_tokenizer_from_gguf(infer_tokenizer **out, const gguf_file *g, err *e);
+
+/* ---- model (model.c) --------------------------------------------------------------------- */
+
+typedef enum { ARCH_LLAMA, ARCH_GPT2 } infer_arch;
+
+typedef struct infer_config {
+    char model_type[32];
+    infer_arch arch;
+    int dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, vocab_size, max_seq;
+    float norm_eps;
+    float rope_theta;
+    bool rope_interleaved;       /* GGUF llama: pairs (2i, 2i+1); otherwise NEOX pairs (i, i+d/2) */
+    int rope_scaling;            /* 0 none, 1 linear, 2 llama3 */
+    float rope_factor, rope_low_freq, rope_high_freq;
+    int rope_orig_ctx;
+    int sliding_window;          /* 0 = none */
+    bool qk_norm;
+    bool tied_embeddings;
+} infer_config;
+
+typedef struct infer_layer {
+    float *attn_norm, *attn_norm_bias, *ffn_norm, *ffn_norm_bias;
+    float *q_norm, *k_norm;
+    float *bq, *bk, *bv, *bo, *bqkv, *b_up, *b_down;
+    infer_matrix wq, wk, wv, wo, wqkv, w_gate, w_up, w_down;
+} infer_layer;
+
+struct infer_model {
+    infer_config cfg;
+    infer_tensor_set tensors;
+    gguf_file gguf;
+    bool is_gguf;
+    infer_matrix embed, output, pos_embed;
+    float *final_norm, *final_norm_bias;
+    infer_layer *layers;
+    float *rope_inv_freq;        /* head_dim/2 frequencies after scaling */
+    void **owned;                /* converted copies (norms, biases, transposed gpt2 weights) */
+    size_t nowned;
+    infer_tokenizer *tokenizer;
+    int32_t *eos_ids;
+    size_t n_eos;
+    int32_t bos_id;
+    char *chat_template;
+    char *bos_token, *eos_token;
+    size_t weight_bytes;
+};
+
+#endif

@@ -1,0 +1,410 @@
+/* tensor.c — weight dtypes and the kernels that read them.
+ *
+ * Weights stay in the dtype they were stored in (F32, F16, BF16, or GGUF blocks); the forward
+ * pass never dequantises a whole matrix. Everything funnels through one operation: the dot
+ * product of a weight row with an activation vector, done block by block. The portable C
+ * versions here are the reference; AVX2/FMA versions are picked at run time with
+ * __builtin_cpu_supports so that one binary runs on any x86-64 (and on anything else through
+ * the portable path). Activations are always F32.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "infer/internal.h"
+
+static const struct {
+    const char *name;
+    int block;
+    size_t bytes;
+} dtype_info[INFER_DTYPE_COUNT] = {
+    [INFER_F32] = {"F32", 1, 4},      [INFER_F16] = {"F16", 1, 2},
+    [INFER_BF16] = {"BF16", 1, 2},    [INFER_Q8_0] = {"Q8_0", 32, 34},
+    [INFER_Q4_0] = {"Q4_0", 32, 18},  [INFER_Q4_K] = {"Q4_K", 256, 144},
+    [INFER_Q6_K] = {"Q6_K", 256, 210},
+};
+
+const char *infer_dtype_name(infer_dtype t) { return dtype_info[t].name; }
+int infer_dtype_block(infer_dtype t) { return dtype_info[t].block; }
+size_t infer_dtype_block_bytes(infer_dtype t) { return dtype_info[t].bytes; }
+
+size_t infer_dtype_row_bytes(infer_dtype t, int64_t n)
+{
+    if (n < 0 || n % dtype_info[t].block)
+        return SIZE_MAX;
+    return (size_t)(n / dtype_info[t].block) * dtype_info[t].bytes;
+}
+
+/* ---- scalar conversions ------------------------------------------------------------------- */
+
+float infer_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0) {
+        float f = (float)man * (1.0f / 16777216.0f);   /* zero and subnormals: man · 2^-24 */
+        return sign ? -f : f;
+    }
+    if (exp == 31)
+        bits = sign | 0x7f800000u | (man << 13);
+    else
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t infer_f32_to_f16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000;
+    int32_t exp = (int32_t)((x >> 23) & 0xff) - 127 + 15;
+    uint32_t man = x & 0x7fffff;
+    if (((x >> 23) & 0xff) == 0xff)   /* inf / NaN */
+        return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
+    if (exp >= 31)
+        return (uint16_t)(sign | 0x7c00);
+    if (exp <= 0) {                   /* subnormal or zero: round to nearest even */
+        if (exp < -10)
+            return (uint16_t)sign;
+        man |= 0x800000;
+        int shift = 14 - exp;
+        uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1)))
+            half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t h = sign | ((uint32_t)exp << 10) | (man >> 13), rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
+        h++;   /* may carry into the exponent, which is the right answer */
+    return (uint16_t)h;
+}
+
+float infer_bf16_to_f32(uint16_t h)
+{
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+/* ---- block dequantisation (llama.cpp's layouts, see spec 6.2) -------------------------------- */
+
+static void dequant_q8_0(const uint8_t *b, float *y)
+{
+    float d = infer_f16_to_f32(rd16(b));
+    const int8_t *q = (const int8_t *)(b + 2);
+    for (int j = 0; j < 32; j++)
+        y[j] = d * q[j];
+}
+
+static void dequant_q4_0(const uint8_t *b, float *y)
+{
+    float d = infer_f16_to_f32(rd16(b));
+    const uint8_t *q = b + 2;
+    for (int j = 0; j < 16; j++) {
+        y[j] = d * ((q[j] & 0xF) - 8);
+        y[j + 16] = d * ((q[j] >> 4) - 8);
+    }
+}
+
+static void q4k_scale_min(int j, const uint8_t *s, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+static void dequant_q4_k(const uint8_t *b, float *y)
+{
+    float d = infer_f16_to_f32(rd16(b)), dmin = infer_f16_to_f32(rd16(b + 2));
+    const uint8_t *scales = b + 4, *q = b + 16;
+    for (int c = 0; c < 4; c++) {
+        int sc1, m1, sc2, m2;
+        q4k_scale_min(2 * c, scales, &sc1, &m1);
+        q4k_scale_min(2 * c + 1, scales, &sc2, &m2);
+        float d1 = d * sc1, o1 = dmin * m1, d2 = d * sc2, o2 = dmin * m2;
+        for (int l = 0; l < 32; l++) {
+            y[64 * c + l] = d1 * (q[l] & 0xF) - o1;
+            y[64 * c + 32 + l] = d2 * (q[l] >> 4) - o2;
+        }
+        q += 32;
+    }
+}
+
+static void dequant_q6_k(const uint8_t *b, float *y)
+{
+    const uint8_t *ql = b, *qh = b + 128;
+    const int8_t *sc = (const int8_t *)(b + 192);
+    float d = infer_f16_to_f32(rd16(b + 208));
+    for (int n = 0; n < 2; n++) {
+        for (int l = 0; l < 32; l++) {
+            int is = l / 16;
+            int q1 = (int)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            int q2 = (int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            int q3 = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            int q4 = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[l] = d * sc[is + 0] * q1;
+            y[l + 32] = d * sc[is + 2] * q2;
+            y[l + 64] = d * sc[is + 4] * q3;
+            y[l + 96] = d * sc[is + 6] * q4;
+        }
+        y += 128;
+        ql += 64;
+        qh += 32;
+        sc += 8;
+    }
+}
+
+void infer_dequant_row(infer_dtype t, const void *row, float *out, int64_t n)
+{
+    const uint8_t *p = row;
+    switch (t) {
+    case INFER_F32:
+        memcpy(out, row, (size_t)n * 4);
+        return;
+    case INFER_F16:
+        for (int64_t i = 0; i < n; i++)
+            out[i] = infer_f16_to_f32(rd16(p + 2 * i));
+        return;
+    case INFER_BF16:
+        for (int64_t i = 0; i < n; i++)
+            out[i] = infer_bf16_to_f32(rd16(p + 2 * i));
+        return;
+    case INFER_Q8_0:
+        for (int64_t i = 0; i < n / 32; i++)
+            dequant_q8_0(p + 34 * i, out + 32 * i);
+        return;
+    case INFER_Q4_0:
+        for (int64_t i = 0; i < n / 32; i++)
+            dequant_q4_0(p + 18 * i, out + 32 * i);
+        return;
+    case INFER_Q4_K:
+        for (int64_t i = 0; i < n / 256; i++)
+            dequant_q4_k(p + 144 * i, out + 256 * i);
+        return;
+    case INFER_Q6_K:
+        for (int64_t i = 0; i < n / 256; i++)
+            dequant_q6_k(p + 210 * i, out + 256 * i);
+        return;
+    default:
+        return;
+    }
+}
+
+/* ---- portable dot products -------------------------------------------------------------------- */
+
+float infer_dot_row(infer_dtype t, const void *row, const float *x, int64_t n)
+{
+    const uint8_t *p = row;
+    float sum = 0;
+    switch (t) {
+    case INFER_F32: {
+        const float *w = row;
+        for (int64_t i = 0; i < n; i++)
+            sum += w[i] * x[i];
+        return sum;
+    }
+    case INFER_F16:
+        for (int64_t i = 0; i < n; i++)
+            sum += infer_f16_to_f32(rd16(p + 2 * i)) * x[i];
+        return sum;
+    case INFER_BF16:
+        for (int64_t i = 0; i < n; i++)
+            sum += infer_bf16_to_f32(rd16(p + 2 * i)) * x[i];
+        return sum;
+    default: {
+        int block = dtype_info[t].block;
+        size_t bytes = dtype_info[t].bytes;
+        float tmp[256];
+        for (int64_t i = 0; i < n / block; i++) {
+            infer_dequant_row(t, p + bytes * (size_t)i, tmp, block);
+            const float *xb = x + (int64_t)block * i;
+            for (int j = 0; j < block; j++)
+                sum += tmp[j] * xb[j];
+        }
+        return sum;
+    }
+    }
+}
+
+/* ---- AVX2 / FMA kernels ------------------------------------------------------------------------ */
+
+#if defined(__x86_64__)
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static inline float hsum256(__m256 v)
+{
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+AVX2 static float dot_f32_avx2(const float *w, const float *x, int64_t n)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    float s = hsum256(_mm256_add_ps(a0, a1));
+    for (; i < n; i++)
+        s += w[i] * x[i];
+    return s;
+}
+
+AVX2 static float dot_f16_avx2(const uint8_t *w, const float *x, int64_t n)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 2 * i)));
+        __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 2 * i + 16)));
+        a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), a1);
+    }
+    float s = hsum256(_mm256_add_ps(a0, a1));
+    for (; i < n; i++)
+        s += infer_f16_to_f32(rd16(w + 2 * i)) * x[i];
+    return s;
+}
+
+AVX2 static float dot_bf16_avx2(const uint8_t *w, const float *x, int64_t n)
+{
+    __m256 a0 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + 2 * i)));
+        __m256 wf = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+        a0 = _mm256_fmadd_ps(wf, _mm256_loadu_ps(x + i), a0);
+    }
+    float s = hsum256(a0);
+    for (; i < n; i++)
+        s += infer_bf16_to_f32(rd16(w + 2 * i)) * x[i];
+    return s;
+}
+
+/* Q8_0: 32 signed bytes and one f16 scale a block; widen to floats 8 at a time. */
+AVX2 static float dot_q8_0_avx2(const uint8_t *w, const float *x, int64_t n)
+{
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 32; b++, w += 34, x += 32) {
+        __m256 d = _mm256_set1_ps(infer_f16_to_f32(rd16(w)));
+        const int8_t *q = (const int8_t *)(w + 2);
+        __m256 s = _mm256_setzero_ps();
+        for (int k = 0; k < 32; k += 8) {
+            __m256 qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + k))));
+            s = _mm256_fmadd_ps(qf, _mm256_loadu_ps(x + k), s);
+        }
+        acc = _mm256_fmadd_ps(d, s, acc);
+    }
+    return hsum256(acc);
+}
+
+AVX2 static float dot_q4_0_avx2(const uint8_t *w, const float *x, int64_t n)
+{
+    __m256 acc = _mm256_setzero_ps();
+    const __m128i mask = _mm_set1_epi8(0xF), eight = _mm_set1_epi8(8);
+    for (int64_t b = 0; b < n / 32; b++, w += 18, x += 32) {
+        __m256 d = _mm256_set1_ps(infer_f16_to_f32(rd16(w)));
+        __m128i raw = _mm_loadu_si128((const __m128i *)(w + 2));
+        __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, mask), eight);
+        __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), mask), eight);
+        __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), _mm256_loadu_ps(x));
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))),
+                            _mm256_loadu_ps(x + 8), s);
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), _mm256_loadu_ps(x + 16), s);
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))),
+                            _mm256_loadu_ps(x + 24), s);
+        acc = _mm256_fmadd_ps(d, s, acc);
+    }
+    return hsum256(acc);
+}
+
+/* K-quants: dequantise a 256-element block to the stack, then an F32 dot. */
+AVX2 static float dot_kquant_avx2(infer_dtype t, const uint8_t *w, const float *x, int64_t n)
+{
+    float tmp[256] __attribute__((aligned(32)));
+    float s = 0;
+    size_t bytes = dtype_info[t].bytes;
+    for (int64_t b = 0; b < n / 256; b++) {
+        if (t == INFER_Q4_K)
+            dequant_q4_k(w + bytes * (size_t)b, tmp);
+        else
+            dequant_q6_k(w + bytes * (size_t)b, tmp);
+        s += dot_f32_avx2(tmp, x + 256 * b, 256);
+    }
+    return s;
+}
+
+static float dot_row_avx2(infer_dtype t, const uint8_t *row, const float *x, int64_t n)
+{
+    switch (t) {
+    case INFER_F32: return dot_f32_avx2((const float *)row, x, n);
+    case INFER_F16: return dot_f16_avx2(row, x, n);
+    case INFER_BF16: return dot_bf16_avx2(row, x, n);
+    case INFER_Q8_0: return dot_q8_0_avx2(row, x, n);
+    case INFER_Q4_0: return dot_q4_0_avx2(row, x, n);
+    case INFER_Q4_K:
+    case INFER_Q6_K: return dot_kquant_avx2(t, row, x, n);
+    default: return infer_dot_row(t, row, x, n);
+    }
+}
+
+static bool have_avx2(void)
+{
+    static int cached = -1;   /* a CPU fact, not state: computed once, the same every time */
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                 __builtin_cpu_supports("f16c");
+    }
+    return cached;
+}
+#else
+static float dot_row_avx2(infer_dtype t, const uint8_t *row, const float *x, int64_t n)
+{
+    return infer_dot_row(t, row, x, n);
+}
+static bool have_avx2(void) { return false; }
+#endif
+
+/* ---- matmul over the pool --------------------------------------------------------------------- */
+
+typedef struct matmul_job {
+    float *y;
+    const float *x;
+    const infer_matrix *w;
+    int n_tok;
+    bool simd;
+} matmul_job;
+
+static void matmul_rows(void *ctx, int64_t begin, int64_t end)
+{
+    const matmul_job *j = ctx;
+    const infer_matrix *w = j->w;
+    for (int64_t r = begin; r < end; r++) {
+        const uint8_t *row = w->data + w->row_bytes * (size_t)r;
+        /* One weight row against every token: the row stays in cache across the prompt. */
+        for (int t = 0; t < j->n_tok; t++) {
+            const float *x = j->x + (int64_t)t * w->cols;
+            j->y[(int64_t)t * w->rows + r] =
+                j->simd ? dot_row_avx2(w->type, row, x, w->cols) : infer_dot_row(w->type, row, x, w->cols);
+        }
+    }
+}
+
+void infer_matmul(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok)
+{
+    matmul_job job = {y, x, w, n_tok, have_avx2()};
+    infer_pool_run(p, w->rows, matmul_rows, &job);
+}

@@ -1,0 +1,531 @@
+#!/usr/bin/env python3
+"""Writes tiny random-weight models for Hearth's inference tests.
+
+    make_test_model.py OUT_DIR --arch llama|mistral|qwen2|qwen3|gpt2 [--dtype f32|f16|bf16]
+                       [--tokenizer gpt2|llama3|qwen|llama2|metaspace] [--shards N]
+                       [--gguf FILE --gguf-type f32|f16|q8_0|q4_0|q4_k|q6_k]
+
+OUT_DIR gets the Hugging Face layout: config.json, model.safetensors (or shards + index),
+tokenizer.json, tokenizer_config.json, generation_config.json. --gguf also writes the same
+weights as a GGUF file through the `gguf` package (llama.cpp's own writer), with llama.cpp's
+conventions (q/k rows permuted for the llama architecture, its tensor names, its tokenizer keys).
+
+The tokenizer is trained here with the `tokenizers` package on a small built-in corpus, in one
+of the layouts real models use. Nothing is downloaded.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. It's 2024 and we're testing tokenizers!",
+    "Hello, world! How are you doing today? I'd like 3 apples and 12 oranges, please.",
+    "def main(argc, argv):\n    return sum(x * 2 for x in range(10))  # comment\n",
+    "int main(void) { printf(\"%d\\n\", 42); return 0; }",
+    "Machine learning models are trained on large datasets of text and code.",
+    "    indented line with   multiple   spaces\tand tabs\n\nnew paragraph",
+    "Numbers: 3.14159, 2.71828, 1000000, 0x1F, -7, 1e-5, 42%",
+    "Café, naïve, résumé, über, Straße, façade — «quotes» and “smart quotes”.",
+    "日本語のテキストと中文文本。한국어 텍스트도 있습니다.",
+    "Emoji: 😀 🚀 🎉 👍🏽 ❤️ and symbols ∑ ∫ √ ≠ ≤ ≥ → ←",
+    "Привет, мир! Ελληνικά γράμματα. مرحبا بالعالم. שלום עולם.",
+    "SELECT name, COUNT(*) FROM users WHERE age > 21 GROUP BY name;",
+    "<html><body><p class=\"x\">Some HTML &amp; entities</p></body></html>",
+    "The model's weights were saved in safetensors format, then converted to GGUF.",
+    "Once upon a time, there was a little girl who lived in a village near the forest.",
+    "She loved to play with her friends and explore the world around her every day.",
+]
+
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+              r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def training_corpus():
+    lines = list(CORPUS) * 4
+    words = " ".join(CORPUS).split()
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        lines.append(" ".join(rng.choice(words, size=12)))
+    return lines
+
+
+def make_tokenizer(kind, vocab_size=600):
+    """Returns (tokenizer.json text, special token dict: bos/eos/extra)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    if kind in ("gpt2", "llama3", "qwen"):
+        specials = {"gpt2": ["<|endoftext|>"],
+                    "llama3": ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"],
+                    "qwen": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]}[kind]
+        tok = Tokenizer(models.BPE(ignore_merges=(kind == "llama3")))
+        if kind == "gpt2":
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        else:
+            tok.pre_tokenizer = pre_tokenizers.Sequence([
+                pre_tokenizers.Split(Regex(LLAMA3_REGEX if kind == "llama3" else QWEN_REGEX),
+                                     behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        if kind == "qwen":
+            tok.normalizer = normalizers.NFC()
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      show_progress=False)
+        tok.train_from_iterator(training_corpus(), trainer)
+        if kind == "llama3":
+            bos = tok.token_to_id("<|begin_of_text|>")
+            tok.post_processor = processors.TemplateProcessing(
+                single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+                special_tokens=[("<|begin_of_text|>", bos)])
+            info = {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>", "extra_eos": ["<|eot_id|>"]}
+        elif kind == "qwen":
+            tok.post_processor = processors.ByteLevel(trim_offsets=False)
+            info = {"bos": None, "eos": "<|endoftext|>", "extra_eos": ["<|im_end|>"]}
+        else:
+            info = {"bos": "<|endoftext|>", "eos": "<|endoftext|>", "extra_eos": []}
+        return tok.to_str(), info
+
+    # SentencePiece-style BPE: ▁ for spaces, <0xNN> byte fallback, <unk>/<s>/</s> first.
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 259, special_tokens=[], limit_alphabet=120,
+                                  show_progress=False)
+    tok.train_from_iterator(training_corpus(), trainer)
+    data = json.loads(tok.to_str())
+    trained = data["model"]["vocab"]
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab["<0x%02X>" % b] = 3 + b
+    for piece, _ in sorted(trained.items(), key=lambda kv: kv[1]):
+        if piece not in vocab:
+            vocab[piece] = len(vocab)
+    data["model"]["vocab"] = vocab
+    data["added_tokens"] = [
+        {"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": True} for i, c in enumerate(["<unk>", "<s>", "</s>"])]
+    data["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                 {"SpecialToken": {"id": "<s>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}}
+    if kind == "llama2":
+        # Llama-2 / Mistral / TinyLlama as shipped: normalizer does the ▁ work, no pre-tokenizer.
+        data["normalizer"] = {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}
+        data["pre_tokenizer"] = None
+        data["decoder"] = {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+    elif kind == "metaspace":
+        data["normalizer"] = None
+        data["decoder"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": True}
+    else:
+        raise SystemExit("unknown tokenizer kind " + kind)
+    text = json.dumps(data, ensure_ascii=False)
+    Tokenizer.from_str(text)  # must load in the reference implementation
+    return text, {"bos": "<s>", "eos": "</s>", "extra_eos": []}
+
+
+ARCH_DEFAULTS = {
+    "llama": dict(tokenizer="llama2", rope_theta=10000.0, tie=False),
+    "mistral": dict(tokenizer="metaspace", rope_theta=1000000.0, tie=False),
+    "qwen2": dict(tokenizer="qwen", rope_theta=1000000.0, tie=True),
+    "qwen3": dict(tokenizer="qwen", rope_theta=1000000.0, tie=True),
+    "gpt2": dict(tokenizer="gpt2", tie=True),
+}
+
+
+def random_weights(arch, cfg, rng):
+    """HF-named float32 weights."""
+    def lin(out_dim, in_dim):
+        return (rng.standard_normal((out_dim, in_dim)) / np.sqrt(in_dim)).astype(np.float32)
+
+    def norm(n):
+        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    def bias(n):
+        return (0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    w = {}
+    V, D = cfg["vocab_size"], cfg.get("hidden_size", cfg.get("n_embd"))
+    if arch == "gpt2":
+        F = 4 * D
+        w["wte.weight"] = rng.standard_normal((V, D)).astype(np.float32)
+        w["wpe.weight"] = (0.5 * rng.standard_normal((cfg["n_positions"], D))).astype(np.float32)
+        for i in range(cfg["n_layer"]):
+            p = "h.%d." % i
+            w[p + "ln_1.weight"], w[p + "ln_1.bias"] = norm(D), bias(D)
+            w[p + "attn.c_attn.weight"], w[p + "attn.c_attn.bias"] = lin(3 * D, D).T.copy(), bias(3 * D)
+            w[p + "attn.c_proj.weight"], w[p + "attn.c_proj.bias"] = lin(D, D).T.copy(), bias(D)
+            w[p + "ln_2.weight"], w[p + "ln_2.bias"] = norm(D), bias(D)
+            w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"] = lin(F, D).T.copy(), bias(F)
+            w[p + "mlp.c_proj.weight"], w[p + "mlp.c_proj.bias"] = lin(D, F).T.copy(), bias(D)
+        w["ln_f.weight"], w["ln_f.bias"] = norm(D), bias(D)
+        return w
+    H, KV, HD, F = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"], cfg["intermediate_size"]
+    w["model.embed_tokens.weight"] = rng.standard_normal((V, D)).astype(np.float32)
+    for i in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % i
+        w[p + "input_layernorm.weight"] = norm(D)
+        w[p + "self_attn.q_proj.weight"] = lin(H * HD, D)
+        w[p + "self_attn.k_proj.weight"] = lin(KV * HD, D)
+        w[p + "self_attn.v_proj.weight"] = lin(KV * HD, D)
+        w[p + "self_attn.o_proj.weight"] = lin(D, H * HD)
+        if arch == "qwen2":
+            w[p + "self_attn.q_proj.bias"] = bias(H * HD)
+            w[p + "self_attn.k_proj.bias"] = bias(KV * HD)
+            w[p + "self_attn.v_proj.bias"] = bias(KV * HD)
+        if arch == "qwen3":
+            w[p + "self_attn.q_norm.weight"] = norm(HD)
+            w[p + "self_attn.k_norm.weight"] = norm(HD)
+        w[p + "post_attention_layernorm.weight"] = norm(D)
+        w[p + "mlp.gate_proj.weight"] = lin(F, D)
+        w[p + "mlp.up_proj.weight"] = lin(F, D)
+        w[p + "mlp.down_proj.weight"] = lin(D, F)
+    w["model.norm.weight"] = norm(D)
+    if not cfg["tie_word_embeddings"]:
+        w["lm_head.weight"] = lin(V, D) * 4
+    return w
+
+
+def make_config(arch, vocab_size, tok_info, tok_json, layers=2, hidden=64, heads=4, kv_heads=2, ffn=128,
+                head_dim=None, ctx=256, rope_scaling=None):
+    from tokenizers import Tokenizer
+    t = Tokenizer.from_str(tok_json)
+    bos = t.token_to_id(tok_info["bos"]) if tok_info["bos"] else None
+    eos = t.token_to_id(tok_info["eos"])
+    if arch == "gpt2":
+        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": vocab_size,
+                "n_embd": hidden, "n_layer": layers, "n_head": heads, "n_positions": ctx,
+                "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new",
+                "bos_token_id": bos, "eos_token_id": eos, "torch_dtype": "float32"}
+    d = ARCH_DEFAULTS[arch]
+    names = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+             "qwen3": "Qwen3ForCausalLM"}
+    cfg = {"architectures": [names[arch]], "model_type": arch, "vocab_size": vocab_size,
+           "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+           "num_key_value_heads": kv_heads, "intermediate_size": ffn, "max_position_embeddings": ctx,
+           "rms_norm_eps": 1e-5, "rope_theta": d["rope_theta"], "hidden_act": "silu",
+           "tie_word_embeddings": d["tie"], "bos_token_id": bos, "eos_token_id": eos,
+           "torch_dtype": "float32", "head_dim": head_dim or hidden // heads, "rope_scaling": rope_scaling}
+    if arch == "qwen3" and head_dim is None:
+        cfg["head_dim"] = 2 * hidden // heads   # Qwen3: heads × head_dim ≠ hidden
+    if arch == "mistral":
+        cfg["sliding_window"] = None
+    return cfg
+
+
+def to_dtype(a, dtype):
+    if dtype == "f32":
+        return a.astype(np.float32)
+    if dtype == "f16":
+        return a.astype(np.float16)
+    # bf16: round to nearest even in the top 16 bits, kept as uint16 then viewed by safetensors
+    b = a.astype(np.float32).view(np.uint32)
+    r = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint16)
+    return r
+
+
+def save_safetensors(path, tensors, dtype):
+    """Writes a safetensors file by hand (bf16 needs no torch)."""
+    header, blobs, off = {}, [], 0
+    name = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
+    for k, v in tensors.items():
+        dt = dtype
+        arr = to_dtype(v, dt)
+        raw = np.ascontiguousarray(arr).tobytes()
+        header[k] = {"dtype": name[dt], "shape": list(v.shape), "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    header["__metadata__"] = {"format": "pt"}
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - (8 + len(h)) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little"))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def stored_weights(w, dtype):
+    """The float64 values the engine will see after the dtype round trip."""
+    out = {}
+    for k, v in w.items():
+        a = to_dtype(v, dtype)
+        if dtype == "bf16":
+            a = (a.astype(np.uint32) << 16).view(np.float32)
+        out[k] = a.astype(np.float64)
+    return out
+
+
+# ---- GGUF -------------------------------------------------------------------------------------
+
+def q4_k_quantize(x):
+    """A simple (not optimal) Q4_K quantizer; llama.cpp's dequantizer is the judge."""
+    x = x.reshape(-1, 256).astype(np.float32)
+    out = np.zeros((x.shape[0], 144), np.uint8)
+    for bi, blk in enumerate(x):
+        sub = blk.reshape(8, 32)
+        mn = np.minimum(sub.min(axis=1), 0)
+        scale = (sub.max(axis=1) - mn) / 15
+        d = max(scale.max() / 63, 1e-12)
+        dmin = max((-mn).max() / 63, 1e-12)
+        sc = np.clip(np.round(scale / d), 0, 63).astype(np.int32)
+        m = np.clip(np.round(-mn / dmin), 0, 63).astype(np.int32)
+        dq = np.float16(d).astype(np.float32)
+        dm = np.float16(dmin).astype(np.float32)
+        q = np.zeros(256, np.int32)
+        for j in range(8):
+            s = dq * sc[j]
+            q[32 * j:32 * j + 32] = np.clip(np.round((sub[j] + dm * m[j]) / s), 0, 15) if s > 0 else 0
+        scales = np.zeros(12, np.uint8)
+        for j in range(4):
+            scales[j] = (sc[j] & 63) | ((sc[j + 4] >> 4) << 6)
+            scales[j + 4] = (m[j] & 63) | ((m[j + 4] >> 4) << 6)
+            scales[j + 8] = (sc[j + 4] & 0xF) | ((m[j + 4] & 0xF) << 4)
+        qs = np.zeros(128, np.uint8)
+        for c in range(4):
+            qs[32 * c:32 * c + 32] = q[64 * c:64 * c + 32] | (q[64 * c + 32:64 * c + 64] << 4)
+        out[bi, 0:2] = np.frombuffer(np.float16(d).tobytes(), np.uint8)
+        out[bi, 2:4] = np.frombuffer(np.float16(dmin).tobytes(), np.uint8)
+        out[bi, 4:16] = scales
+        out[bi, 16:] = qs
+    return out
+
+
+def q6_k_quantize(x):
+    x = x.reshape(-1, 256).astype(np.float32)
+    out = np.zeros((x.shape[0], 210), np.uint8)
+    for bi, blk in enumerate(x):
+        sub = blk.reshape(16, 16)
+        scale = np.abs(sub).max(axis=1) / 31
+        d = max(np.abs(scale).max() / 127, 1e-12)
+        sc = np.clip(np.round(scale / d), -128, 127).astype(np.int32)
+        dq = np.float16(d).astype(np.float32)
+        q = np.zeros(256, np.int32)
+        for j in range(16):
+            s = dq * sc[j]
+            q[16 * j:16 * j + 16] = (np.clip(np.round(sub[j] / s), -32, 31) if s > 0 else 0) + 32
+        ql = np.zeros(128, np.uint8)
+        qh = np.zeros(64, np.uint8)
+        for n in range(2):
+            for l in range(32):
+                q1, q2, q3, q4 = q[128 * n + l], q[128 * n + l + 32], q[128 * n + l + 64], q[128 * n + l + 96]
+                ql[64 * n + l] = (q1 & 0xF) | ((q3 & 0xF) << 4)
+                ql[64 * n + l + 32] = (q2 & 0xF) | ((q4 & 0xF) << 4)
+                qh[32 * n + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
+        out[bi, :128] = ql
+        out[bi, 128:192] = qh
+        out[bi, 192:208] = sc.astype(np.int8).view(np.uint8)
+        out[bi, 208:210] = np.frombuffer(np.float16(d).tobytes(), np.uint8)
+    return out
+
+
+def permute_qk(w, n_head, n_head_kv=None):
+    """llama.cpp's convert_hf_to_gguf permutation for the llama architecture."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def unpermute_qk(w, n_head, n_head_kv=None):
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+HF_TO_GGUF = [
+    ("model.embed_tokens.weight", "token_embd.weight"),
+    ("model.norm.weight", "output_norm.weight"),
+    ("lm_head.weight", "output.weight"),
+    ("input_layernorm.weight", "attn_norm.weight"),
+    ("self_attn.q_proj.weight", "attn_q.weight"), ("self_attn.k_proj.weight", "attn_k.weight"),
+    ("self_attn.v_proj.weight", "attn_v.weight"), ("self_attn.o_proj.weight", "attn_output.weight"),
+    ("self_attn.q_proj.bias", "attn_q.bias"), ("self_attn.k_proj.bias", "attn_k.bias"),
+    ("self_attn.v_proj.bias", "attn_v.bias"),
+    ("self_attn.q_norm.weight", "attn_q_norm.weight"), ("self_attn.k_norm.weight", "attn_k_norm.weight"),
+    ("post_attention_layernorm.weight", "ffn_norm.weight"),
+    ("mlp.gate_proj.weight", "ffn_gate.weight"), ("mlp.up_proj.weight", "ffn_up.weight"),
+    ("mlp.down_proj.weight", "ffn_down.weight"),
+]
+
+GPT2_TO_GGUF = [
+    ("wte.weight", "token_embd.weight"), ("wpe.weight", "position_embd.weight"),
+    ("ln_f.weight", "output_norm.weight"), ("ln_f.bias", "output_norm.bias"),
+    ("ln_1.weight", "attn_norm.weight"), ("ln_1.bias", "attn_norm.bias"),
+    ("attn.c_attn.weight", "attn_qkv.weight"), ("attn.c_attn.bias", "attn_qkv.bias"),
+    ("attn.c_proj.weight", "attn_output.weight"), ("attn.c_proj.bias", "attn_output.bias"),
+    ("ln_2.weight", "ffn_norm.weight"), ("ln_2.bias", "ffn_norm.bias"),
+    ("mlp.c_fc.weight", "ffn_up.weight"), ("mlp.c_fc.bias", "ffn_up.bias"),
+    ("mlp.c_proj.weight", "ffn_down.weight"), ("mlp.c_proj.bias", "ffn_down.bias"),
+]
+
+
+def gguf_name(arch, hf):
+    table = GPT2_TO_GGUF if arch == "gpt2" else HF_TO_GGUF
+    layer = None
+    rest = hf
+    for prefix in ("model.layers.", "h."):
+        if hf.startswith(prefix):
+            layer, rest = hf[len(prefix):].split(".", 1)
+    for a, b in table:
+        if rest == a:
+            return ("blk.%s.%s" % (layer, b)) if layer is not None else b
+    raise KeyError(hf)
+
+
+def write_gguf(path, arch, cfg, weights, tok_json, tok_info, qtype):
+    import gguf
+    from tokenizers import Tokenizer
+    garch = "llama" if arch in ("llama", "mistral") else arch
+    wr = gguf.GGUFWriter(path, garch)
+    wr.add_name("hearth-test-" + arch)
+    if arch == "gpt2":
+        D = cfg["n_embd"]
+        wr.add_context_length(cfg["n_positions"])
+        wr.add_embedding_length(D)
+        wr.add_block_count(cfg["n_layer"])
+        wr.add_feed_forward_length(4 * D)
+        wr.add_head_count(cfg["n_head"])
+        wr.add_layer_norm_eps(cfg["layer_norm_epsilon"])
+    else:
+        wr.add_context_length(cfg["max_position_embeddings"])
+        wr.add_embedding_length(cfg["hidden_size"])
+        wr.add_block_count(cfg["num_hidden_layers"])
+        wr.add_feed_forward_length(cfg["intermediate_size"])
+        wr.add_head_count(cfg["num_attention_heads"])
+        wr.add_head_count_kv(cfg["num_key_value_heads"])
+        wr.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+        wr.add_rope_freq_base(cfg["rope_theta"])
+        wr.add_rope_dimension_count(cfg["head_dim"])
+        if cfg["head_dim"] * cfg["num_attention_heads"] != cfg["hidden_size"]:
+            wr.add_key_length(cfg["head_dim"])
+            wr.add_value_length(cfg["head_dim"])
+    wr.add_vocab_size(cfg["vocab_size"])
+    # Tokenizer, the way convert_hf_to_gguf writes a byte-level BPE vocabulary.
+    data = json.loads(tok_json)
+    t = Tokenizer.from_str(tok_json)
+    n = cfg["vocab_size"]
+    inv = {i: s for s, i in t.get_vocab(with_added_tokens=True).items()}
+    added = {a["id"]: a for a in data["added_tokens"]}
+    tokens, types = [], []
+    for i in range(n):
+        tokens.append(inv.get(i, "[PAD%d]" % i))
+        types.append(3 if i in added and added[i]["special"] else (4 if i in added else (1 if i in inv else 5)))
+    wr.add_tokenizer_model("gpt2")
+    wr.add_tokenizer_pre({"llama3": "llama-bpe", "qwen": "qwen2", "gpt2": "gpt-2"}[tok_info["kind"]])
+    wr.add_token_list(tokens)
+    wr.add_token_types(types)
+    merges = data["model"]["merges"]
+    wr.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+    if tok_info["bos"]:
+        wr.add_bos_token_id(t.token_to_id(tok_info["bos"]))
+    wr.add_eos_token_id(t.token_to_id(tok_info["eos"]))
+    wr.add_add_bos_token(tok_info["kind"] == "llama3")
+    Q = gguf.GGMLQuantizationType
+    for name, w in weights.items():
+        if arch == "gpt2" and w.ndim == 2 and name not in ("wte.weight", "wpe.weight"):
+            w = w.T.copy()   # Conv1D [in, out] → [out, in], as the converter does
+        if garch == "llama" and name.endswith("q_proj.weight"):
+            w = permute_qk(w, cfg["num_attention_heads"])
+        if garch == "llama" and name.endswith("k_proj.weight"):
+            w = permute_qk(w, cfg["num_attention_heads"], cfg["num_key_value_heads"])
+        gname = gguf_name(arch, name)
+        w = w.astype(np.float32)
+        if w.ndim == 1 or qtype == "f32" or name == "wpe.weight":
+            wr.add_tensor(gname, w)
+        elif qtype == "f16":
+            wr.add_tensor(gname, w.astype(np.float16))
+        elif qtype in ("q8_0", "q4_0"):
+            qt = Q.Q8_0 if qtype == "q8_0" else Q.Q4_0
+            wr.add_tensor(gname, gguf.quants.quantize(w, qt), raw_dtype=qt)
+        elif qtype in ("q4_k", "q6_k"):
+            if w.shape[1] % 256:
+                wr.add_tensor(gname, gguf.quants.quantize(w, Q.Q8_0), raw_dtype=Q.Q8_0)
+            else:
+                qt, fn = (Q.Q4_K, q4_k_quantize) if qtype == "q4_k" else (Q.Q6_K, q6_k_quantize)
+                wr.add_tensor(gname, fn(w).reshape(w.shape[0], -1), raw_dtype=qt)
+        else:
+            raise SystemExit("unknown gguf type " + qtype)
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
+
+
+def make_model(out, arch, dtype="f32", tokenizer=None, shards=1, gguf_path=None, gguf_type="f32",
+               seed=0, **shape):
+    os.makedirs(out, exist_ok=True)
+    kind = tokenizer or ARCH_DEFAULTS[arch]["tokenizer"]
+    tok_json, tok_info = make_tokenizer(kind)
+    tok_info["kind"] = kind
+    from tokenizers import Tokenizer
+    vocab_size = Tokenizer.from_str(tok_json).get_vocab_size(with_added_tokens=True)
+    cfg = make_config(arch, vocab_size, tok_info, tok_json, **shape)
+    rng = np.random.default_rng(seed)
+    w = random_weights(arch, cfg, rng)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    with open(os.path.join(out, "tokenizer.json"), "w") as f:
+        f.write(tok_json)
+    t = Tokenizer.from_str(tok_json)
+    eos_ids = [t.token_to_id(tok_info["eos"])] + [t.token_to_id(x) for x in tok_info["extra_eos"]]
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": tok_info["bos"], "eos_token": tok_info["eos"],
+                   "model_max_length": 256, "tokenizer_class": "PreTrainedTokenizerFast"}, f)
+    with open(os.path.join(out, "generation_config.json"), "w") as f:
+        json.dump({"eos_token_id": eos_ids}, f)
+    names = list(w)
+    if shards <= 1:
+        save_safetensors(os.path.join(out, "model.safetensors"), w, dtype)
+    else:
+        weight_map = {}
+        per = (len(names) + shards - 1) // shards
+        for s in range(shards):
+            fname = "model-%05d-of-%05d.safetensors" % (s + 1, shards)
+            part = {k: w[k] for k in names[s * per:(s + 1) * per]}
+            save_safetensors(os.path.join(out, fname), part, dtype)
+            weight_map.update({k: fname for k in part})
+        with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": 0}, "weight_map": weight_map}, f)
+    if gguf_path:
+        write_gguf(gguf_path, arch, cfg, w, tok_json, tok_info, gguf_type)
+    return cfg
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out")
+    ap.add_argument("--arch", default="llama", choices=sorted(ARCH_DEFAULTS))
+    ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
+    ap.add_argument("--tokenizer", choices=["gpt2", "llama3", "qwen", "llama2", "metaspace"])
+    ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--gguf")
+    ap.add_argument("--gguf-type", default="f32", choices=["f32", "f16", "q8_0", "q4_0", "q4_k", "q6_k"])
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--ffn", type=int, default=128)
+    ap.add_argument("--ctx", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    shape = dict(layers=a.layers, hidden=a.hidden, heads=a.heads, kv_heads=a.kv_heads, ffn=a.ffn, ctx=a.ctx)
+    if a.arch == "gpt2":
+        shape.pop("kv_heads")
+        shape.pop("ffn")
+    make_model(a.out, a.arch, a.dtype, a.tokenizer, a.shards, a.gguf, a.gguf_type, a.seed, **shape)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

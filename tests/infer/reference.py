@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""An independent float64 numpy forward pass: the oracle for Hearth's logits.
+
+Written from the Hugging Face modeling code's definitions (LlamaForCausalLM & co., GPT2LMHeadModel),
+not from Hearth's C, so the two agree only if both are right.
+
+    reference.py MODEL_DIR --ids 1,2,3 [-n 32] [--top 5]      prints the same JSON lines as
+                                                              `hearth run --dump-logits`
+    reference.py GGUF_FILE --hf-config DIR ...                 weights from GGUF (dequantised by the
+                                                              gguf package), config from DIR
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+
+
+def load_safetensors_dir(d):
+    from safetensors.numpy import load_file
+    idx = os.path.join(d, "model.safetensors.index.json")
+    files = sorted(set(json.load(open(idx))["weight_map"].values())) if os.path.exists(idx) else ["model.safetensors"]
+    w = {}
+    for f in files:
+        path = os.path.join(d, f)
+        header_len = int.from_bytes(open(path, "rb").read(8), "little")
+        header = json.loads(open(path, "rb").read(8 + header_len)[8:])
+        raw = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
+        for k, v in header.items():
+            if k == "__metadata__":
+                continue
+            b, e = v["data_offsets"]
+            chunk = np.array(raw[b:e])
+            if v["dtype"] == "BF16":
+                a = (chunk.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+            else:
+                a = chunk.view({"F32": np.float32, "F16": np.float16}[v["dtype"]])
+            w[k] = a.reshape(v["shape"]).astype(np.float64)
+    return w
+
+
+def load_gguf(path, cfg):
+    """Weights from a GGUF file under their HF names, q/k un-permuted for the llama architecture."""
+    import gguf
+    from make_test_model import HF_TO_GGUF, GPT2_TO_GGUF, unpermute_qk
+    r = gguf.GGUFReader(path)
+    arch = cfg["model_type"]
+    table = dict((b, a) for a, b in (GPT2_TO_GGUF if arch == "gpt2" else HF_TO_GGUF))
+    w = {}
+    for t in r.tensors:
+        a = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64)
+        shape = [int(x) for x in reversed(t.shape)]
+        a = a.reshape(shape)
+        name = t.name
+        if name.startswith("blk."):
+            _, layer, rest = name.split(".", 2)
+            hf = table[rest]
+            hf = ("h.%s.%s" if arch == "gpt2" else "model.layers.%s.%s") % (layer, hf)
+        else:
+            hf = table[name]
+        if arch in ("llama", "mistral") and hf.endswith("q_proj.weight"):
+            a = unpermute_qk(a, cfg["num_attention_heads"])
+        if arch in ("llama", "mistral") and hf.endswith("k_proj.weight"):
+            a = unpermute_qk(a, cfg["num_attention_heads"], cfg["num_key_value_heads"])
+        if arch == "gpt2" and a.ndim == 2 and hf not in ("wte.weight", "wpe.weight"):
+            a = a.T  # back to Conv1D [in, out]
+        w[hf] = a
+    return w
+
+
+def rmsnorm(x, w, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def layernorm(x, w, b, eps):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * w + b
+
+
+def rope_inv_freq(cfg, head_dim):
+    inv = 1.0 / (cfg.get("rope_theta", 10000.0) ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    rs = cfg.get("rope_scaling")
+    if rs:
+        t = rs.get("rope_type", rs.get("type"))
+        if t == "linear":
+            inv = inv / rs["factor"]
+        elif t == "llama3":
+            f, lo, hi, orig = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"], rs["original_max_position_embeddings"]
+            wl = 2 * np.pi / inv
+            smooth = (orig / wl - lo) / (hi - lo)
+            scaled = np.where(wl > orig / lo, inv / f, inv)
+            mid = (wl <= orig / lo) & (wl >= orig / hi)
+            inv = np.where(mid, (1 - smooth) * inv / f + smooth * inv, scaled)
+    return inv
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
+
+
+def attention(q, k, v, n_kv, window=None):
+    # q [T, H, hd], k/v [T, KV, hd]; causal
+    T, H, hd = q.shape
+    group = H // n_kv
+    out = np.zeros_like(q)
+    for h in range(H):
+        kh, vh = k[:, h // group], v[:, h // group]
+        s = q[:, h] @ kh.T / np.sqrt(hd)
+        mask = np.triu(np.ones((T, T), bool), 1)
+        if window:
+            mask |= np.tril(np.ones((T, T), bool), -window)
+        s[mask] = -np.inf
+        s = np.exp(s - s.max(-1, keepdims=True))
+        s /= s.sum(-1, keepdims=True)
+        out[:, h] = s @ vh
+    return out
+
+
+def forward_llama(cfg, w, ids):
+    D, H, KV = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or D // H
+    eps = cfg["rms_norm_eps"]
+    T = len(ids)
+    x = w["model.embed_tokens.weight"][ids]
+    inv = rope_inv_freq(cfg, hd)
+    ang = np.arange(T)[:, None] * inv[None, :]
+    cos = np.cos(np.concatenate([ang, ang], -1))[:, None, :]
+    sin = np.sin(np.concatenate([ang, ang], -1))[:, None, :]
+    window = cfg.get("sliding_window") if cfg["model_type"] == "mistral" or cfg.get("use_sliding_window") else None
+    for i in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % i
+        n = rmsnorm(x, w[p + "input_layernorm.weight"], eps)
+        q = n @ w[p + "self_attn.q_proj.weight"].T + w.get(p + "self_attn.q_proj.bias", 0)
+        k = n @ w[p + "self_attn.k_proj.weight"].T + w.get(p + "self_attn.k_proj.bias", 0)
+        v = n @ w[p + "self_attn.v_proj.weight"].T + w.get(p + "self_attn.v_proj.bias", 0)
+        q, k, v = q.reshape(T, H, hd), k.reshape(T, KV, hd), v.reshape(T, KV, hd)
+        if p + "self_attn.q_norm.weight" in w:
+            q = rmsnorm(q, w[p + "self_attn.q_norm.weight"], eps)
+            k = rmsnorm(k, w[p + "self_attn.k_norm.weight"], eps)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        a = attention(q, k, v, KV, window).reshape(T, H * hd)
+        x = x + a @ w[p + "self_attn.o_proj.weight"].T
+        n = rmsnorm(x, w[p + "post_attention_layernorm.weight"], eps)
+        g = n @ w[p + "mlp.gate_proj.weight"].T
+        u = n @ w[p + "mlp.up_proj.weight"].T
+        x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "mlp.down_proj.weight"].T
+    x = rmsnorm(x, w["model.norm.weight"], eps)
+    head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
+    return x[-1] @ head.T
+
+
+def forward_gpt2(cfg, w, ids):
+    D, H = cfg["n_embd"], cfg["n_head"]
+    hd = D // H
+    eps = cfg.get("layer_norm_epsilon", 1e-5)
+    pre = "transformer." if "transformer.wte.weight" in w else ""
+    T = len(ids)
+    x = w[pre + "wte.weight"][ids] + w[pre + "wpe.weight"][:T]
+    for i in range(cfg["n_layer"]):
+        p = pre + "h.%d." % i
+        n = layernorm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps)
+        qkv = n @ w[p + "attn.c_attn.weight"] + w[p + "attn.c_attn.bias"]
+        q, k, v = (qkv[:, j * D:(j + 1) * D].reshape(T, H, hd) for j in range(3))
+        a = attention(q, k, v, H).reshape(T, D)
+        x = x + a @ w[p + "attn.c_proj.weight"] + w[p + "attn.c_proj.bias"]
+        n = layernorm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps)
+        h = n @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"]
+        h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h ** 3)))
+        x = x + h @ w[p + "mlp.c_proj.weight"] + w[p + "mlp.c_proj.bias"]
+    x = layernorm(x, w[pre + "ln_f.weight"], w[pre + "ln_f.bias"], eps)
+    return x[-1] @ w[pre + "wte.weight"].T
+
+
+def greedy(cfg, w, ids, n, top):
+    """Yields one dict a step, like `hearth run --dump-logits`."""
+    fwd = forward_gpt2 if cfg["model_type"] == "gpt2" else forward_llama
+    ids = list(ids)
+    for step in range(n):
+        logits = fwd(cfg, w, ids)
+        order = np.argsort(-logits, kind="stable")[:top]
+        nxt = int(order[0])
+        yield {"step": step, "token": nxt, "top": [[int(i), float(logits[i])] for i in order]}
+        ids.append(nxt)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--hf-config")
+    ap.add_argument("--ids", required=True)
+    ap.add_argument("-n", type=int, default=32)
+    ap.add_argument("--top", type=int, default=5)
+    a = ap.parse_args()
+    cfg_dir = a.hf_config or a.model
+    cfg = json.load(open(os.path.join(cfg_dir, "config.json")))
+    w = load_gguf(a.model, cfg) if a.model.endswith(".gguf") else load_safetensors_dir(a.model)
+    for row in greedy(cfg, w, [int(x) for x in a.ids.split(",")], a.n, a.top):
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,337 @@
+/* Unit tests for src/infer: number formats with known answers, header validation of hostile
+ * safetensors / GGUF images, a tiny tokenizer end to end, the sampler's contracts. The heavy
+ * correctness checks (logits vs a float64 reference, tokenizer parity with `tokenizers`) are
+ * end-to-end tests in tests/e2e/test_infer.py. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer/internal.h"
+
+static void test_half_floats(void **state)
+{
+    (void)state;
+    assert_true(infer_f16_to_f32(0x3C00) == 1.0f);
+    assert_true(infer_f16_to_f32(0xC000) == -2.0f);
+    assert_true(infer_f16_to_f32(0x0001) == 5.9604644775390625e-08f);   /* smallest subnormal */
+    assert_true(isinf(infer_f16_to_f32(0x7C00)));
+    assert_true(isnan(infer_f16_to_f32(0x7E00)));
+    assert_true(infer_bf16_to_f32(0x3F80) == 1.0f);
+    /* Round trip of every finite half. */
+    for (uint32_t h = 0; h < 0x7C00; h++)
+        assert_int_equal(infer_f32_to_f16(infer_f16_to_f32((uint16_t)h)), h);
+    assert_int_equal(infer_f32_to_f16(1.0f + 1.0f / 4096), 0x3C00);   /* ties to even */
+}
+
+static void test_q8_0_and_q4_0_blocks(void **state)
+{
+    (void)state;
+    uint8_t q8[34];
+    uint16_t d = infer_f32_to_f16(0.5f);
+    memcpy(q8, &d, 2);
+    for (int i = 0; i < 32; i++)
+        q8[2 + i] = (uint8_t)(int8_t)(i - 16);
+    float out[32], x[32];
+    infer_dequant_row(INFER_Q8_0, q8, out, 32);
+    for (int i = 0; i < 32; i++) {
+        assert_true(out[i] == 0.5f * (i - 16));
+        x[i] = 1.0f;
+    }
+    assert_true(fabsf(infer_dot_row(INFER_Q8_0, q8, x, 32) - 0.5f * -16) < 1e-6f);
+
+    uint8_t q4[18];
+    memcpy(q4, &d, 2);
+    for (int j = 0; j < 16; j++)
+        q4[2 + j] = (uint8_t)(j | ((15 - j) << 4));
+    infer_dequant_row(INFER_Q4_0, q4, out, 32);
+    for (int j = 0; j < 16; j++) {
+        assert_true(out[j] == 0.5f * (j - 8));
+        assert_true(out[j + 16] == 0.5f * (15 - j - 8));
+    }
+    assert_true(infer_dtype_row_bytes(INFER_Q4_K, 512) == 288);
+    assert_true(infer_dtype_row_bytes(INFER_Q8_0, 33) == SIZE_MAX);
+}
+
+/* A matmul through the pool agrees with the portable dot product for every dtype. */
+static void test_matmul_matches_reference(void **state)
+{
+    (void)state;
+    enum { ROWS = 37, COLS = 256 };
+    infer_dtype types[] = {INFER_F32, INFER_F16, INFER_BF16, INFER_Q8_0, INFER_Q4_0, INFER_Q4_K, INFER_Q6_K};
+    uint8_t *w = malloc(ROWS * COLS * 4);
+    float x[2 * COLS], y[2 * ROWS];
+    srand(1);
+    for (size_t i = 0; i < ROWS * COLS * 4; i++)
+        w[i] = (uint8_t)rand();
+    for (int i = 0; i < 2 * COLS; i++)
+        x[i] = (float)rand() / RAND_MAX - 0.5f;
+    infer_pool *pool = infer_pool_new(3);
+    for (size_t k = 0; k < ARRAY_LEN(types); k++) {
+        infer_matrix m = {types[k], w, ROWS, COLS, infer_dtype_row_bytes(types[k], COLS)};
+        size_t bytes = ROWS * m.row_bytes, bb = infer_dtype_block_bytes(types[k]);
+        for (size_t i = 0; i < bytes; i++)
+            w[i] = (uint8_t)rand();
+        /* Random bytes but sane floats: every float field gets a small finite value. */
+        uint16_t half = infer_f32_to_f16(0.01f);
+        for (size_t i = 0; i < bytes; i += bb) {
+            float f = (float)rand() / RAND_MAX - 0.5f;
+            uint16_t h = infer_f32_to_f16(f);
+            switch (types[k]) {
+            case INFER_F32: memcpy(w + i, &f, 4); break;
+            case INFER_F16: memcpy(w + i, &h, 2); break;
+            case INFER_BF16: { uint32_t u; memcpy(&u, &f, 4); uint16_t b = (uint16_t)(u >> 16); memcpy(w + i, &b, 2); break; }
+            case INFER_Q8_0: case INFER_Q4_0: memcpy(w + i, &half, 2); break;
+            case INFER_Q4_K: memcpy(w + i, &half, 2); memcpy(w + i + 2, &half, 2); break;
+            case INFER_Q6_K: memcpy(w + i + 208, &half, 2); break;
+            default: break;
+            }
+        }
+        infer_matmul(pool, y, x, &m, 2);
+        for (int t = 0; t < 2; t++)
+            for (int r = 0; r < ROWS; r++) {
+                float ref = infer_dot_row(types[k], w + m.row_bytes * (size_t)r, x + t * COLS, COLS);
+                assert_true(fabsf(y[t * ROWS + r] - ref) <= 1e-3f * fmaxf(1.0f, fabsf(ref)));
+            }
+    }
+    infer_pool_free(pool);
+    free(w);
+}
+
+static int parse_st(const char *header, size_t data_len, err *e)
+{
+    size_t n = strlen(header);
+    uint8_t *img = calloc(1, 8 + n + data_len);
+    for (int i = 0; i < 8; i++)
+        img[i] = (uint8_t)(n >> (8 * i));
+    memcpy(img + 8, header, n);
+    infer_tensor_set ts = {0};
+    int rc = infer_safetensors_parse(&ts, img, 8 + n + data_len, "test", e);
+    if (rc == 0) {
+        const infer_tensor_entry *t = infer_tensor_find(&ts, "a");
+        assert_non_null(t);
+        assert_int_equal(t->type, INFER_F32);
+    }
+    infer_tensor_set_free(&ts);
+    free(img);
+    return rc;
+}
+
+static void test_safetensors_validation(void **state)
+{
+    (void)state;
+    err e = ERR_INIT;
+    assert_int_equal(parse_st("{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 16, &e), 0);
+    assert_int_equal(parse_st("{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]},"
+                              "\"__metadata__\":{\"format\":\"pt\"}}", 16, &e), 0);
+    const char *bad[] = {
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,12]}}",          /* size */
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}x",         /* trailing */
+        "{\"a\":{\"dtype\":\"Q9\",\"shape\":[4],\"data_offsets\":[0,16]}}",             /* dtype */
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[16,0]}}",            /* order */
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[-4],\"data_offsets\":[0,16]}}",           /* negative */
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+        "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",             /* overlap */
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+        "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",             /* duplicate */
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",             /* gap at end */
+        "[1,2]",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        err_clear(&e);
+        assert_int_equal(parse_st(bad[i], 16, &e), -1);
+        assert_int_equal(e.status, 400);
+    }
+    /* Header length past the end of the file. */
+    uint8_t img[16] = {0xFF, 0xFF, 0, 0, 0, 0, 0, 0, '{', '}'};
+    infer_tensor_set ts = {0};
+    assert_int_equal(infer_safetensors_parse(&ts, img, sizeof img, "t", &e), -1);
+    infer_tensor_set_free(&ts);
+}
+
+/* A minimal GGUF v3 image: one F32 tensor "w" of 4 elements and one string key. */
+static size_t make_gguf(uint8_t *out)
+{
+    uint8_t *p = out;
+#define PUT(v, n) do { uint64_t _v = (v); for (int _i = 0; _i < (n); _i++) *p++ = (uint8_t)(_v >> (8 * _i)); } while (0)
+    memcpy(p, "GGUF", 4);
+    p += 4;
+    PUT(3, 4);
+    PUT(1, 8);   /* tensors */
+    PUT(1, 8);   /* kv */
+    PUT(20, 8);
+    memcpy(p, "general.architecture", 20);
+    p += 20;
+    PUT(GGUF_STRING, 4);
+    PUT(5, 8);
+    memcpy(p, "llama", 5);
+    p += 5;
+    PUT(1, 8);
+    *p++ = 'w';
+    PUT(1, 4);
+    PUT(4, 8);
+    PUT(0, 4);   /* F32 */
+    PUT(0, 8);
+    while ((p - out) % 32)
+        *p++ = 0;
+    for (int i = 0; i < 4; i++) {
+        float f = (float)i;
+        memcpy(p, &f, 4);
+        p += 4;
+    }
+#undef PUT
+    return (size_t)(p - out);
+}
+
+static void test_gguf_reader(void **state)
+{
+    (void)state;
+    uint8_t img[256];
+    size_t n = make_gguf(img);
+    gguf_file g;
+    infer_tensor_set ts = {0};
+    err e = ERR_INIT;
+    assert_int_equal(infer_gguf_parse(&g, &ts, img, n, &e), 0);
+    char *arch = infer_gguf_string(&g, "general.architecture");
+    assert_string_equal(arch, "llama");
+    free(arch);
+    const infer_tensor_entry *t = infer_tensor_find(&ts, "w");
+    assert_non_null(t);
+    assert_int_equal(t->shape[0], 4);
+    assert_true(((const float *)t->data)[3] == 3.0f);
+    infer_gguf_free(&g);
+    infer_tensor_set_free(&ts);
+    /* Every truncation fails cleanly. */
+    for (size_t cut = 0; cut < n; cut++) {
+        infer_tensor_set ts2 = {0};
+        err_clear(&e);
+        assert_int_equal(infer_gguf_parse(&g, &ts2, img, cut, &e), -1);
+        assert_int_equal(e.status, 400);
+        infer_tensor_set_free(&ts2);
+    }
+}
+
+static const char TOKENIZER_JSON[] =
+    "{\"version\":\"1.0\",\"added_tokens\":[{\"id\":0,\"content\":\"<eos>\",\"special\":true}],"
+    "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,"
+    "\"use_regex\":true},\"post_processor\":null,\"decoder\":{\"type\":\"ByteLevel\"},"
+    "\"model\":{\"type\":\"BPE\",\"vocab\":{\"<eos>\":0,\"h\":1,\"i\":2,\"hi\":3,\"\\u0120\":4,"
+    "\"\\u0120hi\":5},\"merges\":[\"h i\",[\"\\u0120\",\"hi\"]]}}";
+
+static void test_tokenizer_roundtrip(void **state)
+{
+    (void)state;
+    infer_tokenizer *t;
+    err e = ERR_INIT;
+    assert_int_equal(infer_tokenizer_load_json(&t, TOKENIZER_JSON, strlen(TOKENIZER_JSON), &e), 0);
+    int32_t *ids;
+    size_t n;
+    assert_int_equal(infer_tokenize(t, "hi hi<eos>", 10, true, &ids, &n, &e), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(ids[0], 3);
+    assert_int_equal(ids[1], 5);
+    assert_int_equal(ids[2], 0);
+    buf out = BUF_INIT;
+    infer_detokenize(t, ids, n, true, &out);
+    assert_string_equal(out.data, "hi hi");
+    buf_reset(&out);
+    infer_detokenize(t, ids, n, false, &out);
+    assert_string_equal(out.data, "hi hi<eos>");
+    free(ids);
+    buf_free(&out);
+    infer_tokenizer_free(t);
+
+    const char *bad[] = {"{", "{\"model\":{\"type\":\"Unigram\"}}",
+                         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a b\"]}}"};
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        err_clear(&e);
+        assert_int_equal(infer_tokenizer_load_json(&t, bad[i], strlen(bad[i]), &e), -1);
+        assert_int_equal(e.status, 400);
+    }
+}
+
+static void test_stream_keeps_utf8_whole(void **state)
+{
+    (void)state;
+    /* Byte-level vocabulary where "é" (C3 A9) is two tokens. */
+    const char *json =
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\\u00c3\":0,\"\\u00a9\":1,\"a\":2},\"merges\":[]},"
+        "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"use_regex\":false},\"decoder\":{\"type\":\"ByteLevel\"}}";
+    infer_tokenizer *t;
+    err e = ERR_INIT;
+    assert_int_equal(infer_tokenizer_load_json(&t, json, strlen(json), &e), 0);
+    infer_stream s;
+    infer_stream_init(&s);
+    buf out = BUF_INIT;
+    infer_stream_push(&s, t, 2, &out);
+    assert_string_equal(out.data, "a");
+    infer_stream_push(&s, t, 0, &out);
+    assert_int_equal(out.len, 1);   /* half a character held back */
+    infer_stream_push(&s, t, 1, &out);
+    assert_string_equal(out.data, "a\xC3\xA9");
+    infer_stream_finish(&s, &out);
+    infer_stream_free(&s);
+    buf_free(&out);
+    infer_tokenizer_free(t);
+}
+
+static void test_sampler(void **state)
+{
+    (void)state;
+    float logits[5] = {0.1f, 2.0f, 2.0f, -1.0f, 0.5f};
+    infer_sampler_params p;
+    infer_sampler_defaults(&p);
+    infer_sampler *s = infer_sampler_new(&p, 5);
+    float l[5];
+    memcpy(l, logits, sizeof l);
+    assert_int_equal(infer_sampler_sample(s, l), 1);   /* greedy: first of the tied maxima */
+    infer_sampler_free(s);
+
+    p.temperature = 1.0f;
+    p.top_k = 1;
+    s = infer_sampler_new(&p, 5);
+    for (int i = 0; i < 20; i++) {
+        memcpy(l, logits, sizeof l);
+        assert_int_equal(infer_sampler_sample(s, l), 1);   /* top-k 1 is greedy */
+    }
+    infer_sampler_free(s);
+
+    /* Same seed, same draws; penalties push a seen token down. */
+    p.top_k = 0;
+    p.seed = 42;
+    infer_sampler *a = infer_sampler_new(&p, 5), *b = infer_sampler_new(&p, 5);
+    for (int i = 0; i < 50; i++) {
+        float la[5], lb[5];
+        memcpy(la, logits, sizeof la);
+        memcpy(lb, logits, sizeof lb);
+        assert_int_equal(infer_sampler_sample(a, la), infer_sampler_sample(b, lb));
+    }
+    infer_sampler_free(a);
+    infer_sampler_free(b);
+    infer_sampler_defaults(&p);
+    p.repetition_penalty = 100.0f;
+    s = infer_sampler_new(&p, 5);
+    infer_sampler_accept(s, 1);
+    memcpy(l, logits, sizeof l);
+    assert_int_equal(infer_sampler_sample(s, l), 2);
+    infer_sampler_free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_half_floats),
+        cmocka_unit_test(test_q8_0_and_q4_0_blocks),
+        cmocka_unit_test(test_matmul_matches_reference),
+        cmocka_unit_test(test_safetensors_validation),
+        cmocka_unit_test(test_gguf_reader),
+        cmocka_unit_test(test_tokenizer_roundtrip),
+        cmocka_unit_test(test_stream_keeps_utf8_whole),
+        cmocka_unit_test(test_sampler),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
