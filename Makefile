@@ -15,6 +15,8 @@ $(error missing libraries; run scripts/deps.sh)
 endif
 
 CC        ?= cc
+# `make Q=` shows the full command lines.
+Q         ?= @
 WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 BASEFLAGS := -std=c17 -D_GNU_SOURCE -Isrc $(WARN) $(shell pkg-config --cflags $(PKGS)) -pthread
 LIBS      := $(shell pkg-config --libs $(PKGS)) -lm -pthread
@@ -32,24 +34,29 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/debug/tests/%)
 all: build/hearth
 
 build/hearth: $(REL_OBJS) build/obj/main.o
-	$(CC) $(RELFLAGS) -o $@ $^ $(LIBS)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(RELFLAGS) -o $@ $^ $(LIBS)
 
 build/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(BASEFLAGS) $(RELFLAGS) -MMD -MP -c -o $@ $<
+	@echo "  CC      $<"
+	$(Q)$(CC) $(BASEFLAGS) $(RELFLAGS) -MMD -MP -c -o $@ $<
 
 debug: build/debug/hearth $(UNIT_BINS)
 
 build/debug/hearth: $(DBG_OBJS) build/debug/obj/main.o
-	$(CC) $(DBGFLAGS) -o $@ $^ $(LIBS)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(DBGFLAGS) -o $@ $^ $(LIBS)
 
 build/debug/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(BASEFLAGS) $(DBGFLAGS) -MMD -MP -c -o $@ $<
+	@echo "  CC [dbg] $<"
+	$(Q)$(CC) $(BASEFLAGS) $(DBGFLAGS) -MMD -MP -c -o $@ $<
 
 build/debug/tests/%: tests/unit/%.c $(DBG_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(BASEFLAGS) $(DBGFLAGS) -o $@ $^ $(LIBS) $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+	@echo "  TEST    $@"
+	$(Q)$(CC) $(BASEFLAGS) $(DBGFLAGS) -o $@ $^ $(LIBS) $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
 
 deps:
 	scripts/deps.sh
