@@ -3,11 +3,12 @@
  * Xet names every chunk, xorb and file by a keyed BLAKE3 hash, and a chunk is 8-128 KiB, so the
  * common call hashes 8..128 BLAKE3 chunks of 1 KiB in one go. The work is laid out for that:
  *   - a chunk state that absorbs 64-byte blocks (the spec's compression function, portable C);
- *   - when many whole 1 KiB chunks are available, they are hashed side by side (8 lanes with
- *     AVX2 when the CPU has it, see blake3_avx2.c) and their chaining values pushed on the
- *     subtree stack, merging as the chunk count's trailing zero bits say (the spec's
- *     "lazy merge": the last chunk is never finalised until we know more input follows,
- *     because the root node is compressed with the ROOT flag).
+ *   - whole 1 KiB chunks are hashed side by side (8 lanes with AVX2 or AVX-512VL when the CPU
+ *     has them, see blake3_avx2.c), the last one of the input included, and their chaining
+ *     values pushed on the subtree stack;
+ *   - merges of completed subtrees are deferred until more input shows they are not the root
+ *     (the root is compressed with the ROOT flag), so the stack may hold one unmerged pair,
+ *     which xet_blake3_final takes as the root's children.
  * Output longer than 32 bytes (XOF) is supported for the test vectors.
  */
 #include <string.h>
@@ -133,6 +134,8 @@ static void hash_chunks(const uint8_t *input, size_t count, const uint32_t key[8
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx2"))
             impl = xet_blake3_hash_chunks_avx2;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
+            impl = xet_blake3_hash_chunks_avx512;
 #endif
         __atomic_store_n(&hash_chunks_impl, impl, __ATOMIC_RELAXED);
     }
@@ -216,16 +219,23 @@ static void parent_cv(const xet_blake3_hasher *h, const uint32_t left[8], const 
     xet_blake3_compress_in_place(out, block, 64, 0, h->flags | XET_BLAKE3_PARENT);
 }
 
-/* Pushes the chaining value of a finished chunk; total_chunks counts it. Completed subtrees
- * (one per trailing zero bit of total_chunks) are merged first, which keeps the stack equal to
- * the binary representation of the chunk count. */
-static void push_cv(xet_blake3_hasher *h, uint32_t cv[8], uint64_t total_chunks)
+/* Merges completed subtrees until the stack holds one entry per set bit of total_chunks. Merges
+ * are deferred until more input proves they are not the root (the root is compressed with the
+ * ROOT flag, so it must be known to be the root). */
+static void merge_stack(xet_blake3_hasher *h, uint64_t total_chunks)
 {
-    while ((total_chunks & 1) == 0) {
+    size_t keep = (size_t)__builtin_popcountll(total_chunks);
+    while (h->stack_len > keep) {
         h->stack_len--;
-        parent_cv(h, h->stack[h->stack_len], cv, cv);
-        total_chunks >>= 1;
+        parent_cv(h, h->stack[h->stack_len - 1], h->stack[h->stack_len], h->stack[h->stack_len - 1]);
     }
+}
+
+/* Pushes the chaining value of chunk number `counter`, after merging what the chunks before it
+ * completed. */
+static void push_cv(xet_blake3_hasher *h, const uint32_t cv[8], uint64_t counter)
+{
+    merge_stack(h, counter);
     memcpy(h->stack[h->stack_len], cv, 32);
     h->stack_len++;
 }
@@ -233,37 +243,41 @@ static void push_cv(xet_blake3_hasher *h, uint32_t cv[8], uint64_t total_chunks)
 void xet_blake3_update(xet_blake3_hasher *h, const void *data, size_t len)
 {
     const uint8_t *in = data;
-    while (len > 0) {
-        /* A full chunk is closed only when more input follows: the last one may be the root. */
-        if (chunk_len(h) == XET_BLAKE3_CHUNK_LEN) {
-            xet_blake3_compress_in_place(h->chunk_cv, h->block, 64, h->chunk_counter,
-                                         h->flags | chunk_start_flag(h) | XET_BLAKE3_CHUNK_END);
-            uint32_t cv[8];
-            memcpy(cv, h->chunk_cv, sizeof cv);
-            push_cv(h, cv, h->chunk_counter + 1);
-            chunk_reset(h, h->chunk_counter + 1);
-        }
-        if (chunk_len(h) == 0 && len > XET_BLAKE3_CHUNK_LEN) {
-            /* Whole chunks with input after them: hash them side by side. */
-            enum { BATCH = 16 };
-            uint32_t cvs[BATCH * 8];
-            size_t n = (len - 1) / XET_BLAKE3_CHUNK_LEN;
-            if (n > BATCH)
-                n = BATCH;
-            hash_chunks(in, n, h->key, h->chunk_counter, h->flags, cvs);
-            for (size_t i = 0; i < n; i++)
-                push_cv(h, cvs + 8 * i, h->chunk_counter + i + 1);
-            chunk_reset(h, h->chunk_counter + n);
-            in += n * XET_BLAKE3_CHUNK_LEN;
-            len -= n * XET_BLAKE3_CHUNK_LEN;
-            continue;
-        }
+    if (chunk_len(h) > 0) {
         size_t take = XET_BLAKE3_CHUNK_LEN - chunk_len(h);
         if (take > len)
             take = len;
         chunk_update(h, in, take);
         in += take;
         len -= take;
+        if (len == 0)
+            return; /* a full chunk stays open: it may be the root */
+        xet_blake3_compress_in_place(h->chunk_cv, h->block, 64, h->chunk_counter,
+                                     h->flags | chunk_start_flag(h) | XET_BLAKE3_CHUNK_END);
+        uint32_t cv[8];
+        memcpy(cv, h->chunk_cv, sizeof cv);
+        push_cv(h, cv, h->chunk_counter);
+        chunk_reset(h, h->chunk_counter + 1);
+    }
+    /* Whole chunks, hashed side by side. A lone first chunk is left to the chunk state, since
+     * it may turn out to be the root; otherwise even a final whole chunk can go to the stack
+     * and xet_blake3_final starts from there. */
+    while (len > XET_BLAKE3_CHUNK_LEN || (len == XET_BLAKE3_CHUNK_LEN && h->chunk_counter > 0)) {
+        enum { BATCH = 32 };
+        uint32_t cvs[BATCH * 8];
+        size_t n = len / XET_BLAKE3_CHUNK_LEN;
+        if (n > BATCH)
+            n = BATCH;
+        hash_chunks(in, n, h->key, h->chunk_counter, h->flags, cvs);
+        for (size_t i = 0; i < n; i++)
+            push_cv(h, cvs + 8 * i, h->chunk_counter + i);
+        chunk_reset(h, h->chunk_counter + n);
+        in += n * XET_BLAKE3_CHUNK_LEN;
+        len -= n * XET_BLAKE3_CHUNK_LEN;
+    }
+    if (len > 0) {
+        chunk_update(h, in, len);
+        merge_stack(h, h->chunk_counter);
     }
 }
 
@@ -273,15 +287,31 @@ void xet_blake3_final(const xet_blake3_hasher *h, uint8_t *out, size_t out_len)
     uint32_t cv[8];
     uint8_t block[64];
     uint8_t block_len, flags;
+    uint64_t counter;
+    size_t below; /* stack entries still to fold in as left children */
 
-    memcpy(cv, h->chunk_cv, sizeof cv);
-    memset(block, 0, sizeof block);
-    memcpy(block, h->block, h->block_len);
-    block_len = h->block_len;
-    flags = h->flags | chunk_start_flag(h) | XET_BLAKE3_CHUNK_END;
-    uint64_t counter = h->chunk_counter;
+    if (chunk_len(h) > 0 || h->stack_len == 0) {
+        memcpy(cv, h->chunk_cv, sizeof cv);
+        memset(block, 0, sizeof block);
+        memcpy(block, h->block, h->block_len);
+        block_len = h->block_len;
+        flags = h->flags | chunk_start_flag(h) | XET_BLAKE3_CHUNK_END;
+        counter = h->chunk_counter;
+        below = h->stack_len;
+    } else {
+        /* The input ended on a chunk boundary: the top two stack entries are the last node. */
+        for (int w = 0; w < 8; w++) {
+            store32(block + 4 * w, h->stack[h->stack_len - 2][w]);
+            store32(block + 32 + 4 * w, h->stack[h->stack_len - 1][w]);
+        }
+        memcpy(cv, h->key, sizeof cv);
+        block_len = 64;
+        flags = h->flags | XET_BLAKE3_PARENT;
+        counter = 0;
+        below = h->stack_len - 2;
+    }
 
-    for (size_t i = h->stack_len; i > 0; i--) {
+    for (size_t i = below; i > 0; i--) {
         /* Close the pending node into a chaining value and make it the right child. */
         uint32_t right[8];
         memcpy(right, cv, sizeof right);

@@ -22,5 +22,8 @@ void xet_blake3_compress_in_place(uint32_t cv[8], const uint8_t block[64], uint8
  * many it did (a multiple of 8); the caller does the rest. x86-64 only. */
 size_t xet_blake3_hash_chunks_avx2(const uint8_t *input, size_t count, const uint32_t key[8],
                                    uint64_t counter, uint8_t flags, uint32_t *cvs_out);
+/* The same with AVX-512VL (rotates in one instruction, 32 registers). */
+size_t xet_blake3_hash_chunks_avx512(const uint8_t *input, size_t count, const uint32_t key[8],
+                                     uint64_t counter, uint8_t flags, uint32_t *cvs_out);
 
 #endif
