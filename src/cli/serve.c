@@ -20,6 +20,7 @@ static void usage(FILE *out)
           "  --public-url URL   base URL clients use, for links in replies\n"
           "                     (default: http://<Host header of each request>)\n"
           "  --lfs-threshold N  files of N bytes or more are stored as LFS (default 10000000)\n"
+          "  --threads N        request threads (default 4)\n"
           "  --quiet            log warnings and errors only\n",
           out);
 }
@@ -27,7 +28,7 @@ static void usage(FILE *out)
 int cli_serve_main(int argc, char **argv)
 {
     const char *data = "./hearth-data", *listen = "127.0.0.1:8080", *public_url = NULL;
-    int64_t lfs_threshold = 0;
+    int64_t lfs_threshold = 0, threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
@@ -42,6 +43,12 @@ int cli_serve_main(int argc, char **argv)
             public_url = argv[++i];
         } else if (!strcmp(a, "--lfs-threshold") && next) {
             lfs_threshold = text_parse_i64(argv[++i]);
+        } else if (!strcmp(a, "--threads") && next) {
+            threads = text_parse_i64(argv[++i]);
+            if (threads < 1 || threads > 256) {
+                fprintf(stderr, "hearth serve: --threads wants a number from 1 to 256\n");
+                return 2;
+            }
         } else if (!strcmp(a, "--quiet")) {
             log_set_level(LOG_WARN);
         } else {
@@ -79,7 +86,7 @@ int cli_serve_main(int argc, char **argv)
         return 1;
     }
     http_config config = {.host = host, .port = port, .public_url = public_url,
-                          .dispatch = hub_dispatch, .app = h};
+                          .dispatch = hub_dispatch, .app = h, .threads = (unsigned)threads};
     http_server *server = http_server_start(&config, &e);
     if (!server) {
         fprintf(stderr, "hearth serve: %s\n", e.message);

@@ -1,7 +1,9 @@
 /* http — the HTTP server on libmicrohttpd: request context, dispatch, and replies.
  *
- * The server owns one libmicrohttpd daemon running a thread per connection, so a handler may
- * block (disk, git, SQLite) without stalling other clients. For each request the server calls
+ * The server owns one libmicrohttpd daemon: a small pool of threads, each running an epoll
+ * loop over many connections (a thread per connection spends most of its time switching
+ * threads). Handlers may block briefly (disk, git, SQLite) but must never wait on a client or
+ * on a long-running process: that stalls the other connections of their thread. For each request the server calls
  * the application's dispatch function once the headers are in; dispatch either replies at once
  * (errors, small GETs) or returns a handler that receives the body — buffered up to a limit, or
  * streamed chunk by chunk for uploads — and replies when the body is complete.
@@ -54,6 +56,7 @@ typedef struct http_config {
     http_dispatch_fn dispatch;
     void *app;
     unsigned max_connections;
+    unsigned threads;         /* event-loop threads; 0 = 4 */
 } http_config;
 
 http_server *http_server_start(const http_config *config, err *e);

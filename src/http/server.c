@@ -195,14 +195,14 @@ http_server *http_server_start(const http_config *config, err *e)
                 config->host);
         return NULL;
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)config->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &addr,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped,
         NULL, MHD_OPTION_CONNECTION_LIMIT,
         config->max_connections ? config->max_connections : 1024u,
         MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        MHD_OPTION_THREAD_POOL_SIZE, config->threads ? config->threads : 4u,
         MHD_OPTION_END);
     if (!s->daemon) {
         err_set(e, 500, "", "cannot listen on %s:%d: %s", config->host, config->port,

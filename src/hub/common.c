@@ -2,6 +2,7 @@
  * permissions and redirects after moves), revisions, URLs, JSON bodies and signed URLs. */
 #include "hub/internal.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,16 +96,66 @@ int hub_load_repo(http_request *req, hub_call *call, bool want_write)
     return 0;
 }
 
+/* Each server thread keeps its last few opened repositories: opening one costs config reads
+ * and stats, and a connection usually asks about the same repo again. A handle is only ever
+ * used by its own thread; refs are re-read from disk on every lookup and objects written by
+ * others are found (libgit2 refreshes the object database on a miss), so a cached handle never
+ * serves stale data. Repos are keyed by their immutable uid. */
+#define GIT_CACHE_SLOTS 8
+
+typedef struct git_cache {
+    struct {
+        char uid[25];
+        repo *r;
+    } slot[GIT_CACHE_SLOTS];
+    unsigned next;
+} git_cache;
+
+static pthread_key_t git_cache_key;
+static pthread_once_t git_cache_once = PTHREAD_ONCE_INIT;
+
+static void git_cache_free(void *p)
+{
+    git_cache *c = p;
+    for (int i = 0; i < GIT_CACHE_SLOTS; i++)
+        repo_close(c->slot[i].r);
+    free(c);
+}
+
+static void git_cache_init(void) { pthread_key_create(&git_cache_key, git_cache_free); }
+
 repo *hub_open_git(http_request *req, hub_call *call)
 {
+    pthread_once(&git_cache_once, git_cache_init);
+    git_cache *c = pthread_getspecific(git_cache_key);
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c)
+            abort();
+        pthread_setspecific(git_cache_key, c);
+    }
+    for (int i = 0; i < GIT_CACHE_SLOTS; i++)
+        if (c->slot[i].r && !strcmp(c->slot[i].uid, call->repo.uid))
+            return c->slot[i].r;
     buf dir = BUF_INIT;
     hub_git_dir(call->hub, call->repo.uid, &dir);
     err e = ERR_INIT;
     repo *r = repo_open(dir.data, &e);
     buf_free(&dir);
-    if (!r)
+    if (!r) {
         http_reply_error(req, &e);
+        return NULL;
+    }
+    unsigned k = c->next++ % GIT_CACHE_SLOTS;
+    repo_close(c->slot[k].r);
+    c->slot[k].r = r;
+    snprintf(c->slot[k].uid, sizeof c->slot[k].uid, "%s", call->repo.uid);
     return r;
+}
+
+void hub_close_git(repo *r)
+{
+    (void)r; /* stays in the thread's cache */
 }
 
 int hub_resolve_rev(http_request *req, hub_call *call, repo *r, char sha[41])

@@ -178,7 +178,7 @@ void hub_repo_info(http_request *req, hub_call *call)
         return;
     char sha[41];
     if (hub_resolve_rev(req, call, r, sha) != 0) {
-        repo_close(r);
+        hub_close_git(r);
         return;
     }
     const char *expand[64];
@@ -187,7 +187,7 @@ void hub_repo_info(http_request *req, hub_call *call)
     json_t *meta = hub_card_meta(call->hub, r, sha, call->repo.type);
     json_t *j = repo_json(req, call, &call->repo, r, sha, meta, blobs, true);
     json_decref(meta);
-    repo_close(r);
+    hub_close_git(r);
     if (nexpand && apply_expand(req, call->type, j, expand, nexpand) != 0) {
         json_decref(j);
         return;
@@ -302,7 +302,7 @@ void hub_tree(http_request *req, hub_call *call)
         return;
     char sha[41];
     if (hub_resolve_rev(req, call, r, sha) != 0) {
-        repo_close(r);
+        hub_close_git(r);
         return;
     }
     bool recursive = text_truthy(http_query(req, "recursive"));
@@ -310,7 +310,7 @@ void hub_tree(http_request *req, hub_call *call)
     repo_entries list = {0};
     err e = ERR_INIT;
     if (repo_list(r, sha, call->path, recursive, &list, &e) != 0) {
-        repo_close(r);
+        hub_close_git(r);
         http_reply_error(req, &e);
         return;
     }
@@ -334,7 +334,7 @@ void hub_tree(http_request *req, hub_call *call)
         hub_link_next(req, cursor);
     }
     repo_entries_free(&list);
-    repo_close(r);
+    hub_close_git(r);
     http_reply_json(req, 200, out);
 }
 
@@ -384,7 +384,7 @@ void hub_paths_info(http_request *req, hub_call *call)
     }
     char sha[41];
     if (hub_resolve_rev(req, call, r, sha) != 0) {
-        repo_close(r);
+        hub_close_git(r);
         json_decref(paths);
         return;
     }
@@ -418,7 +418,7 @@ void hub_paths_info(http_request *req, hub_call *call)
         json_array_append_new(out, entry);
         repo_entry_free(&ent);
     }
-    repo_close(r);
+    hub_close_git(r);
     json_decref(paths);
     http_reply_json(req, 200, out);
 }

@@ -50,8 +50,10 @@ struct hub_call {
  * invisible) and, when want_write, write permission (401 anonymous, 403 otherwise). Returns 0
  * with call->repo filled, or -1 after replying. */
 int hub_load_repo(http_request *req, hub_call *call, bool want_write);
-/* Opens the repo's git directory; replies 500 and returns NULL on failure. */
+/* The repo's git repository (call->repo must be loaded), from this thread's cache; replies
+ * 500 and returns NULL on failure. Give it back with hub_close_git, never repo_close. */
 repo *hub_open_git(http_request *req, hub_call *call);
+void hub_close_git(repo *r);
 void hub_git_dir(const hub *h, const char *uid, buf *out);
 /* Resolves call->rev (default "main"); replies 404 RevisionNotFound on failure. */
 int hub_resolve_rev(http_request *req, hub_call *call, repo *r, char sha[41]);

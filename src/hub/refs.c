@@ -25,11 +25,11 @@ void hub_refs(http_request *req, hub_call *call)
     repo_refs refs;
     err e = ERR_INIT;
     if (repo_list_refs(r, &refs, &e) != 0) {
-        repo_close(r);
+        hub_close_git(r);
         http_reply_error(req, &e);
         return;
     }
-    repo_close(r);
+    hub_close_git(r);
     json_t *body = json_pack("{s:o, s:o, s:o}", "branches",
                              refs_json(refs.branches, refs.nbranches), "tags",
                              refs_json(refs.tags, refs.ntags), "converts",
@@ -63,7 +63,7 @@ void hub_commits(http_request *req, hub_call *call)
         return;
     char sha[41];
     if (hub_resolve_rev(req, call, r, sha) != 0) {
-        repo_close(r);
+        hub_close_git(r);
         return;
     }
     int64_t limit = text_parse_i64(http_query(req, "limit"));
@@ -83,11 +83,11 @@ void hub_commits(http_request *req, hub_call *call)
     repo_log log;
     err e = ERR_INIT;
     if (repo_history(r, sha, offset, limit, &log, &e) != 0) {
-        repo_close(r);
+        hub_close_git(r);
         http_reply_error(req, &e);
         return;
     }
-    repo_close(r);
+    hub_close_git(r);
     json_t *out = json_array();
     for (size_t i = 0; i < log.n; i++) {
         const repo_commit_info *c = &log.items[i];
@@ -152,7 +152,7 @@ void hub_branch_create(http_request *req, hub_call *call)
         db_repo_touch(call->hub->db, call->repo.id, text_now_ms(), &e);
         http_reply_json(req, 200, json_object());
     }
-    repo_close(r);
+    hub_close_git(r);
     json_decref(body);
 }
 
@@ -168,7 +168,7 @@ void hub_branch_delete(http_request *req, hub_call *call)
         http_reply_error(req, &e);
     else
         http_reply_json(req, 200, json_object());
-    repo_close(r);
+    hub_close_git(r);
 }
 
 void hub_tag_create(http_request *req, hub_call *call)
@@ -192,7 +192,7 @@ void hub_tag_create(http_request *req, hub_call *call)
             else
                 http_reply_json(req, 200, json_object());
         }
-        repo_close(r);
+        hub_close_git(r);
     }
     json_decref(body);
 }
@@ -209,7 +209,7 @@ void hub_tag_delete(http_request *req, hub_call *call)
         http_reply_error(req, &e);
     else
         http_reply_json(req, 200, json_object());
-    repo_close(r);
+    hub_close_git(r);
 }
 
 void hub_super_squash(http_request *req, hub_call *call)
@@ -232,7 +232,7 @@ void hub_super_squash(http_request *req, hub_call *call)
                 hub_refresh_meta(call->hub, &call->repo, r);
             http_reply_json(req, 200, json_pack("{s:s}", "commitId", sha));
         }
-        repo_close(r);
+        hub_close_git(r);
     }
     json_decref(body);
 }

@@ -143,7 +143,7 @@ static void serve_file(http_request *req, hub_call *call, bool resolve_lfs)
         return;
     char sha[41];
     if (hub_resolve_rev(req, call, r, sha) != 0) {
-        repo_close(r);
+        hub_close_git(r);
         return;
     }
     http_add_header(req, "X-Repo-Commit", sha);
@@ -152,7 +152,7 @@ static void serve_file(http_request *req, hub_call *call, bool resolve_lfs)
     if (!path_is_valid_repo_path(call->path, strlen(call->path)) ||
         repo_stat(r, sha, call->path, &ent, &e) != 0 || ent.is_dir) {
         repo_entry_free(&ent);
-        repo_close(r);
+        hub_close_git(r);
         http_reply_errorf(req, 404, "EntryNotFound", "Entry not found: %s", call->path);
         return;
     }
@@ -166,7 +166,7 @@ static void serve_file(http_request *req, hub_call *call, bool resolve_lfs)
         http_add_header(req, "ETag", etag);
         http_add_header(req, "X-Linked-Etag", etag);
         http_add_header(req, "X-Linked-Size", size);
-        repo_close(r);
+        hub_close_git(r);
         send_stored(req, call->hub, ent.lfs.oid, ctype);
         repo_entry_free(&ent);
         return;
@@ -176,12 +176,12 @@ static void serve_file(http_request *req, hub_call *call, bool resolve_lfs)
     buf data = BUF_INIT;
     if (repo_read(r, sha, call->path, &data, &e) != 0) {
         repo_entry_free(&ent);
-        repo_close(r);
+        hub_close_git(r);
         http_reply_error(req, &e);
         return;
     }
     repo_entry_free(&ent);
-    repo_close(r);
+    hub_close_git(r);
     int64_t first, last;
     int status;
     if (pick_range(req, (int64_t)data.len, &first, &last, &status) == 0)

@@ -102,7 +102,7 @@ void hub_preupload(http_request *req, hub_call *call)
     }
     char sha[41];
     if (hub_resolve_rev(req, call, r, sha) != 0) {
-        repo_close(r);
+        hub_close_git(r);
         json_decref(body);
         return;
     }
@@ -155,7 +155,7 @@ void hub_preupload(http_request *req, hub_call *call)
 done:
     buf_free(&attributes);
     buf_free(&ignore);
-    repo_close(r);
+    hub_close_git(r);
     json_decref(body);
 }
 
@@ -808,6 +808,6 @@ void hub_commit(http_request *req, hub_call *call)
 out:
     buf_free(&message);
     buf_free(&branch);
-    repo_close(r);
+    hub_close_git(r);
     plan_free(&plan);
 }
