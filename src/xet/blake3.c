@@ -3,8 +3,8 @@
  * Xet names every chunk, xorb and file by a keyed BLAKE3 hash, and a chunk is 8-128 KiB, so the
  * common call hashes 8..128 BLAKE3 chunks of 1 KiB in one go. The work is laid out for that:
  *   - a chunk state that absorbs 64-byte blocks (the spec's compression function, portable C);
- *   - whole 1 KiB chunks are hashed side by side (8 lanes with AVX2 or AVX-512VL when the CPU
- *     has them, see blake3_avx2.c), the last one of the input included, and their chaining
+ *   - whole 1 KiB chunks are hashed side by side (8 lanes with AVX2, 16 with AVX-512, when
+ *     the CPU has them: blake3_avx2.c, blake3_avx512.c), the last one of the input included, and their chaining
  *     values pushed on the subtree stack;
  *   - merges of completed subtrees are deferred until more input shows they are not the root
  *     (the root is compressed with the ROOT flag), so the stack may hold one unmerged pair,
@@ -112,9 +112,9 @@ static void hash_chunks_portable(const uint8_t *input, size_t count, const uint3
     }
 }
 
-/* Chooses the widest implementation the CPU supports, once. */
-static size_t (*hash_chunks_impl)(const uint8_t *, size_t, const uint32_t *, uint64_t, uint8_t,
-                                  uint32_t *);
+/* The kernels, widest last; the first call picks the widest the CPU supports. */
+typedef size_t (*hash_chunks_fn)(const uint8_t *, size_t, const uint32_t *, uint64_t, uint8_t,
+                                 uint32_t *);
 
 static size_t hash_chunks_portable_n(const uint8_t *input, size_t count, const uint32_t key[8],
                                      uint64_t counter, uint8_t flags, uint32_t *cvs_out)
@@ -123,32 +123,75 @@ static size_t hash_chunks_portable_n(const uint8_t *input, size_t count, const u
     return count;
 }
 
+static bool cpu_has(const char *kernel)
+{
+    if (!strcmp(kernel, "portable"))
+        return true;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (!strcmp(kernel, "avx2"))
+        return __builtin_cpu_supports("avx2");
+    if (!strcmp(kernel, "avx512vl") || !strcmp(kernel, "avx512"))
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512vl");
+#endif
+    return false;
+}
+
+static const struct {
+    const char *name;
+    hash_chunks_fn fn;
+} kernels[] = {
+    {"portable", hash_chunks_portable_n},
+    {"avx2", xet_blake3_hash_chunks_avx2},
+    {"avx512vl", xet_blake3_hash_chunks_avx512},
+    {"avx512", xet_blake3_hash_chunks_avx512f},
+};
+
+static int kernel_index = -1; /* into kernels[]; -1 until chosen */
+
+static int choose_kernel(void)
+{
+    int k = __atomic_load_n(&kernel_index, __ATOMIC_RELAXED);
+    if (k >= 0)
+        return k;
+    for (int i = (int)(sizeof kernels / sizeof kernels[0]) - 1; i >= 0; i--)
+        if (cpu_has(kernels[i].name)) {
+            k = i;
+            break;
+        }
+    __atomic_store_n(&kernel_index, k, __ATOMIC_RELAXED);
+    return k;
+}
+
 static void hash_chunks(const uint8_t *input, size_t count, const uint32_t key[8],
                         uint64_t counter, uint8_t flags, uint32_t *cvs_out)
 {
-    size_t (*impl)(const uint8_t *, size_t, const uint32_t *, uint64_t, uint8_t, uint32_t *) =
-        __atomic_load_n(&hash_chunks_impl, __ATOMIC_RELAXED);
-    if (!impl) {
-        impl = hash_chunks_portable_n;
-#if defined(__x86_64__)
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx2"))
-            impl = xet_blake3_hash_chunks_avx2;
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
-            impl = xet_blake3_hash_chunks_avx512;
-#endif
-        __atomic_store_n(&hash_chunks_impl, impl, __ATOMIC_RELAXED);
-    }
-    size_t done = impl(input, count, key, counter, flags, cvs_out);
+    size_t done = kernels[choose_kernel()].fn(input, count, key, counter, flags, cvs_out);
     if (done < count)
         hash_chunks_portable(input + done * XET_BLAKE3_CHUNK_LEN, count - done, key,
                              counter + done, flags, cvs_out + 8 * done);
 }
 
-void xet_blake3_force_portable(bool portable)
+int xet_blake3_use_kernel(const char *kernel)
 {
-    __atomic_store_n(&hash_chunks_impl, portable ? hash_chunks_portable_n : NULL,
-                     __ATOMIC_RELAXED);
+    if (!kernel) {
+        __atomic_store_n(&kernel_index, -1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    for (int i = 0; i < (int)(sizeof kernels / sizeof kernels[0]); i++)
+        if (!strcmp(kernels[i].name, kernel)) {
+            if (!cpu_has(kernel))
+                return -1;
+            __atomic_store_n(&kernel_index, i, __ATOMIC_RELAXED);
+            return 0;
+        }
+    return -1;
+}
+
+const char *xet_blake3_kernel(void)
+{
+    return kernels[choose_kernel()].name;
 }
 
 /* ---- hasher --------------------------------------------------------------------------- */

@@ -72,8 +72,12 @@ void xet_blake3_update(xet_blake3_hasher *h, const void *data, size_t len);
 void xet_blake3_final(const xet_blake3_hasher *h, uint8_t *out, size_t out_len);
 void xet_blake3(const void *data, size_t len, uint8_t out[32]);
 void xet_blake3_keyed(const uint8_t key[32], const void *data, size_t len, uint8_t out[32]);
-/* Tests and benchmarks: true forces the portable code, false goes back to CPU detection. */
-void xet_blake3_force_portable(bool portable);
+/* Tests and benchmarks: forces the kernel that hashes whole 1 KiB chunks side by side:
+ * "portable", "avx2" (8 lanes), "avx512vl" (8 lanes) or "avx512" (16 lanes); NULL goes back to
+ * the widest the CPU has. Returns -1 (and changes nothing) when the CPU lacks it. Not for use
+ * while other threads hash. */
+int xet_blake3_use_kernel(const char *kernel);
+const char *xet_blake3_kernel(void);
 
 /* ---- chunker ------------------------------------------------------------------------------ */
 

@@ -25,5 +25,8 @@ size_t xet_blake3_hash_chunks_avx2(const uint8_t *input, size_t count, const uin
 /* The same with AVX-512VL (rotates in one instruction, 32 registers). */
 size_t xet_blake3_hash_chunks_avx512(const uint8_t *input, size_t count, const uint32_t key[8],
                                      uint64_t counter, uint8_t flags, uint32_t *cvs_out);
+/* Sixteen lanes in zmm registers (AVX-512F), the rest eight at a time (needs AVX-512VL too). */
+size_t xet_blake3_hash_chunks_avx512f(const uint8_t *input, size_t count, const uint32_t key[8],
+                                      uint64_t counter, uint8_t flags, uint32_t *cvs_out);
 
 #endif

@@ -131,12 +131,20 @@ static void test_vectors(void **state)
     check_vectors();
 }
 
-static void test_vectors_portable(void **state)
+static const char *const kernels[] = {"portable", "avx2", "avx512vl", "avx512"};
+
+/* Every kernel this CPU can run passes the vectors (the others are skipped here). */
+static void test_vectors_each_kernel(void **state)
 {
     (void)state;
-    xet_blake3_force_portable(true);
-    check_vectors();
-    xet_blake3_force_portable(false);
+    for (size_t k = 0; k < ARRAY_LEN(kernels); k++) {
+        if (xet_blake3_use_kernel(kernels[k]) < 0)
+            continue;
+        assert_string_equal(xet_blake3_kernel(), kernels[k]);
+        check_vectors();
+    }
+    assert_int_equal(xet_blake3_use_kernel("no such kernel"), -1);
+    assert_int_equal(xet_blake3_use_kernel(NULL), 0);
 }
 
 static void test_xof(void **state)
@@ -179,7 +187,7 @@ static void test_streaming_pieces(void **state)
     free(in);
 }
 
-/* Big inputs through both implementations (covers many 8-chunk batches and deep trees). */
+/* Big inputs through every kernel (many batches, ragged remainders, deep trees). */
 static void test_wide_matches_portable(void **state)
 {
     (void)state;
@@ -191,22 +199,27 @@ static void test_wide_matches_portable(void **state)
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         in[i] = (uint8_t)x;
     }
-    const size_t sizes[] = {0, 1, 1024, 1025, 8 * 1024, 8 * 1024 + 1, 16 * 1024 + 5, 131072, len};
+    const size_t sizes[] = {0,     1,     1024,       1025,        8 * 1024, 8 * 1024 + 1,
+                            16384, 16385, 24 * 1024, 16 * 1024 + 5, 131072,  len};
     for (size_t s = 0; s < ARRAY_LEN(sizes); s++) {
-        uint8_t a[32], b[32];
-        xet_blake3_keyed(xet_data_key, in, sizes[s], a);
-        xet_blake3_force_portable(true);
-        xet_blake3_keyed(xet_data_key, in, sizes[s], b);
-        xet_blake3_force_portable(false);
-        assert_memory_equal(a, b, 32);
+        uint8_t want[32], got[32];
+        assert_int_equal(xet_blake3_use_kernel("portable"), 0);
+        xet_blake3_keyed(xet_data_key, in, sizes[s], want);
+        for (size_t k = 1; k < ARRAY_LEN(kernels); k++) {
+            if (xet_blake3_use_kernel(kernels[k]) < 0)
+                continue;
+            xet_blake3_keyed(xet_data_key, in, sizes[s], got);
+            assert_memory_equal(got, want, 32);
+        }
     }
+    xet_blake3_use_kernel(NULL);
     free(in);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_vectors),          cmocka_unit_test(test_vectors_portable),
+        cmocka_unit_test(test_vectors),          cmocka_unit_test(test_vectors_each_kernel),
         cmocka_unit_test(test_xof),              cmocka_unit_test(test_streaming_pieces),
         cmocka_unit_test(test_wide_matches_portable),
     };
