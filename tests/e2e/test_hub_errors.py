@@ -575,3 +575,104 @@ def test_private_repo_invisible_to_anonymous(api, hub, uid):
     assert rid not in [m["id"] for m in requests.get(f"{hub.base}/api/models", params={"search": "err-private"}).json()]
     # the owner sees it
     assert hub.resolve(rid, "secret.txt").content == b"secret\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# pagination, hostile URLs and headers
+# ------------------------------------------------------------------------------------------------
+
+
+def _follow(hub, url, params):
+    pages, items = 0, []
+    while url:
+        r = hub.s.get(url, params=params, headers=auth(hub.token))
+        assert r.status_code == 200, (url, r.status_code, r.text)
+        items += r.json()
+        pages += 1
+        link = r.headers.get("Link")
+        url = None
+        params = None
+        if link:
+            nxt = r.links.get("next", {}).get("url")
+            assert nxt and nxt.startswith(hub.base + "/"), f"Link must be absolute under {hub.base}: {link}"
+            url = nxt
+        assert pages < 100
+    return pages, items
+
+
+def test_pagination_links_are_absolute(hub, repo):
+    hub.commit_ok(repo, header_line("many"), *[file_line(f"p/{i:02d}.txt", b"%d" % i) for i in range(7)])
+    full = hub.s.get(f"{hub.base}/api/models/{repo}/tree/main", params={"recursive": "true"},
+                     headers=auth(hub.token)).json()
+    pages, items = _follow(hub, f"{hub.base}/api/models/{repo}/tree/main", {"recursive": "true", "limit": "2"})
+    assert pages >= 4
+    assert sorted(e["path"] for e in items) == sorted(e["path"] for e in full)
+    assert len(items) == len(full)
+
+    history = hub.commits(repo)
+    pages, items = _follow(hub, f"{hub.base}/api/models/{repo}/commits/main", {"limit": "1"})
+    assert pages == len(history) and [c["id"] for c in items] == history
+    r = hub.s.get(f"{hub.base}/api/models/{repo}/commits/main", params={"limit": "1"}, headers=auth(hub.token))
+    assert int(r.headers["X-Total-Count"]) == len(history)
+
+    pages, items = _follow(hub, f"{hub.base}/api/models", {"author": hub.user, "limit": "1"})
+    ids = [m["id"] for m in items]
+    assert repo in ids and len(ids) == len(set(ids)) and pages == len(ids)
+
+
+def _raw_get(base, target: bytes, extra: bytes = b"") -> tuple[int, bytes]:
+    """Send a request line verbatim (no client-side normalisation of '..' or '%2e')."""
+    host, port = base.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as s:
+        s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: " + host.encode() + b"\r\n" + extra +
+                  b"Connection: close\r\n\r\n")
+        data = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            data += chunk
+    if not data:
+        return 0, b""
+    status = int(data.split(b" ", 2)[1])
+    return status, data
+
+
+@pytest.mark.parametrize("target", [
+    b"/{repo}/resolve/main/../../../../../../etc/passwd",
+    b"/{repo}/resolve/main/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    b"/{repo}/resolve/main/..%2f..%2f..%2f..%2fetc%2fpasswd",
+    b"/{repo}/resolve/main/seed.txt%00.json",
+    b"/{repo}/resolve/main/%2fetc%2fpasswd",
+    b"/{repo}/raw/main/..%5c..%5cseed.txt",
+    b"/api/models/{repo}/tree/main/..%2f..%2f..",
+    b"/api/models/..%2f..%2f..%2fetc/passwd",
+    b"/../../../../etc/passwd",
+    b"/{repo}/resolve/..%2f..%2fmain/seed.txt",
+])
+def test_hostile_urls_never_reach_the_filesystem(hub, repo, target):
+    status, data = _raw_get(hub.base, target.replace(b"{repo}", repo.encode()))
+    assert status == 0 or 400 <= status < 500, (target, status, data[:300])
+    assert b"root:" not in data
+    assert hub.s.get(f"{hub.base}/health").status_code == 200
+
+
+def test_oversized_header_is_refused(hub):
+    status, data = _raw_get(hub.base, b"/api/whoami-v2", extra=b"X-Big: " + b"a" * 200_000 + b"\r\n")
+    assert status == 0 or 400 <= status < 500, (status, data[:200])
+    status, _ = _raw_get(hub.base, b"/api/models?" + b"search=" + b"b" * 100_000)
+    assert status == 0 or status == 200 or 400 <= status < 500
+    assert hub.s.get(f"{hub.base}/health").status_code == 200
+
+
+def test_create_accepts_legacy_private_flag(hub, uid):
+    rid = hub.create(f"err-legacy-private-{uid}", private=True)
+    r = requests.get(f"{hub.base}/api/models/{rid}")
+    assert r.status_code in (401, 404) and r.headers.get("X-Error-Code") == "RepoNotFound", (r.status_code, r.text)
+    r = hub.s.get(f"{hub.base}/api/models/{rid}", headers=auth(hub.token))
+    assert r.status_code == 200 and r.json()["private"] is True
+    rid2 = hub.create(f"err-visibility-{uid}", visibility="private")
+    assert requests.get(f"{hub.base}/api/models/{rid2}").status_code in (401, 404)

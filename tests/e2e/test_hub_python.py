@@ -616,3 +616,123 @@ def test_revision_not_found_and_entry_not_found(api, model_repo, fresh_cache):
         api.model_info(model_repo.id + "-missing")
     with pytest.raises(RepositoryNotFoundError):
         hf_hub_download(model_repo.id + "-missing", "config.json", cache_dir=fresh_cache)
+
+
+def test_list_models_filter_and_model_info_expand(api, model_repo, user):
+    tagged = [m.id for m in api.list_models(filter="hearth-e2e", author=user)]
+    assert model_repo.id in tagged
+    assert [m.id for m in api.list_models(filter="no-such-tag-xyzzy", author=user)] == []
+    assert model_repo.id in [m.id for m in api.list_models(author=user, sort="lastModified")]
+    exp = api.model_info(model_repo.id, expand=["sha", "cardData", "lastModified"])
+    assert exp.sha == model_repo.commit.oid
+    assert exp.card_data.license == "apache-2.0"
+    assert exp.last_modified is not None
+
+
+def test_tree_expand_last_commit(api, model_repo):
+    entries = {e.path: e for e in api.list_repo_tree(model_repo.id, recursive=True, expand=True)}
+    e = entries["config.json"]
+    assert e.last_commit is not None
+    assert e.last_commit.oid == model_repo.commit.oid
+    assert e.last_commit.title == "Upload tiny model folder"
+    assert e.last_commit.date is not None
+    infos = api.get_paths_info(model_repo.id, ["weights/big.bin"], expand=True)
+    assert infos[0].last_commit.oid == model_repo.commit.oid
+
+
+def test_update_repo_settings_private_toggle(api, anon_api, user, uid, fresh_cache):
+    rid = f"{user}/py-settings-{uid}"
+    api.create_repo(rid)
+    api.upload_file(path_or_fileobj=b"s\n", path_in_repo="s.txt", repo_id=rid)
+    assert anon_api.repo_exists(rid)
+    api.update_repo_settings(rid, private=True)
+    assert api.model_info(rid).private is True
+    assert not anon_api.repo_exists(rid)
+    with pytest.raises(RepositoryNotFoundError):
+        hf_hub_download(rid, "s.txt", cache_dir=fresh_cache, token=False)
+    assert rid not in [m.id for m in anon_api.list_models(author=user)]
+    assert rid in [m.id for m in api.list_models(author=user)]
+    api.update_repo_settings(rid, visibility="public")
+    assert anon_api.model_info(rid).private is False
+    p = hf_hub_download(rid, "s.txt", cache_dir=fresh_cache, token=False)
+    assert Path(p).read_bytes() == b"s\n"
+
+
+def test_delete_branch_and_tag(api, user, uid, fresh_cache):
+    rid = f"{user}/py-refs-{uid}"
+    api.create_repo(rid)
+    api.upload_file(path_or_fileobj=b"x\n", path_in_repo="x.txt", repo_id=rid)
+    api.create_branch(rid, branch="tmp")
+    api.create_tag(rid, tag="t1")
+    api.delete_branch(rid, branch="tmp")
+    api.delete_tag(rid, tag="t1")
+    refs = api.list_repo_refs(rid)
+    assert [b.name for b in refs.branches] == ["main"]
+    assert refs.tags == []
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download(rid, "x.txt", revision="tmp", cache_dir=fresh_cache)
+    with pytest.raises(HfHubHTTPError) as e:
+        api.delete_branch(rid, branch="tmp")
+    assert status_of(e) == 404
+    with pytest.raises(HfHubHTTPError) as e:
+        api.delete_branch(rid, branch="main")
+    assert 400 <= status_of(e) < 500
+    assert [b.name for b in api.list_repo_refs(rid).branches] == ["main"]
+
+
+def test_copy_files_and_delete_folder(api, model_repo, user, uid, fresh_cache):
+    from huggingface_hub import CommitOperationCopy
+
+    rid = f"{user}/py-copy-{uid}"
+    api.create_repo(rid)
+    small = b"copy me\n"
+    big = os.urandom(11 * 1024 * 1024)
+    api.upload_folder(folder_path=str(_mkfolder(fresh_cache / "src", {"a/small.txt": small, "a/big.bin": big})),
+                      repo_id=rid)
+    ci = api.create_commit(rid, operations=[
+        CommitOperationCopy(src_path_in_repo="a/small.txt", path_in_repo="b/small-copy.txt"),
+        CommitOperationCopy(src_path_in_repo="a/big.bin", path_in_repo="b/big-copy.bin"),
+    ], commit_message="copy")
+    tree = {e.path: e for e in api.list_repo_tree(rid, recursive=True)}
+    assert tree["b/big-copy.bin"].lfs is not None and tree["b/big-copy.bin"].lfs.sha256 == sha256_hex(big)
+    assert Path(hf_hub_download(rid, "b/small-copy.txt", cache_dir=fresh_cache)).read_bytes() == small
+    assert Path(hf_hub_download(rid, "b/big-copy.bin", cache_dir=fresh_cache)).read_bytes() == big
+    api.delete_folder("a", rid, commit_message="rm a")
+    files = set(api.list_repo_files(rid))
+    assert not any(f.startswith("a/") for f in files)
+    assert {"b/small-copy.txt", "b/big-copy.bin"} <= files
+    # the copy's LFS object survives the deletion of the original
+    assert Path(hf_hub_download(rid, "b/big-copy.bin", cache_dir=fresh_cache / "2")).read_bytes() == big
+    assert Path(hf_hub_download(rid, "a/big.bin", revision=ci.oid, cache_dir=fresh_cache / "3")).read_bytes() == big
+
+
+def _mkfolder(root: Path, files: dict[str, bytes]) -> Path:
+    for path, data in files.items():
+        p = root / path
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+def test_super_squash_history(api, user, uid):
+    rid = f"{user}/py-squash-{uid}"
+    api.create_repo(rid)
+    for i in range(3):
+        api.upload_file(path_or_fileobj=b"%d" % i, path_in_repo=f"{i}.txt", repo_id=rid)
+    files = sorted(api.list_repo_files(rid))
+    api.super_squash_history(rid, commit_message="squashed")
+    commits = api.list_repo_commits(rid)
+    assert len(commits) == 1
+    assert commits[0].title == "squashed"
+    assert sorted(api.list_repo_files(rid)) == files
+
+
+def test_hf_hub_download_to_local_dir(model_repo, tmp_path):
+    p = hf_hub_download(model_repo.id, "sub/dir/nested.txt", local_dir=tmp_path / "local")
+    assert Path(p) == tmp_path / "local" / "sub" / "dir" / "nested.txt"
+    assert Path(p).read_bytes() == model_repo.files["sub/dir/nested.txt"]
+    big = hf_hub_download(model_repo.id, "weights/big.bin", local_dir=tmp_path / "local")
+    assert Path(big).read_bytes() == model_repo.files["weights/big.bin"]
+    folder = snapshot_download(model_repo.id, local_dir=tmp_path / "snap")
+    for path, data in model_repo.files.items():
+        assert (Path(folder) / path).read_bytes() == data, path
