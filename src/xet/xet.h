@@ -149,7 +149,7 @@ void xet_verification_hash(const xet_hash *chunk_hashes, size_t n, xet_hash *out
 /* ---- xorbs ---------------------------------------------------------------------------------- */
 
 #define XET_CHUNK_HEADER_LEN 8
-#define XET_XORB_MAX_BYTES (64u * 1024 * 1024) /* serialized */
+#define XET_XORB_MAX_BYTES (64u * 1024 * 1024) /* chunk data per xorb (headers come on top) */
 #define XET_XORB_MAX_CHUNKS 8192u
 /* xet-core rejects a chunk header whose compressed length exceeds twice the max chunk. */
 #define XET_CHUNK_MAX_COMPRESSED (2 * XET_CHUNK_MAX)
@@ -202,8 +202,9 @@ typedef struct xet_xorb {
 } xet_xorb;
 
 /* Parses a serialized xorb: every chunk header, every payload decompressed and hashed, the
- * xorb hash recomputed. Rejects empty, truncated, oversized (> XET_XORB_MAX_BYTES or
- * > XET_XORB_MAX_CHUNKS) and corrupt input with -1 + e (400, code "BadXorb"). */
+ * xorb hash recomputed. Rejects empty, truncated, oversized (more than XET_XORB_MAX_BYTES of
+ * chunk data, more than XET_XORB_MAX_CHUNKS chunks, or 1 MiB more than that serialized) and
+ * corrupt input with -1 + e (400, code "BadXorb"). Compare x->hash with the name it came with. */
 int xet_xorb_parse(const uint8_t *data, size_t len, xet_xorb *out, err *e);
 void xet_xorb_free(xet_xorb *x);
 

@@ -25,8 +25,8 @@ after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 // ---- the C side ---------------------------------------------------------------------------
 
-// build/hearth (release) when it has the `xet` command and is newer than src/xet; otherwise a
-// tiny driver around xet_cli_main, compiled here with the release flags.
+// build/hearth (release, `make build/hearth`) when it is newer than src/xet; otherwise (a stale
+// or missing build) a tiny driver around xet_cli_main, compiled here with the release flags.
 function findHearth() {
   const hearth = path.join(root, 'build/hearth');
   const sources = fs.readdirSync(path.join(root, 'src/xet')).map((f) => path.join(root, 'src/xet', f));
