@@ -9,6 +9,9 @@
  *   --tokenize         read one JSON string a line on stdin, print {"ids": [...], "text": decode}
  *   --dump-logits K    greedy; print one JSON line a step with the chosen id and the top-K logits
  *   --ids 1,2,3        use these prompt ids instead of tokenizing PROMPT
+ *   --render-template  read {"template": ..., "vars": {...}} JSON lines, print the rendering
+ * --chat applies the model's chat template to PROMPT; without PROMPT it is an interactive chat
+ * that keeps the conversation's KV cache between turns.
  */
 #include <jansson.h>
 #include <math.h>
@@ -24,7 +27,7 @@
 typedef struct run_options {
     const char *model, *prompt, *ids, *data_dir;
     int n_predict, threads, ctx, dump_logits;
-    bool chat, tokenize, quiet;
+    bool chat, tokenize, quiet, render;
     infer_sampler_params sp;
 } run_options;
 
@@ -51,6 +54,7 @@ static void usage(FILE *out)
           "  -q, --quiet            no model line, no statistics\n"
           "  --data DIR             hub data directory, for MODEL given as a repo id\n"
           "  --tokenize             tokenize JSON strings from stdin (one per line)\n"
+          "  --render-template      render {\"template\", \"vars\"} JSON lines from stdin\n"
           "  --dump-logits K        greedy; print the top-K logits of each step as JSON\n"
           "  --ids I,J,...          prompt as token ids\n", out);
 }
@@ -111,6 +115,8 @@ static int parse_args(int argc, char **argv, run_options *o)
             o->ids = v;
         } else if (!strcmp(a, "--chat")) {
             o->chat = true;
+        } else if (!strcmp(a, "--render-template")) {
+            o->render = true;
         } else if (!strcmp(a, "--tokenize")) {
             o->tokenize = true;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
@@ -128,7 +134,7 @@ static int parse_args(int argc, char **argv, run_options *o)
         }
 #undef TAKE
     }
-    if (!o->model) {
+    if (!o->model && !o->render) {
         usage(stderr);
         return -1;
     }
@@ -236,9 +242,173 @@ static void print_top(int step, int32_t chosen, const float *logits, int vocab, 
     free(top);
 }
 
+typedef struct run_state {
+    const run_options *o;
+    infer_model *m;
+    infer_tokenizer *tok;
+    infer_session *s;
+    infer_sampler *smp;
+    float *logits;
+    int32_t *hist;          /* every token the session holds, in order */
+    size_t nhist;
+    double t_prompt, t_gen;
+    size_t n_prompt_run;
+    int generated;
+} run_state;
+
+static void hist_push(run_state *st, int32_t id)
+{
+    st->hist = realloc(st->hist, (st->nhist + 1) * sizeof *st->hist);
+    st->hist[st->nhist++] = id;
+}
+
+/* Runs prompt[0..n) after whatever the session already holds (reusing a common prefix), then
+ * generates up to -n tokens, streaming them to stdout and collecting the text in reply. */
+static int run_turn(run_state *st, const int32_t *prompt, size_t n, buf *reply)
+{
+    const run_options *o = st->o;
+    err e = ERR_INIT;
+    size_t common = 0;
+    while (common < st->nhist && common < n && st->hist[common] == prompt[common])
+        common++;
+    if (common == n && n > 0)
+        common--;   /* the last prompt token must run to give fresh logits */
+    infer_session_rewind(st->s, (int)common);
+    st->nhist = common;
+    for (size_t i = common; i < n; i++) {
+        hist_push(st, prompt[i]);
+        infer_sampler_accept(st->smp, prompt[i]);
+    }
+    int vocab = infer_model_vocab_size(st->m);
+    infer_stream stream;
+    infer_stream_init(&stream);
+    buf piece = BUF_INIT;
+    int rc = 0;
+    double t0 = now_s();
+    const float *l = infer_session_forward(st->s, prompt + common, (int)(n - common), &e);
+    st->t_prompt += now_s() - t0;
+    st->n_prompt_run += n - common;
+    double t1 = now_s();
+    for (int step = 0; l && step < o->n_predict; step++) {
+        memcpy(st->logits, l, (size_t)vocab * sizeof *st->logits);
+        int32_t next;
+        if (o->dump_logits > 0) {
+            next = 0;
+            for (int i = 1; i < vocab; i++)
+                if (st->logits[i] > st->logits[next])
+                    next = i;
+            print_top(step, next, st->logits, vocab, o->dump_logits);
+        } else {
+            next = infer_sampler_sample(st->smp, st->logits);
+        }
+        st->generated++;
+        if (!o->dump_logits && infer_model_is_eos(st->m, next))
+            break;
+        infer_sampler_accept(st->smp, next);
+        hist_push(st, next);
+        if (!o->dump_logits && st->tok) {
+            buf_reset(&piece);
+            infer_stream_push(&stream, st->tok, next, &piece);
+            if (piece.len) {
+                fwrite(piece.data, 1, piece.len, stdout);
+                fflush(stdout);
+                if (reply)
+                    buf_append(reply, piece.data, piece.len);
+            }
+        }
+        if (step + 1 < o->n_predict)
+            l = infer_session_forward(st->s, &next, 1, &e);
+    }
+    if (!l) {
+        fprintf(stderr, "\nhearth run: %s\n", e.message);
+        rc = 1;
+    }
+    if (!o->dump_logits && st->tok) {
+        buf_reset(&piece);
+        infer_stream_finish(&stream, &piece);
+        if (piece.len) {
+            fwrite(piece.data, 1, piece.len, stdout);
+            if (reply)
+                buf_append(reply, piece.data, piece.len);
+        }
+        putchar('\n');
+        fflush(stdout);
+    }
+    st->t_gen += now_s() - t1;
+    buf_free(&piece);
+    infer_stream_free(&stream);
+    return rc;
+}
+
+/* Renders the conversation with the model's template, ready for generation. */
+static int render_chat(run_state *st, json_t *messages, buf *out)
+{
+    const char *tmpl = infer_model_chat_template(st->m);
+    if (!tmpl) {
+        fputs("hearth run: --chat: the model has no chat template\n", stderr);
+        return -1;
+    }
+    json_t *vars = json_pack("{s:O, s:b, s:s, s:s}", "messages", messages, "add_generation_prompt", 1,
+                             "bos_token", infer_model_bos_token(st->m), "eos_token",
+                             infer_model_eos_token(st->m));
+    char *text = json_dumps(vars, JSON_COMPACT);
+    json_decref(vars);
+    err e = ERR_INIT;
+    int rc = infer_template_render(tmpl, strlen(tmpl), text, out, &e);
+    free(text);
+    if (rc)
+        fprintf(stderr, "hearth run: %s\n", e.message);
+    return rc;
+}
+
+static int chat(run_state *st)
+{
+    json_t *messages = json_array();
+    int rc = 0;
+    bool interactive = !st->o->prompt;
+    char *line = NULL;
+    size_t cap = 0;
+    for (;;) {
+        const char *user = st->o->prompt;
+        if (interactive) {
+            fputs("> ", stderr);
+            ssize_t n = getline(&line, &cap, stdin);
+            if (n <= 0)
+                break;
+            if (line[n - 1] == '\n')
+                line[n - 1] = 0;
+            if (!*line)
+                continue;
+            user = line;
+        }
+        json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "user", "content", user));
+        buf text = BUF_INIT, reply = BUF_INIT;
+        int32_t *ids = NULL;
+        size_t n_ids = 0;
+        err e = ERR_INIT;
+        if (render_chat(st, messages, &text) != 0) {
+            rc = 1;
+        } else {
+            /* Like apply_chat_template(tokenize=True): the template already holds BOS. */
+            infer_tokenize(st->tok, text.data ? text.data : "", text.len, false, &ids, &n_ids, &e);
+            rc = run_turn(st, ids, n_ids, &reply);
+            json_array_append_new(messages, json_pack("{s:s, s:s%}", "role", "assistant", "content",
+                                                      reply.data ? reply.data : "", reply.len));
+        }
+        free(ids);
+        buf_free(&text);
+        buf_free(&reply);
+        if (rc || !interactive)
+            break;
+    }
+    free(line);
+    json_decref(messages);
+    return rc;
+}
+
 static int generate(const run_options *o, infer_model *m)
 {
-    infer_tokenizer *tok = infer_model_tokenizer(m);
+    run_state st = {.o = o, .m = m, .tok = infer_model_tokenizer(m)};
     err e = ERR_INIT;
     int32_t *prompt = NULL;
     size_t n_prompt = 0;
@@ -248,98 +418,85 @@ static int generate(const run_options *o, infer_model *m)
             return 2;
         }
     } else {
-        if (!tok) {
+        if (!st.tok) {
             fputs("hearth run: the model has no tokenizer (tokenizer.json); use --ids\n", stderr);
             return 1;
         }
-        const char *text = o->prompt ? o->prompt : "";
-        infer_tokenize(tok, text, strlen(text), true, &prompt, &n_prompt, &e);
-        if (n_prompt == 0) {
-            int32_t bos = infer_model_bos(m);
-            if (bos < 0) {
-                fputs("hearth run: empty prompt and the model has no BOS token to start from\n", stderr);
-                return 2;
+        if (!o->chat) {
+            const char *text = o->prompt ? o->prompt : "";
+            infer_tokenize(st.tok, text, strlen(text), true, &prompt, &n_prompt, &e);
+            if (n_prompt == 0) {
+                int32_t bos = infer_model_bos(m);
+                if (bos < 0) {
+                    fputs("hearth run: empty prompt and the model has no BOS token to start from\n", stderr);
+                    return 2;
+                }
+                prompt = malloc(sizeof *prompt);
+                prompt[0] = bos;
+                n_prompt = 1;
             }
-            prompt = malloc(sizeof *prompt);
-            prompt[0] = bos;
-            n_prompt = 1;
         }
     }
     int ctx = o->ctx;
-    if (ctx <= 0 && (size_t)infer_model_max_seq(m) > n_prompt + (size_t)o->n_predict)
+    if (ctx <= 0 && !o->chat && (size_t)infer_model_max_seq(m) > n_prompt + (size_t)o->n_predict)
         ctx = (int)n_prompt + o->n_predict;   /* allocate only what this run needs */
-    infer_session *s = infer_session_new(m, o->threads, ctx, &e);
-    infer_sampler *smp = s ? infer_sampler_new(&o->sp, infer_model_vocab_size(m)) : NULL;
-    if (!s || !smp) {
+    st.s = infer_session_new(m, o->threads, ctx, &e);
+    st.smp = st.s ? infer_sampler_new(&o->sp, infer_model_vocab_size(m)) : NULL;
+    st.logits = malloc((size_t)infer_model_vocab_size(m) * sizeof *st.logits);
+    int rc;
+    if (!st.s || !st.smp || !st.logits) {
         fprintf(stderr, "hearth run: %s\n", e.message[0] ? e.message : "out of memory");
-        infer_session_free(s);
-        free(prompt);
-        return 1;
-    }
-    for (size_t i = 0; i < n_prompt; i++)
-        infer_sampler_accept(smp, prompt[i]);
-    int vocab = infer_model_vocab_size(m);
-    float *logits = malloc((size_t)vocab * sizeof *logits);
-    infer_stream stream;
-    infer_stream_init(&stream);
-    buf piece = BUF_INIT;
-    int rc = 0, generated = 0;
-    double t0 = now_s();
-    const float *l = infer_session_forward(s, prompt, (int)n_prompt, &e);
-    double t_prompt = now_s() - t0, t1 = now_s();
-    for (int step = 0; l && step < o->n_predict; step++) {
-        memcpy(logits, l, (size_t)vocab * sizeof *logits);
-        int32_t next;
-        if (o->dump_logits > 0) {
-            infer_sampler_params greedy;
-            infer_sampler_defaults(&greedy);
-            next = 0;
-            for (int i = 1; i < vocab; i++)
-                if (logits[i] > logits[next])
-                    next = i;
-            print_top(step, next, logits, vocab, o->dump_logits);
-        } else {
-            next = infer_sampler_sample(smp, logits);
-        }
-        generated++;
-        if (!o->dump_logits && infer_model_is_eos(m, next))
-            break;
-        infer_sampler_accept(smp, next);
-        if (!o->dump_logits && tok) {
-            buf_reset(&piece);
-            infer_stream_push(&stream, tok, next, &piece);
-            if (piece.len)
-                fwrite(piece.data, 1, piece.len, stdout);
-            fflush(stdout);
-        }
-        if (step + 1 < o->n_predict)
-            l = infer_session_forward(s, &next, 1, &e);
-    }
-    if (!l) {
-        fprintf(stderr, "\nhearth run: %s\n", e.message);
         rc = 1;
+    } else {
+        rc = o->chat ? chat(&st) : run_turn(&st, prompt, n_prompt, NULL);
     }
-    if (!o->dump_logits && tok) {
-        buf_reset(&piece);
-        infer_stream_finish(&stream, &piece);
-        if (piece.len)
-            fwrite(piece.data, 1, piece.len, stdout);
-        putchar('\n');
-    }
-    double t_gen = now_s() - t1;
-    if (!o->quiet)
+    if (!o->quiet && st.s)
         fprintf(stderr, "prompt: %zu tokens, %.1f tokens/s | generation: %d tokens, %.1f tokens/s | "
-                "threads %d | peak memory %.0f MiB\n", n_prompt,
-                t_prompt > 0 ? (double)n_prompt / t_prompt : 0.0, generated,
-                t_gen > 0 && generated > 1 ? (double)(generated - 1) / t_gen : 0.0,
+                "threads %d | peak memory %.0f MiB\n", st.n_prompt_run,
+                st.t_prompt > 0 ? (double)st.n_prompt_run / st.t_prompt : 0.0, st.generated,
+                st.t_gen > 0 && st.generated > 1 ? (double)(st.generated - 1) / st.t_gen : 0.0,
                 o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN), peak_rss_mib());
-    buf_free(&piece);
-    infer_stream_free(&stream);
-    free(logits);
+    free(st.logits);
+    free(st.hist);
     free(prompt);
-    infer_sampler_free(smp);
-    infer_session_free(s);
+    infer_sampler_free(st.smp);
+    infer_session_free(st.s);
     return rc;
+}
+
+/* --render-template: one JSON object a line, {"template": ..., "vars": {...}}; prints
+ * {"text": ...} or {"error": ...} a line. */
+static int run_render(void)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, stdin)) > 0) {
+        json_error_t je;
+        json_t *in = json_loadb(line, (size_t)n, 0, &je), *out = json_object();
+        const char *tmpl = json_string_value(json_object_get(in, "template"));
+        if (!tmpl) {
+            json_object_set_new(out, "error", json_string("need {\"template\": ..., \"vars\": {...}}"));
+        } else {
+            char *vars = json_dumps(json_object_get(in, "vars") ? json_object_get(in, "vars") : json_object(),
+                                    JSON_COMPACT | JSON_PRESERVE_ORDER);
+            buf text = BUF_INIT;
+            err e = ERR_INIT;
+            if (infer_template_render(tmpl, json_string_length(json_object_get(in, "template")), vars, &text, &e) == 0)
+                json_object_set_new(out, "text", json_stringn(text.data ? text.data : "", text.len));
+            else
+                json_object_set_new(out, "error", json_string(e.message));
+            free(vars);
+            buf_free(&text);
+        }
+        char *dump = json_dumps(out, JSON_COMPACT | JSON_ENSURE_ASCII);
+        puts(dump);
+        free(dump);
+        json_decref(in);
+        json_decref(out);
+    }
+    free(line);
+    return 0;
 }
 
 int infer_main(int argc, char **argv)
@@ -355,10 +512,8 @@ int infer_main(int argc, char **argv)
                 "model directory or a .gguf file\n");
         return 2;
     }
-    if (o.chat) {
-        fputs("hearth run: --chat needs chat templates, which are not implemented yet\n", stderr);
-        return 2;
-    }
+    if (o.render)
+        return run_render();
     err e = ERR_INIT;
     if (o.tokenize) {
         infer_tokenizer *t = NULL;

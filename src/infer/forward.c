@@ -101,6 +101,12 @@ void infer_session_free(infer_session *s)
 
 int infer_session_pos(const infer_session *s) { return s->pos; }
 
+void infer_session_rewind(infer_session *s, int pos)
+{
+    if (pos >= 0 && pos < s->pos)
+        s->pos = pos;   /* cache entries past pos are simply overwritten later */
+}
+
 /* ---- small ops ------------------------------------------------------------------------------- */
 
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps)

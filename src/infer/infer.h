@@ -59,6 +59,15 @@ void infer_stream_push(infer_stream *s, const infer_tokenizer *t, int32_t id, bu
 void infer_stream_finish(infer_stream *s, buf *out);
 void infer_stream_free(infer_stream *s);
 
+/* ---- chat templates ------------------------------------------------------------------------ */
+
+/* Renders a Jinja chat template (the subset real templates use, with transformers' settings:
+ * trim_blocks, lstrip_blocks, its tojson / raise_exception / strftime_now) against variables given
+ * as a JSON object text: messages, add_generation_prompt, bos_token, eos_token, tools, ...
+ * Appends to out. Fails with 422 TemplateError on raise_exception or an unsupported construct
+ * (named in the message). */
+int infer_template_render(const char *tmpl, size_t len, const char *vars_json, buf *out, err *e);
+
 /* ---- model ---------------------------------------------------------------------------------- */
 
 typedef struct infer_model infer_model;
@@ -79,6 +88,11 @@ void infer_model_describe(const infer_model *m, buf *out);
 bool infer_model_is_eos(const infer_model *m, int32_t id);
 /* BOS id, or -1. */
 int32_t infer_model_bos(const infer_model *m);
+/* The chat template (chat_template.jinja, tokenizer_config.json or GGUF), or NULL; and the
+ * bos/eos token strings templates refer to ("" when unknown). */
+const char *infer_model_chat_template(const infer_model *m);
+const char *infer_model_bos_token(const infer_model *m);
+const char *infer_model_eos_token(const infer_model *m);
 
 /* ---- session: one sequence's run state ----------------------------------------------------------- */
 
@@ -88,6 +102,8 @@ typedef struct infer_session infer_session;
 infer_session *infer_session_new(const infer_model *m, int threads, int max_seq, err *e);
 void infer_session_free(infer_session *s);
 int infer_session_pos(const infer_session *s);
+/* Forgets every position from pos on (to reuse a shared prefix of the next prompt). */
+void infer_session_rewind(infer_session *s, int pos);
 /* Runs tokens[0..n) at the next positions; returns the logits (vocab floats) after the last
  * one, valid until the next call. NULL with e set when the context is full. */
 const float *infer_session_forward(infer_session *s, const int32_t *tokens, int n, err *e);

@@ -415,6 +415,22 @@ static int config_from_gguf(infer_model *m, err *e)
     return check_config(c, e);
 }
 
+/* GGUF: the bos/eos strings templates use come from the vocabulary. */
+static void gguf_token_strings(infer_model *m)
+{
+    double v;
+    const char **toks;
+    size_t *lens, n;
+    if (infer_gguf_string_array(&m->gguf, "tokenizer.ggml.tokens", &toks, &lens, &n) != 0)
+        return;
+    if (infer_gguf_number(&m->gguf, "tokenizer.ggml.bos_token_id", &v) && v >= 0 && v < (double)n)
+        m->bos_token = strndup(toks[(size_t)v], lens[(size_t)v]);
+    if (infer_gguf_number(&m->gguf, "tokenizer.ggml.eos_token_id", &v) && v >= 0 && v < (double)n)
+        m->eos_token = strndup(toks[(size_t)v], lens[(size_t)v]);
+    free(toks);
+    free(lens);
+}
+
 static void rope_frequencies(infer_model *m)
 {
     const infer_config *c = &m->cfg;
@@ -534,6 +550,7 @@ static int load_gguf(infer_model *m, const char *path, err *e)
     if (infer_gguf_find(&m->gguf, "tokenizer.ggml.tokens") &&
         infer_tokenizer_from_gguf(&m->tokenizer, &m->gguf, e) != 0)
         return -1;
+    gguf_token_strings(m);
     return 0;
 }
 
@@ -586,6 +603,9 @@ infer_tokenizer *infer_model_tokenizer(const infer_model *m) { return m->tokeniz
 int infer_model_vocab_size(const infer_model *m) { return m->cfg.vocab_size; }
 int infer_model_max_seq(const infer_model *m) { return m->cfg.max_seq; }
 int32_t infer_model_bos(const infer_model *m) { return m->bos_id; }
+const char *infer_model_chat_template(const infer_model *m) { return m->chat_template; }
+const char *infer_model_bos_token(const infer_model *m) { return m->bos_token ? m->bos_token : ""; }
+const char *infer_model_eos_token(const infer_model *m) { return m->eos_token ? m->eos_token : ""; }
 
 bool infer_model_is_eos(const infer_model *m, int32_t id)
 {

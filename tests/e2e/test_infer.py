@@ -254,7 +254,7 @@ def test_bad_gguf_fails_cleanly(models, tmp_path):
 
 # ---- real vocabularies ---------------------------------------------------------------------------
 
-REAL_VOCABS = ["qwen3", "llama3", "llama2", "gemma3", "deepseek_v3"]
+REAL_VOCABS = ["qwen3", "llama3", "llama3_1", "llama2", "gemma3", "deepseek_v3"]
 VOCAB_CACHE = os.path.join(ROOT, "build", "infer-vocab")
 
 
@@ -303,3 +303,107 @@ def test_real_vocabulary_matches_tokenizers_package(name):
         elif row["text"] != ref.decode(ids):
             bad.append("decode %r: ours %r, tokenizers %r" % (s, row["text"], ref.decode(ids)))
     assert not bad, "%s: %d of %d differ; first:\n%s" % (name, len(bad), len(strings), "\n".join(bad[:10]))
+
+
+# ---- chat templates ------------------------------------------------------------------------------
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hello!"}],
+    [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Hi there"},
+     {"role": "assistant", "content": "Hello, how can I help?"}, {"role": "user", "content": "A joke.\nPlease."}],
+    [{"role": "user", "content": "  spaces  "}, {"role": "assistant", "content": "<think>\nhmm\n</think>\n\nok"},
+     {"role": "user", "content": "ünïcödé 日本 😀 \"quotes\" 'single'"}],
+    [{"role": "user", "content": "weather?"},
+     {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {
+         "name": "get_weather", "arguments": {"city": "Paris", "unit": "c"}}}]},
+     {"role": "tool", "content": "{\"temp\": 21}"}, {"role": "user", "content": "thanks"}],
+    [{"role": "assistant", "content": "I speak first"}],   # roles out of order: some raise
+]
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Get the weather",
+                                           "parameters": {"type": "object", "properties": {
+                                               "city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+                                               "required": ["city"]}}}]
+
+
+def template_cases():
+    tdir = os.path.join(ROOT, "tests", "infer", "templates")
+    for f in sorted(os.listdir(tdir)):
+        yield f[:-len(".jinja")], open(os.path.join(tdir, f)).read()
+
+
+def check_template(tok, template, label):
+    """Renders every conversation × tools × generation prompt through transformers and hearth."""
+    cases = []
+    for conv in CONVERSATIONS:
+        for agp in (False, True):
+            for tools in (None, TOOLS):
+                try:
+                    ref = tok.apply_chat_template(conv, tools=tools, add_generation_prompt=agp, tokenize=False,
+                                                  chat_template=template)
+                except Exception as ex:  # raise_exception and template errors
+                    ref = ("error", str(ex))
+                vars = {"messages": conv, "add_generation_prompt": agp}
+                for k in ("bos_token", "eos_token"):   # transformers passes only those that are set
+                    if getattr(tok, k):
+                        vars[k] = getattr(tok, k)
+                if tools:
+                    vars["tools"] = tools
+                cases.append((vars, ref))
+    p = hearth("--render-template", stdin="".join(json.dumps({"template": template, "vars": v}) + "\n"
+                                                  for v, _ in cases).encode())
+    outs = [json.loads(line) for line in p.stdout.decode().splitlines()]
+    assert len(outs) == len(cases)
+    for (vars, ref), out in zip(cases, outs):
+        if isinstance(ref, tuple):
+            assert "error" in out, "%s: transformers raised %r but hearth rendered" % (label, ref[1])
+        else:
+            assert out.get("text") == ref, "%s: %s\nhearth: %r\ntransformers: %r" % (
+                label, json.dumps(vars)[:300], out.get("text", out.get("error")), ref)
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer(models):
+    pytest.importorskip("transformers")
+    from transformers import AutoTokenizer
+    path, _, _ = models("qwen2-f32-", arch="qwen2", dtype="f32")
+    return AutoTokenizer.from_pretrained(path)
+
+
+@pytest.mark.parametrize("name,template", list(template_cases()), ids=[n for n, _ in template_cases()])
+def test_template_matches_transformers(hf_tokenizer, name, template):
+    check_template(hf_tokenizer, template, name)
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama3", "llama3_1", "gemma3", "deepseek_v3"])
+def test_real_template_matches_transformers(name):
+    pytest.importorskip("transformers")
+    from transformers import AutoTokenizer
+    d = real_vocab(name)
+    tok = AutoTokenizer.from_pretrained(d)
+    assert tok.chat_template
+    check_template(tok, tok.chat_template, name)
+
+
+def test_unsupported_template_construct_is_named():
+    p = hearth("--render-template", stdin=(json.dumps({"template": "{% include 'x' %}", "vars": {}}) + "\n" +
+                                           json.dumps({"template": "{{ x | frobnicate }}", "vars": {}}) + "\n" +
+                                           json.dumps({"template": "{% for %}", "vars": {}}) + "\n").encode())
+    outs = [json.loads(line) for line in p.stdout.decode().splitlines()]
+    assert "include" in outs[0]["error"]
+    assert "frobnicate" in outs[1]["error"]
+    assert "error" in outs[2]
+
+
+def test_chat_generates_with_template(models, tmp_path):
+    import shutil
+    path, _, _ = models("qwen2-f32-", arch="qwen2", dtype="f32")
+    d = str(tmp_path / "chat")
+    shutil.copytree(path, d)
+    cfg = json.load(open(os.path.join(d, "tokenizer_config.json")))
+    cfg["chat_template"] = dict(template_cases())["chatml-tools"]
+    json.dump(cfg, open(os.path.join(d, "tokenizer_config.json"), "w"))
+    p = hearth(d, "Hello", "--chat", "-n", "8")
+    assert "tokens/s" in p.stderr.decode()
+    # interactive: two turns from stdin, the second reusing the first's cache
+    p = hearth(d, "--chat", "-n", "4", stdin=b"Hi\nAgain\n")
+    assert p.stdout.decode().count("\n") >= 2

@@ -321,6 +321,37 @@ static void test_sampler(void **state)
     infer_sampler_free(s);
 }
 
+static void test_template_basics(void **state)
+{
+    (void)state;
+    static const struct { const char *tmpl, *vars, *want; } cases[] = {
+        {"{{ 'a' + b }}|{{ 7 // 2 }}|{{ 7 / 2 }}|{{ -7 % 3 }}", "{\"b\":\"c\"}", "ac|3|3.5|2"},
+        {"{% for m in ms %}{{ loop.index }}{{ m.r }}{% if not loop.last %},{% endif %}{% endfor %}",
+         "{\"ms\":[{\"r\":\"x\"},{\"r\":\"y\"}]}", "1x,2y"},
+        {"{%- set ns = namespace(n=0) -%}\n  {% for i in range(3) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}",
+         "{}", "3"},
+        {"{{ x | tojson }} {{ [1, 'a', none, true] }}", "{\"x\":{\"k\":[1,2.5,\"\\u00e9\"]}}",
+         "{\"k\": [1, 2.5, \"\xC3\xA9\"]} [1, 'a', None, True]"},
+        {"{{ 'Hi There'.lower().split(' ')[::-1] | join('-') }}{{ y is defined }}", "{}", "there-hiFalse"},
+        {"  {% if true %}\nA\n  {% endif %}\nB", "{}", "A\nB"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        buf out = BUF_INIT;
+        err e = ERR_INIT;
+        int rc = infer_template_render(cases[i].tmpl, strlen(cases[i].tmpl), cases[i].vars, &out, &e);
+        if (rc != 0)
+            fail_msg("case %zu: %s", i, e.message);
+        assert_string_equal(out.data ? out.data : "", cases[i].want);
+        buf_free(&out);
+    }
+    buf out = BUF_INIT;
+    err e = ERR_INIT;
+    const char *t = "{{ raise_exception('roles must alternate') }}";
+    assert_int_equal(infer_template_render(t, strlen(t), "{}", &out, &e), -1);
+    assert_non_null(strstr(e.message, "roles must alternate"));
+    buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -332,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_tokenizer_roundtrip),
         cmocka_unit_test(test_stream_keeps_utf8_whole),
         cmocka_unit_test(test_sampler),
+        cmocka_unit_test(test_template_basics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
