@@ -302,6 +302,30 @@ t("listCommits / countCommits", async () => {
 	assert.equal(await countCommits({ repo, revision: "dev", ...creds() }), commits.length);
 });
 
+t("odd file names and an empty file", async () => {
+	const names = { "empty.txt": Buffer.alloc(0), "dir with space/ünïcødé ✓.txt": Buffer.from("unicode\n"), "plus+sign.txt": Buffer.from("+\n") };
+	const out = await uploadFiles({
+		repo,
+		...creds(),
+		files: Object.entries(names).map(([path, buf]) => ({ path, content: blobOf(buf) })),
+		commitTitle: "odd names",
+	});
+	assert.match(out.commit.oid, /^[0-9a-f]{40}$/);
+	const listed = (await collect(listFiles({ repo, recursive: true, ...creds() }))).map((e) => e.path);
+	for (const [path, buf] of Object.entries(names)) {
+		assert.ok(listed.includes(path), path);
+		const blob = await downloadFile({ repo, path, ...creds() });
+		assert.ok(blob, path);
+		assert.equal(blob.size, buf.length, path);
+		assert.ok(Buffer.from(await blob.arrayBuffer()).equals(buf), path);
+		assert.equal(await fileExists({ repo, path, ...creds() }), true, path);
+	}
+	const infos = await pathsInfo({ repo, paths: Object.keys(names), ...creds() });
+	assert.deepEqual(Object.fromEntries(infos.map((i) => [i.path, i.size])), Object.fromEntries(Object.entries(names).map(([p, b]) => [p, b.length])));
+	Object.assign(files, names);
+	uploadCommit = out.commit.oid;
+});
+
 t("snapshotDownload into a fresh cache dir", async () => {
 	const cacheDir = tmpCache();
 	const snap = await snapshotDownload({ repo, cacheDir, ...creds() });

@@ -676,3 +676,74 @@ def test_create_accepts_legacy_private_flag(hub, uid):
     assert r.status_code == 200 and r.json()["private"] is True
     rid2 = hub.create(f"err-visibility-{uid}", visibility="private")
     assert requests.get(f"{hub.base}/api/models/{rid2}").status_code in (401, 404)
+
+
+# ------------------------------------------------------------------------------------------------
+# known server bugs (xfail until fixed; strict=False so a fix turns them into XPASS, not a failure)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(reason="server: a file committed over an existing directory is acknowledged (200, new "
+                          "commit) but silently dropped", strict=False)
+def test_file_over_directory_is_not_lost(hub, repo):
+    hub.commit_ok(repo, header_line("dir"), file_line("d/y.txt", b"inside\n"))
+    head, files = hub.head(repo), hub.files(repo)
+    r = hub.commit(repo, ndjson(header_line("file over dir"), file_line("d", b"i am d\n")))
+    if 400 <= r.status_code < 500:
+        assert_unchanged(hub, repo, head, files)
+        return
+    assert r.status_code == 200, (r.status_code, r.text)
+    # acknowledged: the file must be there, and the directory replaced by it
+    assert hub.resolve(repo, "d").content == b"i am d\n"
+    assert "d/y.txt" not in hub.files(repo)
+
+
+def test_directory_over_file_replaces_it(hub, repo):
+    hub.commit_ok(repo, header_line("file"), file_line("x", b"plain\n"))
+    r = hub.commit(repo, ndjson(header_line("dir over file"), file_line("x/y.txt", b"nested\n")))
+    if 400 <= r.status_code < 500:
+        assert "x" in hub.files(repo)
+        return
+    assert r.status_code == 200, (r.status_code, r.text)
+    assert hub.resolve(repo, "x/y.txt").content == b"nested\n"
+    assert "x" not in hub.files(repo)
+
+
+@pytest.mark.xfail(reason="server: PUT settings with an unknown visibility answers 200 and makes the repo "
+                          "private", strict=False)
+def test_bad_settings_rejected(hub, repo):
+    for body in ({"visibility": "weird"}, {"private": "yes"}, {"gated": "sometimes"}):
+        r = hub.s.put(f"{hub.base}/api/models/{repo}/settings", headers=auth(hub.token), json=body)
+        assert r.status_code in (400, 422), (body, r.status_code, r.text)
+        a = requests.get(f"{hub.base}/api/models/{repo}")
+        assert a.status_code == 200, f"{body} changed the repo's visibility"
+
+
+@pytest.mark.xfail(reason="server: paths-info with a malformed JSON body answers 200 []", strict=False)
+def test_paths_info_malformed_json_is_400(hub, repo):
+    r = hub.s.post(f"{hub.base}/api/models/{repo}/paths-info/main", data=b"{bad",
+                   headers={**auth(hub.token), "Content-Type": "application/json"})
+    assert r.status_code == 400, (r.status_code, r.text)
+
+
+@pytest.mark.xfail(reason="server: LFS objects are global, so anyone who knows a sha256 can commit a "
+                          "pointer to another user's private object and download it", strict=False)
+def test_private_lfs_object_cannot_be_claimed_by_oid(hearth, hub, uid):
+    secret_repo = hub.create(f"err-secret-{uid}", visibility="private")
+    data = os.urandom(5000)
+    oid = sha256_hex(data)
+    r = lfs_upload(hub, secret_repo, data)
+    assert r is not None and r.status_code == 200
+    hub.commit_ok(secret_repo, header_line("secret"), lfs_line("s.bin", oid, len(data)))
+
+    eve = f"eve{uid[:4]}"
+    hearth.create_user(eve)
+    eve_hub = Hub(hearth.base, hearth.create_token(eve), eve)
+    steal = eve_hub.create(f"steal-{uid}")
+    # eve never uploaded the bytes: the batch API must ask her for them ...
+    obj = eve_hub.batch_one(steal, oid, len(data))
+    assert "upload" in obj.get("actions", {}), f"object of a private repo offered as already stored: {obj}"
+    # ... and a commit naming the object must not give her the content
+    r = eve_hub.commit(steal, ndjson(header_line("steal"), lfs_line("stolen.bin", oid, len(data))))
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:200])
+    assert requests.get(f"{hearth.base}/{steal}/resolve/main/stolen.bin").content != data

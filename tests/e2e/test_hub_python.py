@@ -736,3 +736,49 @@ def test_hf_hub_download_to_local_dir(model_repo, tmp_path):
     folder = snapshot_download(model_repo.id, local_dir=tmp_path / "snap")
     for path, data in model_repo.files.items():
         assert (Path(folder) / path).read_bytes() == data, path
+
+
+ODD_NAMES = ["empty.txt", "dir with space/ünïcødé ✓.txt", "weird#hash.txt", "q?mark.txt", "pct%41.txt",
+             "plus+sign.txt", "a'b\"c.txt", "emoji 😀.txt", "semi;colon&amp=.txt"]
+
+
+def test_odd_file_names_roundtrip(api, user, uid, fresh_cache):
+    from huggingface_hub import CommitOperationAdd
+
+    rid = f"{user}/py-names-{uid}"
+    api.create_repo(rid)
+    content = {n: (b"" if n == "empty.txt" else n.encode()) for n in ODD_NAMES}
+    api.create_commit(rid, operations=[CommitOperationAdd(path_in_repo=n, path_or_fileobj=c)
+                                       for n, c in content.items()], commit_message="odd names")
+    assert set(ODD_NAMES) <= set(api.list_repo_files(rid))
+    for name, data in content.items():
+        assert Path(hf_hub_download(rid, name, cache_dir=fresh_cache)).read_bytes() == data, name
+    infos = {i.path: i.size for i in api.get_paths_info(rid, ODD_NAMES)}
+    assert infos == {n: len(c) for n, c in content.items()}
+    snap = Path(snapshot_download(rid, cache_dir=fresh_cache / "snap"))
+    for name, data in content.items():
+        assert (snap / name).read_bytes() == data, name
+
+
+def test_invalid_readme_yaml_is_refused_by_validate_yaml(api, user, uid):
+    rid = f"{user}/py-yaml-{uid}"
+    api.create_repo(rid)
+    with pytest.raises(ValueError, match="Invalid metadata in README.md"):
+        api.upload_file(path_or_fileobj=b"---\nlicense: [unclosed\n---\nhi\n", path_in_repo="README.md", repo_id=rid)
+    assert "README.md" not in api.list_repo_files(rid)
+    # a README without front matter is fine and yields no card data
+    api.upload_file(path_or_fileobj=b"# just a title\n", path_in_repo="README.md", repo_id=rid)
+    assert not api.model_info(rid).card_data
+
+
+def test_shared_lfs_object_survives_deleting_one_repo(api, user, uid, fresh_cache):
+    a, b = f"{user}/py-dedup-a-{uid}", f"{user}/py-dedup-b-{uid}"
+    big = os.urandom(11 * 1024 * 1024)
+    for rid in (a, b):
+        api.create_repo(rid)
+        api.upload_file(path_or_fileobj=big, path_in_repo="w.bin", repo_id=rid)
+    api.delete_repo(a)
+    assert Path(hf_hub_download(b, "w.bin", cache_dir=fresh_cache)).read_bytes() == big
+    # and the deleted repo's file is gone from the API
+    with pytest.raises(RepositoryNotFoundError):
+        hf_hub_download(a, "w.bin", cache_dir=fresh_cache / "a")
