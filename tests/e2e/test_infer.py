@@ -407,3 +407,25 @@ def test_chat_generates_with_template(models, tmp_path):
     # interactive: two turns from stdin, the second reusing the first's cache
     p = hearth(d, "--chat", "-n", "4", stdin=b"Hi\nAgain\n")
     assert p.stdout.decode().count("\n") >= 2
+
+
+# ---- llama.cpp as a peer -------------------------------------------------------------------------
+
+LLAMACPP_CASES = [("llama", "f32"), ("llama", "f16"), ("qwen2", "f32"), ("qwen3", "f16"), ("gpt2", "f32"),
+                  ("mistral", "f32")]
+
+
+@pytest.mark.parametrize("arch,qtype", LLAMACPP_CASES, ids=["%s-%s" % c for c in LLAMACPP_CASES])
+def test_greedy_tokens_match_llamacpp(models, arch, qtype):
+    """Same GGUF through llama.cpp: the first 32 greedy tokens are identical (F32/F16 weights;
+    quantised types differ legitimately because llama.cpp also quantises the activations)."""
+    import llamacpp
+    try:
+        llamacpp.install()
+    except llamacpp.Unavailable as ex:
+        pytest.skip("llama.cpp comparison skipped: %s" % ex)
+    tok = "llama3" if arch in ("llama", "mistral") else None
+    _, gguf_path, _ = models("cpp-%s-%s" % (arch, qtype), arch=arch, tokenizer=tok, gguf_type=qtype, seed=3)
+    theirs = json.loads(llamacpp.node("greedy.mjs", gguf_path, ",".join(map(str, PROMPT_IDS)), 32, 2))
+    ours = [row["token"] for row in run_dump(gguf_path, PROMPT_IDS)]
+    assert ours == theirs, "hearth %s\nllama.cpp %s" % (ours, theirs)
