@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "git/git.h"
+
 #include "cli/cli.h"
 #include "infer/infer.h"
 #include "xet/xet.h"
@@ -27,6 +29,10 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    /* git receive-pack runs us as its pre-receive hook (DATA/hooks/pre-receive links here). */
+    const char *self = strrchr(argv[0], '/');
+    if (!strcmp(self ? self + 1 : argv[0], "pre-receive"))
+        return git_pre_receive_main(argc, argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

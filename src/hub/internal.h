@@ -118,6 +118,9 @@ void hub_lfs_verify(http_request *req, hub_call *call);
 void hub_lfs_download(http_request *req, hub_call *call);
 void hub_lfs_multipart_complete(http_request *req, hub_call *call);
 void hub_lfs_locks(http_request *req, hub_call *call);
+void hub_git_info_refs(http_request *req, hub_call *call);
+/* git-upload-pack / git-receive-pack: authenticates and sets up the streamed request body. */
+int hub_git_rpc_begin(http_request *req, hub_call *call, const char *service_name);
 /* Streaming uploads: set call->handler up for a PUT of an LFS object or of a multipart part. */
 int hub_lfs_upload_begin(http_request *req, hub_call *call, bool part);
 

@@ -7,6 +7,8 @@
  */
 #include "hub/internal.h"
 
+#include "git/git.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -236,6 +238,15 @@ static int route_web(http_request *req, hub_call *call, const segments *s, const
             use(call, is(what, "resolve") ? hub_resolve : hub_raw, 0);
         return 0;
     }
+    if (is(what, "info") && i + 1 == s->n && is(s->items[i], "refs") && get) {
+        use(call, hub_git_info_refs, 0);
+        return 0;
+    }
+    if ((is(what, "git-upload-pack") || is(what, "git-receive-pack")) && i == s->n &&
+        is(m, "POST")) {
+        call->signed_url = true; /* authenticated inside, with a Basic challenge */
+        return hub_git_rpc_begin(req, call, what);
+    }
     if (is(what, "info") && i + 1 < s->n && is(s->items[i], "lfs")) {
         const char *area = s->items[i + 1];
         i += 2;
@@ -382,7 +393,7 @@ hub *hub_open(const hub_config *config, err *e)
             goto fail;
         }
     }
-    if (load_secret(h, e) != 0)
+    if (load_secret(h, e) != 0 || git_install_hooks(h->data_dir, e) != 0)
         goto fail;
     buf_reset(&dir);
     buf_printf(&dir, "%s/hearth.db", h->data_dir);

@@ -1,0 +1,302 @@
+/* githttp — git smart HTTP for every repo: info/refs, git-upload-pack (clone, fetch) and
+ * git-receive-pack (push), served by git itself through the git module.
+ *
+ * Authentication is HTTP Basic with a token as password (any user name). Anonymous callers
+ * may read public repos; a push, or any request for a repo they cannot see, is answered 401
+ * with a Basic challenge so that git asks for credentials. Request bodies (gzip or not) are
+ * streamed to an unlinked temp file, which becomes the service's stdin; the service's output
+ * is streamed back as it is produced. After a push, the repo's metadata is refreshed, as for
+ * an API commit.
+ */
+#include "hub/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "git/git.h"
+
+#define PUSH_BODY_MAX ((int64_t)8 << 30)
+
+static void challenge(http_request *req, const char *why)
+{
+    http_add_header(req, "WWW-Authenticate", "Basic realm=\"Hearth\", charset=\"UTF-8\"");
+    http_reply_errorf(req, 401, "", "%s", why);
+}
+
+/* Loads the repo for git: 401 with a challenge wherever credentials could change the answer. */
+static int git_load_repo(http_request *req, hub_call *call, bool want_write)
+{
+    if (!call->caller.authenticated) {
+        err e = ERR_INIT;
+        db_repo row;
+        int rc = path_is_valid_repo_name(call->ns) && path_is_valid_repo_name(call->name)
+                     ? db_repo_get(call->hub->db, call->type, call->ns, call->name, &row, &e)
+                     : 1;
+        bool hidden = rc != 0 || row.is_private;
+        if (rc == 0)
+            db_repo_free(&row);
+        char moved_ns[97], moved_name[97];
+        bool moved = rc == 1 && db_repo_redirect(call->hub->db, call->type, call->ns, call->name,
+                                                 moved_ns, moved_name, &e) == 0;
+        if (want_write || (hidden && !moved)) {
+            challenge(req, want_write ? "Pushing needs a write token: use it as the password"
+                                      : "Repository not found, or credentials are needed");
+            return -1;
+        }
+    }
+    return hub_load_repo(req, call, want_write);
+}
+
+static bool wants_v2(http_request *req)
+{
+    const char *proto = http_header(req, "Git-Protocol");
+    return proto && strstr(proto, "version=2");
+}
+
+void hub_git_info_refs(http_request *req, hub_call *call)
+{
+    int service = git_service_from_name(http_query(req, "service"));
+    if (service < 0) {
+        http_reply_errorf(req, 403, "", "only git's smart HTTP protocol is supported: use git "
+                                        "version 1.6.6 or later");
+        return;
+    }
+    if (git_load_repo(req, call, service == GIT_RECEIVE_PACK) != 0)
+        return;
+    buf dir = BUF_INIT, out = BUF_INIT;
+    hub_git_dir(call->hub, call->repo.uid, &dir);
+    bool v2 = wants_v2(req) && service == GIT_UPLOAD_PACK;
+    git_run run = {.service = service, .repo_dir = dir.data, .advertise = true,
+                   .protocol_v2 = v2, .input_fd = -1};
+    git_process p;
+    err e = ERR_INIT;
+    if (git_start(&run, &p, &e) != 0) {
+        http_reply_error(req, &e);
+        buf_free(&dir);
+        return;
+    }
+    if (!v2)
+        git_advertisement_header(service, &out);
+    char chunk[65536];
+    ssize_t n;
+    while ((n = read(p.out, chunk, sizeof chunk)) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            break;
+        buf_append(&out, chunk, (size_t)n);
+    }
+    int status = git_finish(&p, false);
+    if (status != 0) {
+        http_reply_errorf(req, 500, "", "git %s failed to advertise refs",
+                          git_service_name(service));
+    } else {
+        char ctype[80];
+        snprintf(ctype, sizeof ctype, "application/x-%s-advertisement",
+                 git_service_name(service));
+        http_add_header(req, "Cache-Control", "no-cache, max-age=0, must-revalidate");
+        http_reply_bytes(req, 200, ctype, buf_str(&out), out.len);
+    }
+    buf_free(&dir);
+    buf_free(&out);
+}
+
+/* ---- RPC: body to a temp file, then the service ------------------------------------------ */
+
+typedef struct rpc_state {
+    git_service service;
+    int body_fd;
+    int64_t body_size;
+    bool gzip;
+    z_stream zs;
+    bool zs_ready;
+} rpc_state;
+
+static void rpc_state_free(void *p)
+{
+    rpc_state *s = p;
+    if (!s)
+        return;
+    if (s->body_fd >= 0)
+        close(s->body_fd);
+    if (s->zs_ready)
+        inflateEnd(&s->zs);
+    free(s);
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int rpc_chunk(http_request *req, const char *data, size_t len, void *ctx)
+{
+    hub_call *call = ctx;
+    rpc_state *s = call->state;
+    if (!s->gzip) {
+        s->body_size += (int64_t)len;
+        if (s->body_size > PUSH_BODY_MAX || write_all(s->body_fd, data, len) != 0) {
+            http_reply_errorf(req, s->body_size > PUSH_BODY_MAX ? 413 : 507, "",
+                              "cannot take this request body");
+            return -1;
+        }
+        return 0;
+    }
+    s->zs.next_in = (Bytef *)data;
+    s->zs.avail_in = (uInt)len;
+    unsigned char out[65536];
+    while (s->zs.avail_in) {
+        s->zs.next_out = out;
+        s->zs.avail_out = sizeof out;
+        int rc = inflate(&s->zs, Z_NO_FLUSH);
+        if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
+            http_reply_errorf(req, 400, "", "the gzip request body is corrupt");
+            return -1;
+        }
+        size_t got = sizeof out - s->zs.avail_out;
+        s->body_size += (int64_t)got;
+        if (s->body_size > PUSH_BODY_MAX || write_all(s->body_fd, out, got) != 0) {
+            http_reply_errorf(req, 413, "", "the request body is too large");
+            return -1;
+        }
+        if (rc == Z_STREAM_END || (rc == Z_BUF_ERROR && got == 0))
+            break;
+    }
+    return 0;
+}
+
+typedef struct rpc_output {
+    git_process p;
+    hub *hub;
+    db_repo repo;          /* copy of the row, meta strings not owned */
+    bool push;
+    bool done;
+} rpc_output;
+
+static ssize_t rpc_read(void *ctx, uint64_t pos, char *out, size_t max)
+{
+    rpc_output *o = ctx;
+    for (;;) {
+        ssize_t n = read(o->p.out, out, max);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            o->done = true;
+        return n < 0 ? -1 : n;
+    }
+}
+
+static void rpc_output_free(void *ctx)
+{
+    rpc_output *o = ctx;
+    int status = git_finish(&o->p, !o->done);
+    if (o->push) {
+        /* Refs may have moved: bring the metadata up to date, as an API commit does. */
+        buf dir = BUF_INIT;
+        hub_git_dir(o->hub, o->repo.uid, &dir);
+        err e = ERR_INIT;
+        repo *r = repo_open(dir.data, &e);
+        if (r) {
+            hub_refresh_meta(o->hub, &o->repo, r);
+            repo_close(r);
+        }
+        buf_free(&dir);
+        log_info("push to %s/%s finished (git exit %d)", o->repo.ns, o->repo.name, status);
+    }
+    free(o);
+}
+
+static void rpc_run(http_request *req, hub_call *call)
+{
+    rpc_state *s = call->state;
+    if (lseek(s->body_fd, 0, SEEK_SET) != 0) {
+        http_reply_errorf(req, 500, "", "cannot rewind the request body");
+        return;
+    }
+    buf dir = BUF_INIT, hooks = BUF_INIT;
+    hub_git_dir(call->hub, call->repo.uid, &dir);
+    buf_printf(&hooks, "%s/hooks", call->hub->data_dir);
+    git_run run = {.service = s->service, .repo_dir = dir.data,
+                   .protocol_v2 = wants_v2(req) && s->service == GIT_UPLOAD_PACK,
+                   .input_fd = s->body_fd, .hooks_dir = hooks.data,
+                   .data_dir = call->hub->data_dir};
+    rpc_output *o = calloc(1, sizeof *o);
+    if (!o)
+        abort();
+    err e = ERR_INIT;
+    if (git_start(&run, &o->p, &e) != 0) {
+        free(o);
+        http_reply_error(req, &e);
+    } else {
+        close(s->body_fd); /* the service has its own copy */
+        s->body_fd = -1;
+        o->hub = call->hub;
+        o->repo = call->repo;
+        o->repo.meta_json = o->repo.tags_json = NULL;
+        o->push = s->service == GIT_RECEIVE_PACK;
+        char ctype[80];
+        snprintf(ctype, sizeof ctype, "application/x-%s-result", git_service_name(s->service));
+        http_add_header(req, "Cache-Control", "no-cache, max-age=0, must-revalidate");
+        http_reply_reader(req, 200, ctype, -1, rpc_read, o, rpc_output_free);
+    }
+    buf_free(&dir);
+    buf_free(&hooks);
+}
+
+int hub_git_rpc_begin(http_request *req, hub_call *call, const char *service_name)
+{
+    int service = git_service_from_name(service_name);
+    err e = ERR_INIT;
+    if (auth_identify(call->hub->db, http_header(req, "Authorization"), &call->caller, &e) != 0) {
+        challenge(req, e.message);
+        return 0;
+    }
+    if (git_load_repo(req, call, service == GIT_RECEIVE_PACK) != 0)
+        return 0;
+    rpc_state *s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    s->service = service;
+    s->body_fd = -1;
+    call->state = s;
+    call->free_state = rpc_state_free;
+    char tmpl[4200];
+    snprintf(tmpl, sizeof tmpl, "%s/uploads/git-body-XXXXXX", call->hub->data_dir);
+    s->body_fd = mkostemp(tmpl, O_CLOEXEC);
+    if (s->body_fd < 0) {
+        http_reply_errorf(req, 500, "", "cannot buffer the request: %s", strerror(errno));
+        return 0;
+    }
+    unlink(tmpl); /* anonymous: gone when closed, whatever happens */
+    const char *encoding = http_header(req, "Content-Encoding");
+    if (encoding && (!strcmp(encoding, "gzip") || !strcmp(encoding, "x-gzip"))) {
+        s->gzip = true;
+        if (inflateInit2(&s->zs, 16 + MAX_WBITS) != Z_OK) {
+            http_reply_errorf(req, 500, "", "cannot decompress the request");
+            return 0;
+        }
+        s->zs_ready = true;
+    } else if (encoding && *encoding && strcmp(encoding, "identity") != 0) {
+        http_reply_errorf(req, 415, "", "unsupported Content-Encoding %s", encoding);
+        return 0;
+    }
+    call->route = rpc_run;
+    call->handler.body_chunk = rpc_chunk;
+    return 0;
+}
