@@ -747,3 +747,92 @@ def test_private_lfs_object_cannot_be_claimed_by_oid(hearth, hub, uid):
     r = eve_hub.commit(steal, ndjson(header_line("steal"), lfs_line("stolen.bin", oid, len(data))))
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:200])
     assert requests.get(f"{hearth.base}/{steal}/resolve/main/stolen.bin").content != data
+
+
+# ------------------------------------------------------------------------------------------------
+# connection-level robustness
+# ------------------------------------------------------------------------------------------------
+
+
+def _raw_exchange(base, data: bytes, wait=0.5) -> bytes:
+    host, port = base.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(data)
+        time.sleep(wait)
+        s.settimeout(1)
+        out = b""
+        try:
+            while True:
+                c = s.recv(65536)
+                if not c:
+                    break
+                out += c
+        except (socket.timeout, ConnectionResetError):
+            pass
+    return out
+
+
+def test_request_body_is_never_parsed_as_a_request(hub):
+    """A refused request's body must be consumed or the connection closed (no request smuggling)."""
+    inner = (b"GET /api/whoami-v2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + hub.token.encode() + b"\r\n\r\n")
+    out = _raw_exchange(hub.base, b"POST /api/repos/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n" % len(inner) + inner)
+    statuses = [l for l in out.split(b"\r\n") if l.startswith(b"HTTP/1.")]
+    assert len(statuses) == 1 and b" 401 " in statuses[0] + b" ", statuses
+
+
+@pytest.mark.xfail(reason="server: a second request pipelined behind one that goes through the worker pool "
+                          "(e.g. GET /api/whoami-v2 after GET /health, sent in one packet) is never answered",
+                   strict=False)
+def test_pipelined_requests_are_answered_in_order(hub):
+    out = _raw_exchange(hub.base, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /api/whoami-v2 HTTP/1.1\r\nHost: x\r\n"
+                        b"Connection: close\r\n\r\n", wait=1.0)
+    statuses = [l.split(b" ")[1] for l in out.split(b"\r\n") if l.startswith(b"HTTP/1.")]
+    assert statuses == [b"200", b"401"], statuses
+
+
+def test_download_disconnects_and_idle_connections(hub, repo):
+    big = os.urandom(3 * 1024 * 1024)
+    r = lfs_upload(hub, repo, big)
+    assert r.status_code == 200
+    hub.commit_ok(repo, header_line("big"), lfs_line("big.bin", sha256_hex(big), len(big)))
+    host, port = hub.base.split("//")[1].split(":")
+    for _ in range(5):  # readers that vanish mid-body
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(f"GET /{repo}/resolve/main/big.bin HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            s.recv(65536)
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(32)]
+    slow = [socket.create_connection((host, int(port)), timeout=5) for _ in range(32)]
+    try:
+        for s in slow:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        t0 = time.time()
+        r = requests.get(f"{hub.base}/{repo}/resolve/main/big.bin", timeout=20)
+        assert r.status_code == 200 and r.content == big
+        assert time.time() - t0 < 10
+    finally:
+        for s in idle + slow:
+            s.close()
+
+
+def test_concurrent_creates_and_same_object_uploads(hub, uid):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def create(_):
+        return requests.post(f"{hub.base}/api/repos/create", headers=auth(hub.token),
+                             json={"name": f"err-race-{uid}", "organization": hub.user, "type": "model"}).status_code
+
+    with ThreadPoolExecutor(8) as ex:
+        codes = sorted(ex.map(create, range(8)))
+    assert codes == [200] + [409] * 7, codes
+
+    rid = f"{hub.user}/err-race-{uid}"
+    data = os.urandom(400_000)
+    oid = sha256_hex(data)
+    hrefs = [hub.batch_one(rid, oid, len(data))["actions"]["upload"]["href"] for _ in range(6)]
+    with ThreadPoolExecutor(6) as ex:
+        codes = list(ex.map(lambda h: requests.put(h, data=data).status_code, hrefs))
+    assert all(200 <= c < 300 for c in codes), codes
+    assert "upload" not in hub.batch_one(rid, oid, len(data)).get("actions", {})
+    hub.commit_ok(rid, header_line("raced object"), lfs_line("o.bin", oid, len(data)))
+    assert hub.resolve(rid, "o.bin").content == data

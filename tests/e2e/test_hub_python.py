@@ -782,3 +782,35 @@ def test_shared_lfs_object_survives_deleting_one_repo(api, user, uid, fresh_cach
     # and the deleted repo's file is gone from the API
     with pytest.raises(RepositoryNotFoundError):
         hf_hub_download(a, "w.bin", cache_dir=fresh_cache / "a")
+
+
+def test_datasets_spaces_listing_and_hf_file_system_on_a_dataset(api, hearth, user, uid):
+    ds, sp = f"{user}/py-fsds-{uid}", f"{user}/py-fssp-{uid}"
+    api.create_repo(ds, repo_type="dataset")
+    api.create_repo(sp, repo_type="space", space_sdk="static")
+    train = b"a,b\n1,2\n3,4\n"
+    api.upload_file(path_or_fileobj=train, path_in_repo="data/train.csv", repo_id=ds, repo_type="dataset")
+    assert ds in [d.id for d in api.list_datasets(author=user)]
+    assert [d.id for d in api.list_datasets(search=f"py-fsds-{uid}")] == [ds]
+    assert ds not in [m.id for m in api.list_models(author=user)]
+    assert sp in [s.id for s in api.list_spaces(author=user)]
+
+    fs = HfFileSystem(endpoint=hearth.base, token=hearth.token, skip_instance_cache=True)
+    root = f"datasets/{ds}"
+    assert f"{root}/data/train.csv" in fs.find(root)
+    assert fs.glob(f"{root}/**/*.csv") == [f"{root}/data/train.csv"]
+    assert fs.cat(f"{root}/data/train.csv") == train
+    # writing through the file system makes a commit; rm makes another
+    with fs.open(f"{root}/data/new.csv", "wb") as f:
+        f.write(b"x,y\n")
+    assert fs.cat(f"{root}/data/new.csv") == b"x,y\n"
+    assert "data/new.csv" in api.list_repo_files(ds, repo_type="dataset")
+    fs.rm(f"{root}/data/new.csv")
+    assert "data/new.csv" not in api.list_repo_files(ds, repo_type="dataset")
+    # a branch in an hf:// path
+    api.create_branch(ds, branch="dev", repo_type="dataset")
+    api.upload_file(path_or_fileobj=b"dev\n", path_in_repo="dev.txt", repo_id=ds, repo_type="dataset", revision="dev")
+    fs.invalidate_cache()
+    assert fs.cat(f"{root}@dev/dev.txt") == b"dev\n"
+    assert f"{root}@dev/dev.txt" in fs.ls(f"{root}@dev", detail=False)
+    assert not fs.exists(f"{root}/dev.txt")
