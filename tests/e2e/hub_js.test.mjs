@@ -28,6 +28,12 @@ import {
 	deleteRepo,
 	repoExists,
 	datasetInfo,
+	uploadFile,
+	deleteFiles,
+	deleteBranch,
+	downloadFileToCacheDir,
+	listDatasets,
+	spaceInfo,
 } from "@huggingface/hub";
 
 import { HearthServer } from "./hub_server.mjs";
@@ -354,6 +360,28 @@ t("dataset repo: upload and datasetInfo", async () => {
 	assert.equal(info.sha, out.commit.oid);
 	const blob = await downloadFile({ repo: ds, path: "data/train.csv", ...creds() });
 	assert.ok(Buffer.from(await blob.arrayBuffer()).equals(csv));
+});
+
+t("uploadFile, deleteFiles, deleteBranch, downloadFileToCacheDir, listDatasets, spaceInfo", async () => {
+	const one = await uploadFile({ repo, ...creds(), file: { path: "one/two.txt", content: blobOf(Buffer.from("two\n")) } });
+	const cacheDir = tmpCache();
+	const p = await downloadFileToCacheDir({ repo, path: "one/two.txt", cacheDir, ...creds() });
+	assert.equal(readFileSync(p, "utf8"), "two\n");
+	assert.ok(p.includes(one.commit.oid), p);
+	const pb = await downloadFileToCacheDir({ repo, path: "big.bin", cacheDir, ...creds() });
+	assert.ok(readFileSync(pb).equals(files["big.bin"]));
+	const del = await deleteFiles({ repo, paths: ["one/two.txt", "plus+sign.txt"], ...creds() });
+	assert.match(del.commit.oid, /^[0-9a-f]{40}$/);
+	const left = (await collect(listFiles({ repo, recursive: true, ...creds() }))).map((e) => e.path);
+	assert.ok(!left.includes("one/two.txt") && !left.includes("plus+sign.txt"));
+	delete files["plus+sign.txt"];
+	await deleteBranch({ repo, branch: "dev", ...creds() });
+	await assert.rejects(modelInfo({ name: repoName, revision: "dev", ...creds() }), (e) => e.statusCode === 404);
+	const ds = await collect(listDatasets({ search: { owner: user }, ...creds() }));
+	assert.ok(ds.some((d) => d.name === `${user}/js-ds-${suffix}`), JSON.stringify(ds));
+	const sp = await spaceInfo({ name: `${user}/js-space-${suffix}`, additionalFields: ["sdk"], ...creds() });
+	assert.equal(sp.name, `${user}/js-space-${suffix}`);
+	assert.equal(sp.sdk, "static");
 });
 
 t("anonymous writes are refused with 401", async () => {
