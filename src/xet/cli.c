@@ -3,7 +3,8 @@
  *   hearth xet chunks [--legacy] FILE|-   chunk and hash a file the way Xet clients do;
  *                                         prints JSON lines (see usage)
  *   hearth xet xorb FILE                  parse a serialized xorb: chunks, hashes, compression
- *   hearth xet shard FILE                 parse a shard: files, terms, xorbs
+ *   hearth xet shard FILE [XORB...]       parse a shard: files, terms, xorbs; with the xorbs its
+ *                                         files use, verify each file as a CAS would
  * The end-to-end test compares this output with Hugging Face's own chunker.
  */
 #include <errno.h>
@@ -29,7 +30,10 @@ static void usage(FILE *out)
           "  --legacy   boundary rule of xetchunk-wasm 0.2.0 / hf_xet < 1.1.10 (default: hf_xet)\n"
           "\n"
           "usage: hearth xet xorb FILE     checks a serialized xorb and lists its chunks\n"
-          "       hearth xet shard FILE    checks a shard and lists its files and xorbs\n",
+          "       hearth xet shard FILE [XORB...]\n"
+          "                                checks a shard and lists its files and xorbs; given\n"
+          "                                the xorbs its files use, verifies every file (term\n"
+          "                                ranges, lengths, verification and file hashes)\n",
           out);
 }
 
@@ -165,9 +169,76 @@ done:
     return rc;
 }
 
+/* The xorbs named on the command line, for xet_shard_verify_file. */
+typedef struct cli_xorbs {
+    size_t n;
+    xet_hash *hashes;
+    xet_chunk **chunks;
+    size_t *counts;
+} cli_xorbs;
+
+static int cli_chunks_of(void *ctx, const xet_hash *xorb_hash, const xet_chunk **chunks, size_t *n)
+{
+    const cli_xorbs *x = ctx;
+    for (size_t i = 0; i < x->n; i++)
+        if (xet_hash_equal(&x->hashes[i], xorb_hash)) {
+            *chunks = x->chunks[i];
+            *n = x->counts[i];
+            return 0;
+        }
+    return -1;
+}
+
+static int load_xorbs(int n, char **paths, cli_xorbs *out)
+{
+    out->n = 0;
+    out->hashes = calloc((size_t)n + 1, sizeof *out->hashes);
+    out->chunks = calloc((size_t)n + 1, sizeof *out->chunks);
+    out->counts = calloc((size_t)n + 1, sizeof *out->counts);
+    if (!out->hashes || !out->chunks || !out->counts)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        buf data = BUF_INIT;
+        if (read_whole(paths[i], &data) < 0)
+            return -1;
+        xet_xorb x;
+        err e = ERR_INIT;
+        if (xet_xorb_parse((const uint8_t *)data.data, data.len, &x, &e) < 0) {
+            fprintf(stderr, "hearth xet: %s: %s\n", paths[i], e.message);
+            buf_free(&data);
+            return -1;
+        }
+        buf_free(&data);
+        xet_chunk *c = malloc((x.n_chunks + 1) * sizeof *c);
+        if (!c) {
+            xet_xorb_free(&x);
+            return -1;
+        }
+        for (size_t k = 0; k < x.n_chunks; k++) {
+            c[k].hash = x.chunks[k].hash;
+            c[k].length = x.chunks[k].uncompressed_len;
+        }
+        out->hashes[out->n] = x.hash;
+        out->chunks[out->n] = c;
+        out->counts[out->n] = x.n_chunks;
+        out->n++;
+        xet_xorb_free(&x);
+    }
+    return 0;
+}
+
+static void free_xorbs(cli_xorbs *x)
+{
+    for (size_t i = 0; i < x->n; i++)
+        free(x->chunks[i]);
+    free(x->hashes);
+    free(x->chunks);
+    free(x->counts);
+}
+
 static int shard_main(int argc, char **argv)
 {
-    if (argc != 2) {
+    if (argc < 2) {
         usage(stderr);
         return 2;
     }
@@ -180,6 +251,14 @@ static int shard_main(int argc, char **argv)
         fprintf(stderr, "hearth xet: %s: %s\n", argv[1], e.message);
         buf_free(&data);
         return 1;
+    }
+    buf_free(&data);
+    bool verify = argc > 2;
+    cli_xorbs xorbs = {0};
+    int rc = 0;
+    if (verify && load_xorbs(argc - 2, argv + 2, &xorbs) < 0) {
+        rc = 1;
+        goto done;
     }
     char hex[XET_HASH_STRING_LEN + 1], sha[65];
     for (size_t i = 0; i < s.n_files; i++) {
@@ -201,6 +280,15 @@ static int shard_main(int argc, char **argv)
             hex_encode(f->sha256, 32, sha);
             printf(",\"sha256\":\"%s\"", sha);
         }
+        if (verify) {
+            uint64_t size;
+            if (xet_shard_verify_file(f, cli_chunks_of, &xorbs, true, &size, &e) == 0)
+                printf(",\"verified\":true,\"size\":%llu", (unsigned long long)size);
+            else {
+                printf(",\"verified\":false,\"error\":\"%s\"", e.message);
+                rc = 1;
+            }
+        }
         puts("}");
     }
     for (size_t i = 0; i < s.n_xorbs; i++) {
@@ -218,9 +306,10 @@ static int shard_main(int argc, char **argv)
     }
     printf("{\"files\":%zu,\"xorbs\":%zu,\"footer\":%s}\n", s.n_files, s.n_xorbs,
            s.has_footer ? "true" : "false");
+done:
+    free_xorbs(&xorbs);
     xet_shard_free(&s);
-    buf_free(&data);
-    return 0;
+    return rc;
 }
 
 int xet_cli_main(int argc, char **argv)

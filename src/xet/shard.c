@@ -349,3 +349,105 @@ int xet_shard_serialize(const xet_shard *s, const xet_shard_footer *footer, buf 
     }
     return 0;
 }
+
+/* ---- verification ------------------------------------------------------------------------- */
+
+const xet_shard_xorb *xet_shard_find_xorb(const xet_shard *s, const xet_hash *xorb_hash)
+{
+    for (size_t i = 0; i < s->n_xorbs; i++)
+        if (xet_hash_equal(&s->xorbs[i].xorb_hash, xorb_hash))
+            return &s->xorbs[i];
+    return NULL;
+}
+
+int xet_shard_verify_file(const xet_shard_file *f, xet_xorb_chunks_fn chunks_of, void *ctx,
+                          bool require_verification, uint64_t *size, err *e)
+{
+    char name[XET_HASH_STRING_LEN + 1];
+    xet_hash_to_string(&f->file_hash, name);
+    if (require_verification && f->n_terms > 0 && !f->verification)
+        return err_set(e, 400, "BadShard", "file %s has no verification entries", name);
+
+    /* All chunks of the file, in order, for the file hash. */
+    size_t total = 0, cap = 0;
+    xet_chunk *all = NULL;
+    xet_hash *range = NULL;
+    size_t range_cap = 0;
+    uint64_t file_len = 0;
+    int rc = -1;
+    for (size_t t = 0; t < f->n_terms; t++) {
+        const xet_shard_term *term = &f->terms[t];
+        const xet_chunk *chunks;
+        size_t n;
+        char xorb[XET_HASH_STRING_LEN + 1];
+        xet_hash_to_string(&term->xorb_hash, xorb);
+        if (chunks_of(ctx, &term->xorb_hash, &chunks, &n) < 0) {
+            err_set(e, 400, "BadShard", "file %s term %zu: unknown xorb %s", name, t, xorb);
+            goto done;
+        }
+        if (term->chunk_start >= term->chunk_end || term->chunk_end > n) {
+            err_set(e, 400, "BadShard", "file %s term %zu: chunks %u..%u outside xorb %s of %zu",
+                    name, t, term->chunk_start, term->chunk_end, xorb, n);
+            goto done;
+        }
+        size_t k = term->chunk_end - term->chunk_start;
+        uint64_t bytes = 0;
+        if (total + k > cap) {
+            size_t ncap = cap ? 2 * cap : 64;
+            while (ncap < total + k)
+                ncap *= 2;
+            xet_chunk *p = realloc(all, ncap * sizeof *p);
+            if (!p) {
+                err_set(e, 500, "", "out of memory");
+                goto done;
+            }
+            all = p;
+            cap = ncap;
+        }
+        if (k > range_cap) {
+            xet_hash *p = realloc(range, k * sizeof *p);
+            if (!p) {
+                err_set(e, 500, "", "out of memory");
+                goto done;
+            }
+            range = p;
+            range_cap = k;
+        }
+        for (size_t i = 0; i < k; i++) {
+            all[total + i] = chunks[term->chunk_start + i];
+            range[i] = chunks[term->chunk_start + i].hash;
+            bytes += chunks[term->chunk_start + i].length;
+        }
+        total += k;
+        if (bytes != term->unpacked_bytes) {
+            err_set(e, 400, "BadShard", "file %s term %zu: %u bytes claimed, chunks hold %llu",
+                    name, t, term->unpacked_bytes, (unsigned long long)bytes);
+            goto done;
+        }
+        if (f->verification) {
+            xet_hash v;
+            xet_verification_hash(range, k, &v);
+            if (!xet_hash_equal(&v, &f->verification[t])) {
+                err_set(e, 400, "BadShard", "file %s term %zu: verification hash mismatch", name, t);
+                goto done;
+            }
+        }
+        file_len += bytes;
+    }
+    xet_hash computed;
+    if (xet_file_hash(all, total, &computed) < 0) {
+        err_set(e, 500, "", "out of memory");
+        goto done;
+    }
+    if (!xet_hash_equal(&computed, &f->file_hash)) {
+        err_set(e, 400, "BadShard", "file %s: its terms' chunks hash to a different file hash", name);
+        goto done;
+    }
+    if (size)
+        *size = file_len;
+    rc = 0;
+done:
+    free(all);
+    free(range);
+    return rc;
+}

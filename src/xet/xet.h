@@ -285,6 +285,23 @@ void xet_shard_free(xet_shard *s);
  * left empty, as xet-core's dedup replies do; its timestamps are taken from footer). */
 int xet_shard_serialize(const xet_shard *s, const xet_shard_footer *footer, buf *out, err *e);
 
+/* Finds a xorb in the shard's CAS-info section; NULL when it has none by that hash. */
+const xet_shard_xorb *xet_shard_find_xorb(const xet_shard *s, const xet_hash *xorb_hash);
+
+/* Gives xet_shard_verify_file the chunks of a xorb: sets *chunks and *n (an array the callee
+ * keeps alive until the next call) and returns 0, or returns -1 when the xorb is unknown. */
+typedef int (*xet_xorb_chunks_fn)(void *ctx, const xet_hash *xorb_hash, const xet_chunk **chunks,
+                                  size_t *n);
+
+/* Checks one file of a shard against the xorbs its terms name (what a CAS does before it
+ * registers an upload): each term's chunk range lies inside its xorb, its unpacked_bytes is the
+ * range's length, its verification hash matches (a missing one is an error when
+ * require_verification, as for uploads), and the merkle hash over all the terms' chunks gives
+ * the file hash. *size (may be NULL) receives the file's length. 0, or -1 + e (400 "BadShard";
+ * 500 when out of memory). */
+int xet_shard_verify_file(const xet_shard_file *f, xet_xorb_chunks_fn chunks_of, void *ctx,
+                          bool require_verification, uint64_t *size, err *e);
+
 /* ---- dev command ------------------------------------------------------------------------------ */
 
 /* `hearth xet chunks [--legacy] FILE`: one JSON line per chunk {offset,length,hash}, then

@@ -260,10 +260,12 @@ test('xorbs and shards written by hf_xet parse and verify', { skip: !hasHfXet &&
   const wantFiles = new Map(inputs.map((f) => [hearthChunks(f, false).summary.file_hash, sha256(f)]));
   let filesSeen = 0;
   for (const s of shards) {
-    const lines = execFileSync(hearth.cmd, [...hearth.args, 'shard', s], { encoding: 'utf8', maxBuffer: 1 << 26 })
+    // Given the xorbs, `hearth xet shard` also verifies every file as a CAS would.
+    const lines = execFileSync(hearth.cmd, [...hearth.args, 'shard', s, ...xorbs], { encoding: 'utf8', maxBuffer: 1 << 26 })
       .trim().split('\n').map((l) => JSON.parse(l));
     for (const entry of lines.filter((l) => l.file_hash)) {
       assert.ok(wantFiles.has(entry.file_hash), `shard names a file we hashed: ${entry.file_hash}`);
+      assert.equal(entry.verified, true, entry.error);
       assert.equal(entry.sha256, wantFiles.get(entry.file_hash), 'sha256 metadata extension');
       for (const term of entry.terms) {
         const hashes = xorbChunkHashes.get(term.xorb);

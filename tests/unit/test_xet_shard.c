@@ -238,11 +238,97 @@ static void test_malformed(void **state)
     buf_free(&footed);
 }
 
+/* xet_shard_verify_file against a xorb of three 1000-byte chunks. */
+static xet_chunk verify_chunks[3];
+static xet_hash verify_xorb;
+
+static int chunks_of(void *ctx, const xet_hash *xorb_hash, const xet_chunk **chunks, size_t *n)
+{
+    (void)ctx;
+    if (!xet_hash_equal(xorb_hash, &verify_xorb))
+        return -1;
+    *chunks = verify_chunks;
+    *n = 3;
+    return 0;
+}
+
+static void test_verify_file(void **state)
+{
+    (void)state;
+    xet_shard s;
+    xet_shard_file files[2];
+    xet_shard_term terms[3];
+    xet_hash verification[2];
+    xet_shard_xorb xorb;
+    xet_shard_chunk chunks[3];
+    build(&s, files, terms, verification, &xorb, chunks);
+    for (int i = 0; i < 3; i++)
+        verify_chunks[i] = (xet_chunk){chunks[i].hash, chunks[i].unpacked_len};
+    verify_xorb = xorb.xorb_hash;
+    assert_ptr_equal(xet_shard_find_xorb(&s, &verify_xorb), s.xorbs);
+    xet_hash other = hash_n(999);
+    assert_null(xet_shard_find_xorb(&s, &other));
+
+    /* build() gives made-up file hashes: put in the real ones. */
+    assert_int_equal(xet_file_hash(verify_chunks, 3, &files[0].file_hash), 0);
+    files[1].file_hash = files[0].file_hash; /* the same bytes in one term */
+    err e = ERR_INIT;
+    uint64_t size = 0;
+    assert_int_equal(xet_shard_verify_file(&files[0], chunks_of, NULL, true, &size, &e), 0);
+    assert_int_equal(size, 3000);
+    size = 0;
+    assert_int_equal(xet_shard_verify_file(&files[1], chunks_of, NULL, false, &size, &e), 0);
+    assert_int_equal(size, 3000);
+    /* uploads must carry verification entries */
+    assert_int_equal(xet_shard_verify_file(&files[1], chunks_of, NULL, true, &size, &e), -1);
+
+    /* each kind of lie is caught */
+    xet_shard_file bad = files[0];
+    xet_shard_term bad_terms[2];
+    xet_hash bad_verification[2];
+    bad.terms = bad_terms;
+    bad.verification = bad_verification;
+#define RESET()                                                                                    \
+    do {                                                                                           \
+        memcpy(bad_terms, terms, sizeof bad_terms);                                                \
+        memcpy(bad_verification, verification, sizeof bad_verification);                           \
+        bad.file_hash = files[0].file_hash;                                                        \
+    } while (0)
+    RESET();
+    assert_int_equal(xet_shard_verify_file(&bad, chunks_of, NULL, true, NULL, &e), 0);
+    RESET();
+    bad_terms[0].unpacked_bytes++;
+    assert_int_equal(xet_shard_verify_file(&bad, chunks_of, NULL, true, NULL, &e), -1);
+    assert_string_equal(e.code, "BadShard");
+    RESET();
+    bad_terms[1].chunk_end = 4; /* past the xorb's end */
+    assert_int_equal(xet_shard_verify_file(&bad, chunks_of, NULL, true, NULL, &e), -1);
+    RESET();
+    bad_verification[1].bytes[0] ^= 1;
+    assert_int_equal(xet_shard_verify_file(&bad, chunks_of, NULL, true, NULL, &e), -1);
+    RESET();
+    bad_terms[0].xorb_hash = other; /* unknown xorb */
+    assert_int_equal(xet_shard_verify_file(&bad, chunks_of, NULL, true, NULL, &e), -1);
+    assert_int_equal(e.status, 400);
+    RESET();
+    assert_int_equal(xet_file_hash(verify_chunks + 2, 1, &bad.file_hash), 0); /* another file */
+    assert_int_equal(xet_shard_verify_file(&bad, chunks_of, NULL, true, NULL, &e), -1);
+#undef RESET
+
+    /* an empty file: no terms, the all-zero hash */
+    xet_shard_file empty = {0};
+    assert_int_equal(xet_shard_verify_file(&empty, chunks_of, NULL, true, &size, &e), 0);
+    assert_int_equal(size, 0);
+    empty.file_hash = other;
+    assert_int_equal(xet_shard_verify_file(&empty, chunks_of, NULL, true, &size, &e), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layout_and_round_trip),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_verify_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
