@@ -104,7 +104,25 @@ class HearthServer:
         self.create_user(self.user)
         self.token = self.create_token(self.user, write=True)
         self.read_token = self.create_token(self.user, write=False)
-        self._log_fh = open(self.log_path, "wb")
+        self._spawn("wb")
+        self._wait_healthy()
+        return self
+
+    def restart(self, kill: bool = False) -> "HearthServer":
+        """Stop (SIGTERM, or SIGKILL when kill=True) and start again on the same data dir and port."""
+        if kill and self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+            self._close_log()
+        else:
+            self.stop()
+        self._spawn("ab")
+        self._wait_healthy()
+        return self
+
+    def _spawn(self, mode: str) -> None:
+        self._log_fh = open(self.log_path, mode)
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
@@ -118,8 +136,6 @@ class HearthServer:
             stderr=subprocess.STDOUT,
             env=env,
         )
-        self._wait_healthy()
-        return self
 
     def _wait_healthy(self, tries: int = 200, delay: float = 0.05) -> None:
         url = f"{self.base}/health"

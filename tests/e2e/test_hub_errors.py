@@ -836,3 +836,58 @@ def test_concurrent_creates_and_same_object_uploads(hub, uid):
     assert "upload" not in hub.batch_one(rid, oid, len(data)).get("actions", {})
     hub.commit_ok(rid, header_line("raced object"), lfs_line("o.bin", oid, len(data)))
     assert hub.resolve(rid, "o.bin").content == data
+
+
+# ------------------------------------------------------------------------------------------------
+# durability: a restart loses nothing acknowledged, a crash mid-upload stores nothing
+# ------------------------------------------------------------------------------------------------
+
+
+def test_restart_and_crash_lose_nothing_acknowledged(uid):
+    from hearth_server import HearthServer
+
+    srv = HearthServer("durability").start()
+    try:
+        h = Hub(srv.base, srv.token, srv.user)
+        rid = h.create(f"dur-{uid}")
+        big = os.urandom(2 * 1024 * 1024)
+        assert lfs_upload(h, rid, big).status_code == 200
+        c1 = h.commit_ok(rid, header_line("one"), file_line("a.txt", b"a\n"), lfs_line("big.bin", sha256_hex(big), len(big)))
+        h.s.close()
+
+        srv.restart()  # clean SIGTERM
+        h = Hub(srv.base, srv.token, srv.user)
+        assert h.head(rid) == c1
+        assert h.resolve(rid, "big.bin").content == big
+        c2 = h.commit_ok(rid, header_line("two", parent=c1), file_line("b.txt", b"b\n"))
+
+        # a crash in the middle of an LFS upload
+        part = os.urandom(3 * 1024 * 1024)
+        obj = h.batch_one(rid, sha256_hex(part), len(part))
+        from urllib.parse import urlsplit
+
+        u = urlsplit(obj["actions"]["upload"]["href"])
+        s = socket.create_connection((u.hostname, u.port), timeout=10)
+        s.sendall(f"PUT {u.path}?{u.query} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Length: {len(part)}\r\n\r\n".encode()
+                  + part[: len(part) // 2])
+        time.sleep(0.3)
+        h.s.close()
+        srv.restart(kill=True)
+        s.close()
+
+        h = Hub(srv.base, srv.token, srv.user)
+        assert h.head(rid) == c2
+        assert h.files(rid) >= {"a.txt", "b.txt", "big.bin"}
+        assert h.resolve(rid, "big.bin").content == big
+        assert h.commits(rid)[:2] == [c2, c1]
+        # the half-uploaded object was not kept, and can be uploaded again
+        obj = h.batch_one(rid, sha256_hex(part), len(part))
+        assert "upload" in obj.get("actions", {}), obj
+        assert requests.put(obj["actions"]["upload"]["href"], data=part).status_code == 200
+        h.commit_ok(rid, header_line("three"), lfs_line("part.bin", sha256_hex(part), len(part)))
+        assert h.resolve(rid, "part.bin").content == part
+    finally:
+        srv.stop()
+        errors = srv.sanitizer_errors()
+        srv.cleanup()
+    assert not errors, errors
