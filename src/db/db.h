@@ -104,4 +104,12 @@ typedef struct db_repo_query {
 /* Fills *out with up to q->limit repos (caller frees each with db_repo_free, then free(*out)). */
 int db_repo_list(db *d, const db_repo_query *q, db_repo **out, size_t *n, err *e);
 
+/* ---- LFS objects a repo may reference ----------------------------------------------------- */
+
+/* Records that repo_id holds oid (uploaded to it, or committed in it). Idempotent. */
+int db_repo_object_add(db *d, int64_t repo_id, const char *oid, int64_t size, err *e);
+/* 0 when repo_id holds oid, 1 when not. The store is global (each byte stored once); this is
+ * what keeps one repo from naming another's private objects by their hash. */
+int db_repo_object_has(db *d, int64_t repo_id, const char *oid, err *e);
+
 #endif

@@ -53,6 +53,10 @@ static const char *migrations[] = {
     "  type TEXT NOT NULL, ns TEXT NOT NULL, name TEXT NOT NULL,"
     "  repo_id INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,"
     "  PRIMARY KEY(type, ns, name));",
+    /* 2: which LFS objects each repo may reference (the store itself is global) */
+    "CREATE TABLE repo_objects ("
+    "  repo_id INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,"
+    "  oid TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY(repo_id, oid)) WITHOUT ROWID;",
 };
 
 static int db_fail(err *e, sqlite3 *sql, const char *what)
@@ -641,4 +645,37 @@ int db_repo_list(db *d, const db_repo_query *q, db_repo **out, size_t *n, err *e
     int result = rc == SQLITE_DONE ? 0 : db_fail(e, c->sql, "list repos");
     sqlite3_finalize(s);
     return result;
+}
+
+/* ---- repo objects ------------------------------------------------------------------------ */
+
+int db_repo_object_add(db *d, int64_t repo_id, const char *oid, int64_t size, err *e)
+{
+    conn *c = conn_get(d, e);
+    if (!c)
+        return -1;
+    sqlite3_stmt *s = stmt(c, "INSERT OR IGNORE INTO repo_objects (repo_id, oid, size) VALUES (?, ?, ?)",
+                           e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, repo_id);
+    sqlite3_bind_text(s, 2, oid, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 3, size);
+    return exec_done(c, s, "link object", e);
+}
+
+int db_repo_object_has(db *d, int64_t repo_id, const char *oid, err *e)
+{
+    conn *c = conn_get(d, e);
+    if (!c)
+        return -1;
+    sqlite3_stmt *s = stmt(c, "SELECT 1 FROM repo_objects WHERE repo_id = ? AND oid = ?", e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, repo_id);
+    sqlite3_bind_text(s, 2, oid, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(s);
+    int out = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : db_fail(e, c->sql, "object lookup");
+    stmt_done(c, s);
+    return out;
 }

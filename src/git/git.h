@@ -38,6 +38,7 @@ typedef struct git_run {
     int input_fd;              /* request body (read from its start), or -1 for none */
     const char *hooks_dir;     /* receive-pack: core.hooksPath */
     const char *data_dir;      /* receive-pack: passed to the hook as HEARTH_DATA */
+    long long repo_id;         /* receive-pack: the metadata id, HEARTH_REPO_ID for the hook */
 } git_run;
 
 /* Starts the service; its output is read from p->out. 500 on failure. */

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "db/db.h"
 #include "repo/repo.h"
 
 #define MAX_COMMITS_CHECKED 100000
@@ -20,17 +21,22 @@
 
 typedef struct check {
     const char *data_dir;
+    db *db;
+    int64_t repo_id;
     git_repository *git;
     size_t missing;
     bool failed;
 } check;
 
-static bool lfs_object_present(const char *data_dir, const char *oid)
+/* In the store, and uploaded to this repo (objects are shared only by content, never by
+ * naming another repo's hash). */
+static bool lfs_object_present(const check *c, const char *oid)
 {
     char path[4200];
-    snprintf(path, sizeof path, "%s/lfs/objects/%.2s/%.2s/%s", data_dir, oid, oid + 2, oid);
+    snprintf(path, sizeof path, "%s/lfs/objects/%.2s/%.2s/%s", c->data_dir, oid, oid + 2, oid);
     struct stat st;
-    return stat(path, &st) == 0;
+    err e = ERR_INIT;
+    return stat(path, &st) == 0 && db_repo_object_has(c->db, c->repo_id, oid, &e) == 0;
 }
 
 static int check_delta(const git_diff_delta *delta, float progress, void *payload)
@@ -49,7 +55,7 @@ static int check_delta(const git_diff_delta *delta, float progress, void *payloa
     git_object_size_t size = git_blob_rawsize(blob);
     if (size < REPO_LFS_POINTER_MAX &&
         repo_parse_lfs_pointer(git_blob_rawcontent(blob), (size_t)size, &lfs) &&
-        !lfs_object_present(c->data_dir, lfs.oid)) {
+        !lfs_object_present(c, lfs.oid)) {
         if (c->missing < MAX_MISSING_LISTED)
             fprintf(stderr, "hearth: %s: LFS object %s (%lld bytes) is not on the server\n",
                     delta->new_file.path, lfs.oid, (long long)lfs.size);
@@ -106,11 +112,22 @@ int git_pre_receive_main(int argc, char **argv)
         fprintf(stderr, "hearth: pre-receive hook started without HEARTH_DATA\n");
         return 1;
     }
+    const char *repo_id = getenv("HEARTH_REPO_ID");
     git_libgit2_init();
-    check c = {.data_dir = data_dir};
+    check c = {.data_dir = data_dir, .repo_id = repo_id ? atoll(repo_id) : 0};
+    buf db_path = BUF_INIT;
+    buf_printf(&db_path, "%s/hearth.db", data_dir);
+    err e = ERR_INIT;
+    c.db = db_open(db_path.data, &e);
+    buf_free(&db_path);
+    if (!c.db) {
+        fprintf(stderr, "hearth: cannot open the metadata database: %s\n", e.message);
+        return 1;
+    }
     if (git_repository_open_ext(&c.git, ".", GIT_REPOSITORY_OPEN_FROM_ENV, NULL) != 0) {
         const git_error *ge = git_error_last();
         fprintf(stderr, "hearth: cannot open the repository: %s\n", ge ? ge->message : "?");
+        db_close(c.db);
         return 1;
     }
     char line[1024];
@@ -154,5 +171,6 @@ int git_pre_receive_main(int argc, char **argv)
     }
     git_repository_free(c.git);
     git_libgit2_shutdown();
+    db_close(c.db);
     return c.failed ? 1 : 0;
 }

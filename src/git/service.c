@@ -59,9 +59,11 @@ int git_start(const git_run *run, git_process *p, err *e)
     const char *path = getenv("PATH");
     buf_printf(&path_env, "PATH=%s", path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
     buf_printf(&data_env, "HEARTH_DATA=%s", run->data_dir ? run->data_dir : "");
+    char repo_env[64];
+    snprintf(repo_env, sizeof repo_env, "HEARTH_REPO_ID=%lld", run->repo_id);
     const char *envp[] = {path_env.data, "HOME=/nonexistent", "GIT_CONFIG_NOSYSTEM=1",
                           "GIT_CONFIG_GLOBAL=/dev/null", "GIT_TERMINAL_PROMPT=0", "LC_ALL=C",
-                          data_env.data,
+                          data_env.data, repo_env,
                           run->protocol_v2 ? "GIT_PROTOCOL=version=2" : NULL, NULL};
 
     int pipefd[2];

@@ -235,7 +235,7 @@ static void rpc_run(http_request *req, hub_call *call)
     git_run run = {.service = s->service, .repo_dir = dir.data,
                    .protocol_v2 = wants_v2(req) && s->service == GIT_UPLOAD_PACK,
                    .input_fd = s->body_fd, .hooks_dir = hooks.data,
-                   .data_dir = call->hub->data_dir};
+                   .data_dir = call->hub->data_dir, .repo_id = call->repo.id};
     rpc_output *o = calloc(1, sizeof *o);
     if (!o)
         abort();

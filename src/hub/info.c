@@ -348,6 +348,18 @@ void hub_paths_info(http_request *req, hub_call *call)
     bool expand = false;
     json_t *j = body->len && body->data[0] == '{' ? json_loadb(body->data, body->len, 0, NULL)
                                                   : NULL;
+    if (j && !json_is_object(j)) {
+        json_decref(j);
+        j = NULL;
+    }
+    const char *ctype = http_header(req, "Content-Type");
+    bool json_body = (ctype && strstr(ctype, "json")) || (body->len && body->data[0] == '{');
+    if (json_body && !j) {
+        json_decref(paths);
+        http_reply_errorf(req, 400, "", "the request body is not valid JSON: expected "
+                                        "{\"paths\": [...], \"expand\": bool}");
+        return;
+    }
     if (j) {
         json_t *p = json_object_get(j, "paths");
         if (json_is_array(p))

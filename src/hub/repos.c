@@ -346,11 +346,24 @@ void hub_repo_settings(http_request *req, hub_call *call)
     char gated[8];
     snprintf(gated, sizeof gated, "%s", call->repo.gated);
     json_t *v;
-    if ((v = json_object_get(body, "private")) && json_is_boolean(v))
+    if ((v = json_object_get(body, "private"))) {
+        if (!json_is_boolean(v)) {
+            http_reply_errorf(req, 400, "", "\"private\" must be true or false");
+            json_decref(body);
+            return;
+        }
         is_private = json_is_true(v);
-    const char *visibility = json_string_value(json_object_get(body, "visibility"));
-    if (visibility)
+    }
+    if ((v = json_object_get(body, "visibility"))) {
+        const char *visibility = json_string_value(v);
+        if (!visibility || (strcmp(visibility, "public") && strcmp(visibility, "private") &&
+                            strcmp(visibility, "protected"))) {
+            http_reply_errorf(req, 400, "", "\"visibility\" must be public, private or protected");
+            json_decref(body);
+            return;
+        }
         is_private = strcmp(visibility, "public") != 0;
+    }
     if ((v = json_object_get(body, "gated"))) {
         if (json_is_false(v))
             gated[0] = '\0';

@@ -250,7 +250,8 @@ void hub_lfs_batch(http_request *req, hub_call *call)
         }
         int64_t have_size = -1;
         err e = ERR_INIT;
-        bool have = store_stat(call->hub->store, oid, &have_size, &e) == 0;
+        bool have = store_stat(call->hub->store, oid, &have_size, &e) == 0 &&
+                    db_repo_object_has(call->hub->db, call->repo.id, oid, &e) == 0;
         if (upload) {
             if (!have || have_size != size) {
                 bool multipart = can_multipart && size >= call->hub->multipart_threshold;
@@ -309,7 +310,7 @@ void hub_lfs_verify(http_request *req, hub_call *call)
     }
     int64_t have_size;
     if (!oid_copy[0] || store_stat(call->hub->store, oid_copy, &have_size, &e) != 0 ||
-        have_size != size) {
+        have_size != size || db_repo_object_has(call->hub->db, call->repo.id, oid_copy, &e) != 0) {
         http_reply_errorf(req, 404, "", "Object %s was not uploaded (or has another size)",
                           oid_copy);
         return;
@@ -412,6 +413,10 @@ static void upload_finish(http_request *req, hub_call *call)
             return;
         }
         u->done = true;
+        if (db_repo_object_add(call->hub->db, call->repo.id, call->extra, u->expected_size, &e) != 0) {
+            http_reply_error(req, &e);
+            return;
+        }
         log_info("stored LFS object %s (%lld bytes)", call->extra, (long long)u->expected_size);
         http_reply_json(req, 200, json_object());
         return;
@@ -543,7 +548,8 @@ void hub_lfs_multipart_complete(http_request *req, hub_call *call)
             w = NULL;
         }
     }
-    if (w && store_writer_finish(w, call->extra, size, NULL, &e) == 0) {
+    if (w && store_writer_finish(w, call->extra, size, NULL, &e) == 0 &&
+        db_repo_object_add(h->db, call->repo.id, call->extra, size, &e) == 0) {
         path_remove_tree(dir.data);
         log_info("stored LFS object %s from %zu parts", call->extra, nparts);
         http_reply_json(req, 200, json_object());
@@ -598,7 +604,8 @@ static repo_op *plan_add(commit_plan *p, repo_op_kind kind, const char *path)
 }
 
 /* Parses one NDJSON line into the plan; -1 with e set on bad input. */
-static int plan_line(hub *h, commit_plan *p, json_t *line, size_t lineno, err *e)
+static int plan_line(hub *h, int64_t repo_id, commit_plan *p, json_t *line, size_t lineno,
+                     err *e)
 {
     const char *key = json_string_value(json_object_get(line, "key"));
     json_t *value = json_object_get(line, "value");
@@ -654,10 +661,11 @@ static int plan_line(hub *h, commit_plan *p, json_t *line, size_t lineno, err *e
         int64_t have = -1;
         if (!oid || !text_is_hex(oid, 64) || (algo && strcmp(algo, "sha256") != 0)) {
             rc = err_set(e, 400, "", "line %zu: lfsFile needs a sha256 \"oid\"", lineno);
-        } else if (store_stat(h->store, oid, &have, e) != 0) {
+        } else if (store_stat(h->store, oid, &have, e) != 0 ||
+                   db_repo_object_has(h->db, repo_id, oid, e) != 0) {
             if (!err_is_set(e))
-                err_set(e, 422, "", "LFS object %s not found: upload it before committing %s",
-                        oid, clean);
+                err_set(e, 422, "", "LFS object %s not found in this repo: upload it before "
+                                    "committing %s", oid, clean);
             rc = -1;
         } else if (json_is_integer(size_v) && json_integer_value(size_v) != have) {
             rc = err_set(e, 422, "", "LFS object %s has %lld bytes, not %lld", oid,
@@ -727,7 +735,7 @@ void hub_commit(http_request *req, hub_call *call)
         if (len > 0 && !(len == 1 && p[0] == '\r')) {
             json_error_t je;
             json_t *line = json_loadb(p, len, 0, &je);
-            int rc = line ? plan_line(h, &plan, line, lineno, &e)
+            int rc = line ? plan_line(h, call->repo.id, &plan, line, lineno, &e)
                           : err_set(&e, 400, "", "line %zu is not valid JSON: %s", lineno, je.text);
             json_decref(line);
             if (rc != 0) {

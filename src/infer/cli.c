@@ -27,7 +27,7 @@
 typedef struct run_options {
     const char *model, *prompt, *ids, *data_dir;
     int n_predict, threads, ctx, dump_logits;
-    bool chat, tokenize, quiet, render;
+    bool chat, tokenize, quiet, render, ignore_eos;
     infer_sampler_params sp;
 } run_options;
 
@@ -52,6 +52,7 @@ static void usage(FILE *out)
           "  --ctx N                context length to allocate (default: model's, at most 4096)\n"
           "  --chat                 apply the model's chat template\n"
           "  -q, --quiet            no model line, no statistics\n"
+          "  --ignore-eos           keep generating past end-of-sequence tokens (benchmarks)\n"
           "  --data DIR             hub data directory, for MODEL given as a repo id\n"
           "  --tokenize             tokenize JSON strings from stdin (one per line)\n"
           "  --render-template      render {\"template\", \"vars\"} JSON lines from stdin\n"
@@ -115,6 +116,8 @@ static int parse_args(int argc, char **argv, run_options *o)
             o->ids = v;
         } else if (!strcmp(a, "--chat")) {
             o->chat = true;
+        } else if (!strcmp(a, "--ignore-eos")) {
+            o->ignore_eos = true;
         } else if (!strcmp(a, "--render-template")) {
             o->render = true;
         } else if (!strcmp(a, "--tokenize")) {
@@ -302,7 +305,7 @@ static int run_turn(run_state *st, const int32_t *prompt, size_t n, buf *reply)
             next = infer_sampler_sample(st->smp, st->logits);
         }
         st->generated++;
-        if (!o->dump_logits && infer_model_is_eos(st->m, next))
+        if (!o->dump_logits && !o->ignore_eos && infer_model_is_eos(st->m, next))
             break;
         infer_sampler_accept(st->smp, next);
         hist_push(st, next);

@@ -19,7 +19,7 @@
 
 #include "infer/internal.h"
 
-#define CHUNK 32
+#define CHUNK 64
 
 struct infer_session {
     const infer_model *m;
@@ -183,10 +183,7 @@ static void attend_heads(void *ctx, int64_t begin, int64_t end)
         float maxv = -INFINITY;
         for (int t = start; t <= j->pos; t++) {
             const float *k = s->key_cache + layer_off + (size_t)t * kvd + (size_t)kvh * hd;
-            float d = 0;
-            for (int i = 0; i < hd; i++)
-                d += q[i] * k[i];
-            att[t] = d * scale;
+            att[t] = infer_vec_dot(q, k, hd) * scale;
             if (att[t] > maxv)
                 maxv = att[t];
         }
@@ -199,9 +196,7 @@ static void attend_heads(void *ctx, int64_t begin, int64_t end)
         memset(out, 0, (size_t)hd * sizeof *out);
         for (int t = start; t <= j->pos; t++) {
             const float *v = s->value_cache + layer_off + (size_t)t * kvd + (size_t)kvh * hd;
-            float a = att[t] / sum;
-            for (int i = 0; i < hd; i++)
-                out[i] += a * v[i];
+            infer_vec_axpy(out, att[t] / sum, v, hd);
         }
     }
 }

@@ -66,6 +66,10 @@ int infer_pool_threads(const infer_pool *p);
 void infer_pool_run(infer_pool *p, int64_t n, void (*fn)(void *ctx, int64_t begin, int64_t end),
                     void *ctx);
 
+/* Small vector helpers for attention (SIMD when the CPU has it). */
+float infer_vec_dot(const float *a, const float *b, int n);
+void infer_vec_axpy(float *y, float a, const float *x, int n);
+
 /* y[rows] = W · x for each of n_tok inputs (x is n_tok × cols, y is n_tok × rows). */
 void infer_matmul(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok);
 

@@ -37,7 +37,7 @@ size_t infer_dtype_row_bytes(infer_dtype t, int64_t n)
 
 /* ---- scalar conversions ------------------------------------------------------------------- */
 
-float infer_f16_to_f32(uint16_t h)
+static inline __attribute__((always_inline)) float half_to_float(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
     if (exp == 0) {
@@ -52,6 +52,8 @@ float infer_f16_to_f32(uint16_t h)
     memcpy(&f, &bits, 4);
     return f;
 }
+
+float infer_f16_to_f32(uint16_t h) { return half_to_float(h); }
 
 uint16_t infer_f32_to_f16(float f)
 {
@@ -92,17 +94,17 @@ static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] <
 
 /* ---- block dequantisation (llama.cpp's layouts, see spec 6.2) -------------------------------- */
 
-static void dequant_q8_0(const uint8_t *b, float *y)
+static inline __attribute__((always_inline)) void dequant_q8_0(const uint8_t *b, float *y)
 {
-    float d = infer_f16_to_f32(rd16(b));
+    float d = half_to_float(rd16(b));
     const int8_t *q = (const int8_t *)(b + 2);
     for (int j = 0; j < 32; j++)
         y[j] = d * q[j];
 }
 
-static void dequant_q4_0(const uint8_t *b, float *y)
+static inline __attribute__((always_inline)) void dequant_q4_0(const uint8_t *b, float *y)
 {
-    float d = infer_f16_to_f32(rd16(b));
+    float d = half_to_float(rd16(b));
     const uint8_t *q = b + 2;
     for (int j = 0; j < 16; j++) {
         y[j] = d * ((q[j] & 0xF) - 8);
@@ -110,7 +112,7 @@ static void dequant_q4_0(const uint8_t *b, float *y)
     }
 }
 
-static void q4k_scale_min(int j, const uint8_t *s, int *sc, int *m)
+static inline __attribute__((always_inline)) void q4k_scale_min(int j, const uint8_t *s, int *sc, int *m)
 {
     if (j < 4) {
         *sc = s[j] & 63;
@@ -121,9 +123,9 @@ static void q4k_scale_min(int j, const uint8_t *s, int *sc, int *m)
     }
 }
 
-static void dequant_q4_k(const uint8_t *b, float *y)
+static inline __attribute__((always_inline)) void dequant_q4_k(const uint8_t *b, float *y)
 {
-    float d = infer_f16_to_f32(rd16(b)), dmin = infer_f16_to_f32(rd16(b + 2));
+    float d = half_to_float(rd16(b)), dmin = half_to_float(rd16(b + 2));
     const uint8_t *scales = b + 4, *q = b + 16;
     for (int c = 0; c < 4; c++) {
         int sc1, m1, sc2, m2;
@@ -138,11 +140,11 @@ static void dequant_q4_k(const uint8_t *b, float *y)
     }
 }
 
-static void dequant_q6_k(const uint8_t *b, float *y)
+static inline __attribute__((always_inline)) void dequant_q6_k(const uint8_t *b, float *y)
 {
     const uint8_t *ql = b, *qh = b + 128;
     const int8_t *sc = (const int8_t *)(b + 192);
-    float d = infer_f16_to_f32(rd16(b + 208));
+    float d = half_to_float(rd16(b + 208));
     for (int n = 0; n < 2; n++) {
         for (int l = 0; l < 32; l++) {
             int is = l / 16;
@@ -239,6 +241,8 @@ float infer_dot_row(infer_dtype t, const void *row, const float *x, int64_t n)
 #if defined(__x86_64__)
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
+AVX2 static inline float half_f16c(uint16_t h) { return _cvtsh_ss(h); }
+
 AVX2 static inline float hsum256(__m256 v)
 {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
@@ -274,7 +278,7 @@ AVX2 static float dot_f16_avx2(const uint8_t *w, const float *x, int64_t n)
     }
     float s = hsum256(_mm256_add_ps(a0, a1));
     for (; i < n; i++)
-        s += infer_f16_to_f32(rd16(w + 2 * i)) * x[i];
+        s += half_f16c(rd16(w + 2 * i)) * x[i];
     return s;
 }
 
@@ -289,7 +293,7 @@ AVX2 static float dot_bf16_avx2(const uint8_t *w, const float *x, int64_t n)
     }
     float s = hsum256(a0);
     for (; i < n; i++)
-        s += infer_bf16_to_f32(rd16(w + 2 * i)) * x[i];
+        s += (float)0 + x[i] * (float)((union { uint32_t u; float f; }){(uint32_t)rd16(w + 2 * i) << 16}).f;
     return s;
 }
 
@@ -298,7 +302,7 @@ AVX2 static float dot_q8_0_avx2(const uint8_t *w, const float *x, int64_t n)
 {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / 32; b++, w += 34, x += 32) {
-        __m256 d = _mm256_set1_ps(infer_f16_to_f32(rd16(w)));
+        __m256 d = _mm256_set1_ps(half_f16c(rd16(w)));
         const int8_t *q = (const int8_t *)(w + 2);
         __m256 s = _mm256_setzero_ps();
         for (int k = 0; k < 32; k += 8) {
@@ -315,7 +319,7 @@ AVX2 static float dot_q4_0_avx2(const uint8_t *w, const float *x, int64_t n)
     __m256 acc = _mm256_setzero_ps();
     const __m128i mask = _mm_set1_epi8(0xF), eight = _mm_set1_epi8(8);
     for (int64_t b = 0; b < n / 32; b++, w += 18, x += 32) {
-        __m256 d = _mm256_set1_ps(infer_f16_to_f32(rd16(w)));
+        __m256 d = _mm256_set1_ps(half_f16c(rd16(w)));
         __m128i raw = _mm_loadu_si128((const __m128i *)(w + 2));
         __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, mask), eight);
         __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), mask), eight);
@@ -330,20 +334,121 @@ AVX2 static float dot_q4_0_avx2(const uint8_t *w, const float *x, int64_t n)
     return hsum256(acc);
 }
 
-/* K-quants: dequantise a 256-element block to the stack, then an F32 dot. */
-AVX2 static float dot_kquant_avx2(infer_dtype t, const uint8_t *w, const float *x, int64_t n)
+/* Q4_K: per 32-element sub-block, d·sc·Σq·x − dmin·m·Σx, nibbles widened to floats 8 at a time. */
+AVX2 static float dot_q4_k_avx2(const uint8_t *w, const float *x, int64_t n)
 {
-    float tmp[256] __attribute__((aligned(32)));
-    float s = 0;
-    size_t bytes = dtype_info[t].bytes;
-    for (int64_t b = 0; b < n / 256; b++) {
-        if (t == INFER_Q4_K)
-            dequant_q4_k(w + bytes * (size_t)b, tmp);
-        else
-            dequant_q6_k(w + bytes * (size_t)b, tmp);
-        s += dot_f32_avx2(tmp, x + 256 * b, 256);
+    const __m128i m4 = _mm_set1_epi8(0xF);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 256; b++, w += 144, x += 256) {
+        float d = half_f16c(rd16(w)), dmin = half_f16c(rd16(w + 2));
+        const uint8_t *scales = w + 4, *q = w + 16;
+        for (int c = 0; c < 4; c++) {
+            int s1, m1, s2, m2;
+            q4k_scale_min(2 * c, scales, &s1, &m1);
+            q4k_scale_min(2 * c + 1, scales, &s2, &m2);
+            __m128i r0 = _mm_loadu_si128((const __m128i *)(q + 32 * c));
+            __m128i r1 = _mm_loadu_si128((const __m128i *)(q + 32 * c + 16));
+            __m128i lo[2] = {_mm_and_si128(r0, m4), _mm_and_si128(r1, m4)};
+            __m128i hi[2] = {_mm_and_si128(_mm_srli_epi16(r0, 4), m4), _mm_and_si128(_mm_srli_epi16(r1, 4), m4)};
+            const float *xs = x + 64 * c;
+            __m256 dl = _mm256_setzero_ps(), dh = _mm256_setzero_ps(), sl = _mm256_setzero_ps(),
+                   sh = _mm256_setzero_ps();
+            for (int k = 0; k < 4; k++) {
+                __m128i ql = k & 1 ? _mm_srli_si128(lo[k >> 1], 8) : lo[k >> 1];
+                __m128i qh = k & 1 ? _mm_srli_si128(hi[k >> 1], 8) : hi[k >> 1];
+                __m256 xl = _mm256_loadu_ps(xs + 8 * k), xh = _mm256_loadu_ps(xs + 32 + 8 * k);
+                dl = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(ql)), xl, dl);
+                dh = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(qh)), xh, dh);
+                sl = _mm256_add_ps(sl, xl);
+                sh = _mm256_add_ps(sh, xh);
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)s1), dl, acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)s2), dh, acc);
+            acc = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * (float)m1), sl, acc);
+            acc = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * (float)m2), sh, acc);
+        }
     }
-    return s;
+    return hsum256(acc);
+}
+
+/* Q6_K: 6-bit values rebuilt 16 at a time from ql/qh with byte shifts, then widened to floats. */
+AVX2 static float dot_q6_k_avx2(const uint8_t *w, const float *x, int64_t n)
+{
+    const __m128i m4 = _mm_set1_epi8(0xF), m3 = _mm_set1_epi8(3), off = _mm_set1_epi8(32);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 256; b++, w += 210, x += 256) {
+        const uint8_t *ql = w, *qh = w + 128;
+        const int8_t *sc = (const int8_t *)(w + 192);
+        float d = half_f16c(rd16(w + 208));
+        const float *xs = x;
+        for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8, xs += 128) {
+            for (int g = 0; g < 2; g++) {   /* l in [16g, 16g+16): one scale per quarter */
+                int l = 16 * g;
+                __m128i a = _mm_loadu_si128((const __m128i *)(ql + l));
+                __m128i bq = _mm_loadu_si128((const __m128i *)(ql + l + 32));
+                __m128i h = _mm_loadu_si128((const __m128i *)(qh + l));
+                __m128i q[4];
+                q[0] = _mm_or_si128(_mm_and_si128(a, m4), _mm_slli_epi16(_mm_and_si128(h, m3), 4));
+                q[1] = _mm_or_si128(_mm_and_si128(bq, m4),
+                                    _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 2), m3), 4));
+                q[2] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(a, 4), m4),
+                                    _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 4), m3), 4));
+                q[3] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(bq, 4), m4),
+                                    _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 6), m3), 4));
+                for (int k = 0; k < 4; k++) {
+                    __m128i v = _mm_sub_epi8(q[k], off);
+                    const float *xk = xs + 32 * k + l;
+                    __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)), _mm256_loadu_ps(xk));
+                    s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(v, 8))),
+                                        _mm256_loadu_ps(xk + 8), s);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc[g + 2 * k]), s, acc);
+                }
+            }
+        }
+    }
+    return hsum256(acc);
+}
+
+/* Prompt kernel: 4 dequantised rows against every token, so each activation load feeds 4 FMAs
+ * and each weight row is converted once per chunk rather than once per token. */
+AVX2 static void rows4_avx2(const float *w0, int nr, int64_t cols, const float *x, int n_tok,
+                            float *y, int64_t rows, int64_t r)
+{
+    const float *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+    for (int t = 0; t < n_tok; t++) {
+        const float *xt = x + (int64_t)t * cols;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
+               a3 = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 8 <= cols; i += 8) {
+            __m256 xv = _mm256_loadu_ps(xt + i);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + i), xv, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + i), xv, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + i), xv, a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + i), xv, a3);
+        }
+        float s[4] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};
+        for (; i < cols; i++) {
+            s[0] += w0[i] * xt[i];
+            s[1] += w1[i] * xt[i];
+            s[2] += w2[i] * xt[i];
+            s[3] += w3[i] * xt[i];
+        }
+        for (int k = 0; k < nr; k++)
+            y[(int64_t)t * rows + r + k] = s[k];
+    }
+}
+
+AVX2 static float vec_dot_avx2(const float *a, const float *b, int n) { return dot_f32_avx2(a, b, n); }
+
+AVX2 static void vec_axpy_avx2(float *y, float a, const float *x, int n)
+{
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * x[i];
 }
 
 static float dot_row_avx2(infer_dtype t, const uint8_t *row, const float *x, int64_t n)
@@ -354,8 +459,8 @@ static float dot_row_avx2(infer_dtype t, const uint8_t *row, const float *x, int
     case INFER_BF16: return dot_bf16_avx2(row, x, n);
     case INFER_Q8_0: return dot_q8_0_avx2(row, x, n);
     case INFER_Q4_0: return dot_q4_0_avx2(row, x, n);
-    case INFER_Q4_K:
-    case INFER_Q6_K: return dot_kquant_avx2(t, row, x, n);
+    case INFER_Q4_K: return dot_q4_k_avx2(row, x, n);
+    case INFER_Q6_K: return dot_q6_k_avx2(row, x, n);
     default: return infer_dot_row(t, row, x, n);
     }
 }
@@ -375,8 +480,34 @@ static float dot_row_avx2(infer_dtype t, const uint8_t *row, const float *x, int
 {
     return infer_dot_row(t, row, x, n);
 }
+static void rows4_avx2(const float *w0, int nr, int64_t cols, const float *x, int n_tok, float *y,
+                       int64_t rows, int64_t r)
+{
+}
+static float vec_dot_avx2(const float *a, const float *b, int n) { return 0; }
+static void vec_axpy_avx2(float *y, float a, const float *x, int n) {}
 static bool have_avx2(void) { return false; }
 #endif
+
+float infer_vec_dot(const float *a, const float *b, int n)
+{
+    if (have_avx2())
+        return vec_dot_avx2(a, b, n);
+    float s = 0;
+    for (int i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+void infer_vec_axpy(float *y, float a, const float *x, int n)
+{
+    if (have_avx2()) {
+        vec_axpy_avx2(y, a, x, n);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
 
 /* ---- matmul over the pool --------------------------------------------------------------------- */
 
@@ -392,6 +523,20 @@ static void matmul_rows(void *ctx, int64_t begin, int64_t end)
 {
     const matmul_job *j = ctx;
     const infer_matrix *w = j->w;
+    if (j->simd && j->n_tok > 1) {
+        float *tmp = malloc(4 * (size_t)w->cols * sizeof *tmp);
+        if (tmp) {
+            for (int64_t r = begin; r < end; r += 4) {
+                int nr = end - r < 4 ? (int)(end - r) : 4;
+                for (int k = 0; k < 4; k++)   /* missing rows repeat the last: computed, not stored */
+                    infer_dequant_row(w->type, w->data + w->row_bytes * (size_t)(r + (k < nr ? k : nr - 1)),
+                                      tmp + (size_t)k * w->cols, w->cols);
+                rows4_avx2(tmp, nr, w->cols, j->x, j->n_tok, j->y, w->rows, r);
+            }
+            free(tmp);
+            return;
+        }
+    }
     for (int64_t r = begin; r < end; r++) {
         const uint8_t *row = w->data + w->row_bytes * (size_t)r;
         /* One weight row against every token: the row stays in cache across the prompt. */

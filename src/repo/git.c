@@ -348,6 +348,24 @@ int repo_read(repo *r, const char *commit, const char *path, buf *out, err *e)
 
 /* ---- commits ----------------------------------------------------------------------------- */
 
+/* A file written at `path` replaces what stood in its way, as on the Hub: a directory of that
+ * name (and everything in it), and any file named like one of its parent directories. */
+static void replace_conflicts(git_index *idx, const char *path)
+{
+    buf prefix = BUF_INIT;
+    buf_printf(&prefix, "%s/", path);
+    size_t pos;
+    if (git_index_find_prefix(&pos, idx, prefix.data) == 0)
+        git_index_remove_directory(idx, path, 0);
+    for (const char *slash = strchr(path, '/'); slash; slash = strchr(slash + 1, '/')) {
+        buf_reset(&prefix);
+        buf_append(&prefix, path, (size_t)(slash - path));
+        if (git_index_get_bypath(idx, prefix.data, 0))
+            git_index_remove(idx, prefix.data, 0);
+    }
+    buf_free(&prefix);
+}
+
 static int apply_op(repo *r, git_index *idx, git_tree *parent_tree, const repo_op *op, err *e)
 {
     switch (op->kind) {
@@ -355,6 +373,7 @@ static int apply_op(repo *r, git_index *idx, git_tree *parent_tree, const repo_o
         git_oid blob;
         if (git_blob_create_from_buffer(&blob, r->git, op->data, op->len) != 0)
             return git_fail(e, "cannot write blob");
+        replace_conflicts(idx, op->path);
         git_index_entry ent = {0};
         ent.mode = GIT_FILEMODE_BLOB;
         ent.id = blob;
@@ -385,6 +404,7 @@ static int apply_op(repo *r, git_index *idx, git_tree *parent_tree, const repo_o
         return 0;
     }
     case REPO_OP_COPY: {
+        replace_conflicts(idx, op->path);
         git_tree *src = parent_tree;
         git_tree *owned = NULL;
         if (op->src_rev && *op->src_rev) {
