@@ -814,3 +814,25 @@ def test_datasets_spaces_listing_and_hf_file_system_on_a_dataset(api, hearth, us
     assert fs.cat(f"{root}@dev/dev.txt") == b"dev\n"
     assert f"{root}@dev/dev.txt" in fs.ls(f"{root}@dev", detail=False)
     assert not fs.exists(f"{root}/dev.txt")
+
+
+def test_client_follows_pagination(api, user, uid):
+    """More entries than one page of tree (1000) and of commits (50): the client follows the Link headers."""
+    from huggingface_hub import CommitOperationAdd
+
+    rid = f"{user}/py-pages-{uid}"
+    api.create_repo(rid)
+    api.create_commit(rid, operations=[CommitOperationAdd(path_in_repo=f"many/{i:04d}.txt", path_or_fileobj=b"%d" % i)
+                                       for i in range(1100)], commit_message="1100 files")
+    tree = [e.path for e in api.list_repo_tree(rid, path_in_repo="many")]
+    assert len(tree) == 1100 and len(set(tree)) == 1100
+    assert sorted(tree) == [f"many/{i:04d}.txt" for i in range(1100)]
+    assert len([f for f in api.list_repo_files(rid) if f.startswith("many/")]) == 1100
+    oids = []
+    for i in range(55):
+        oids.append(api.create_commit(rid, operations=[CommitOperationAdd(path_in_repo="counter.txt",
+                                                                          path_or_fileobj=b"%d" % i)],
+                                      commit_message=f"count {i}").oid)
+    commits = [c.commit_id for c in api.list_repo_commits(rid)]
+    assert commits[:55] == oids[::-1]
+    assert len(commits) == len(set(commits)) >= 56
