@@ -18,11 +18,11 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp}
 log=build/test-logs
 mkdir -p "$log"
 
-count_tap() {   # file -> adds ok / not ok lines
+count_tap() {   # file -> adds its TAP ok / not ok lines to the totals
     local f=$1 name=$2 p n s
-    p=$(grep -cE '^ *ok [0-9]+' "$f" | head -1)
-    s=$(grep -cE '^ *ok [0-9]+.*# (SKIP|skip)' "$f" | head -1)
-    n=$(grep -cE '^ *not ok [0-9]+' "$f" | head -1)
+    p=$(grep -acE '^ *ok [0-9]+' "$f" | head -1)
+    s=$(grep -acE '^ *ok [0-9]+.*# (SKIP|skip)' "$f" | head -1)
+    n=$(grep -acE '^ *not ok [0-9]+' "$f" | head -1)
     passed=$((passed + p - s)); skipped=$((skipped + s)); failed=$((failed + n))
     [ "$n" -eq 0 ] || failures+=("$name")
 }
@@ -37,7 +37,7 @@ if [ "$what" = all ] || [ "$what" = unit ]; then
         if [ $rc -ne 0 ] && ! grep -qE '^ *not ok' "$log/$name.log"; then
             failed=$((failed + 1)); failures+=("$name (exit $rc)")
         fi
-        echo "unit  $name: $(grep -cE '^ *ok ' "$log/$name.log") ok, $(grep -cE '^ *not ok ' "$log/$name.log") failed"
+        echo "unit  $name: $(grep -acE '^ *ok ' "$log/$name.log") ok, $(grep -acE '^ *not ok ' "$log/$name.log") failed"
         [ $rc -eq 0 ] || tail -n 40 "$log/$name.log"
     done
 fi
@@ -46,10 +46,10 @@ if [ "$what" = all ] || [ "$what" = e2e ]; then
     if ls tests/e2e/test_*.py >/dev/null 2>&1; then
         tests/.venv/bin/python -m pytest -q -rfEs -p no:cacheprovider tests/e2e \
             --junitxml="$log/pytest.xml" 2>&1 | tee "$log/pytest.log"
-        line=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error|skipped)' "$log/pytest.log" | tail -1)
-        p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
+        line=$(grep -aE '^(=+ )?[0-9]+ (passed|failed|error|skipped)' "$log/pytest.log" | tail -1)
+        p=$(echo "$line" | grep -oE '[0-9]+ (passed|xpassed)' | awk '{s+=$1} END{print s+0}')
         f=$(echo "$line" | grep -oE '[0-9]+ (failed|error)' | awk '{s+=$1} END{print s+0}')
-        s=$(echo "$line" | grep -oE '[0-9]+ skipped' | grep -oE '[0-9]+' || echo 0)
+        s=$(echo "$line" | grep -oE '[0-9]+ (skipped|xfailed)' | awk '{s+=$1} END{print s+0}')
         [ -n "$line" ] || f=1
         passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0})); skipped=$((skipped + ${s:-0}))
         [ "${f:-0}" -eq 0 ] || failures+=("pytest")
@@ -60,7 +60,7 @@ if [ "$what" = all ] || [ "$what" = e2e ]; then
         node --test --test-reporter=tap "$t" >"$log/$name.log" 2>&1
         rc=$?
         count_tap "$log/$name.log" "$name"
-        echo "e2e   $name: $(grep -cE '^ *ok ' "$log/$name.log") ok, $(grep -cE '^ *not ok ' "$log/$name.log") failed"
+        echo "e2e   $name: $(grep -acE '^ *ok ' "$log/$name.log") ok, $(grep -acE '^ *not ok ' "$log/$name.log") failed"
         [ $rc -eq 0 ] || { tail -n 60 "$log/$name.log"; grep -qE '^ *not ok' "$log/$name.log" || { failed=$((failed + 1)); failures+=("$name (exit $rc)"); }; }
     done
 fi
