@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # Runs every benchmark; each prints Hearth's figure beside its named peer and the ratio.
+# Not part of `make test`: timings are measured here, never asserted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh >/dev/null
+scripts/deps.sh bench >/dev/null
 make -s build/hearth
-python3 bench/serve.py "$@"
+echo "== file serving (bench/serve.py): Hearth resolve vs nginx"
+python3 bench/serve.py
+echo "== git clone (bench/git_clone.py): Hearth smart HTTP vs git http-backend behind nginx"
+python3 bench/git_clone.py
+for extra in bench/infer*.sh bench/infer*.py; do
+    [ -e "$extra" ] || continue
+    echo "== $extra"
+    case "$extra" in *.py) python3 "$extra" ;; *) bash "$extra" ;; esac
+done

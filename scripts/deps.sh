@@ -2,6 +2,7 @@
 # Installs everything Hearth needs to build and test, idempotently.
 #   scripts/deps.sh          build + test dependencies (Debian packages, test virtualenv, npm clients)
 #   scripts/deps.sh build    only what `make` needs
+#   scripts/deps.sh bench    also the benchmark peers (nginx, fcgiwrap, wrk)
 # Safe to run repeatedly: each step is skipped when its result is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,11 +12,13 @@ what=${1:-all}
 build_pkgs=(build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libgit2-dev
             libssl-dev libcurl4-openssl-dev libzstd-dev liblz4-dev libyaml-dev libmd4c-dev
             libpcre2-dev zlib1g-dev git)
-test_pkgs=(libcmocka-dev git-lfs curl python3-venv clang nginx-light wrk)
+test_pkgs=(libcmocka-dev git-lfs curl python3-venv clang)
+bench_pkgs=(nginx-light fcgiwrap wrk)
 
 missing=()
 want=("${build_pkgs[@]}")
 [ "$what" = build ] || want+=("${test_pkgs[@]}")
+[ "$what" = bench ] && want+=("${bench_pkgs[@]}")
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
