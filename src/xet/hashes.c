@@ -191,3 +191,9 @@ void xet_verification_hash(const xet_hash *chunk_hashes, size_t n, xet_hash *out
     xet_blake3_update(&h, chunk_hashes, n * sizeof *chunk_hashes);
     xet_blake3_final(&h, out->bytes, XET_HASH_LEN);
 }
+
+void xet_hash_hmac(const xet_hash *h, const uint8_t key[32], xet_hash *out)
+{
+    xet_hash in = *h; /* out may be h */
+    xet_blake3_keyed(key, in.bytes, XET_HASH_LEN, out->bytes);
+}

@@ -148,6 +148,10 @@ int xet_xorb_hash(const xet_chunk *chunks, size_t n, xet_hash *out);
 int xet_file_hash(const xet_chunk *chunks, size_t n, xet_hash *out);
 /* Term verification hash = blake3_keyed(VERIFICATION_KEY, raw chunk hashes concatenated). */
 void xet_verification_hash(const xet_hash *chunk_hashes, size_t n, xet_hash *out);
+/* blake3_keyed(key, hash): xet-core's DataHash::hmac. A shard footer's non-zero
+ * chunk_hash_hmac_key means its chunk hashes are stored this way; the file hash is this with
+ * the zero key. */
+void xet_hash_hmac(const xet_hash *h, const uint8_t key[32], xet_hash *out);
 
 /* ---- xorbs ---------------------------------------------------------------------------------- */
 

@@ -141,6 +141,16 @@ static void test_chunk_and_verification_hash(void **state)
     xet_verification_hash(parts, 3, &v);
     xet_blake3_keyed(xet_verification_key, parts, sizeof parts, direct);
     assert_memory_equal(v.bytes, direct, 32);
+    /* the file hash of one chunk is the chunk hash under the zero-key HMAC */
+    static const uint8_t zero_key[32];
+    xet_chunk one = {parts[1], 123};
+    xet_hash file, mac;
+    assert_int_equal(xet_file_hash(&one, 1, &file), 0);
+    xet_hash_hmac(&parts[1], zero_key, &mac);
+    assert_true(xet_hash_equal(&file, &mac));
+    xet_hash_hmac(&mac, xet_data_key, &mac); /* in place */
+    assert_false(xet_hash_equal(&file, &mac));
+
     assert_false(xet_hash_is_global_dedup_eligible(&parts[0]) &&
                  xet_hash_is_global_dedup_eligible(&parts[1]) &&
                  xet_hash_is_global_dedup_eligible(&parts[2]));
