@@ -679,12 +679,10 @@ def test_create_accepts_legacy_private_flag(hub, uid):
 
 
 # ------------------------------------------------------------------------------------------------
-# known server bugs (xfail until fixed; strict=False so a fix turns them into XPASS, not a failure)
+# regressions of server bugs this suite found (fixed in a4503c5), and one still open (xfail)
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="server: a file committed over an existing directory is acknowledged (200, new "
-                          "commit) but silently dropped", strict=False)
 def test_file_over_directory_is_not_lost(hub, repo):
     hub.commit_ok(repo, header_line("dir"), file_line("d/y.txt", b"inside\n"))
     head, files = hub.head(repo), hub.files(repo)
@@ -709,8 +707,6 @@ def test_directory_over_file_replaces_it(hub, repo):
     assert "x" not in hub.files(repo)
 
 
-@pytest.mark.xfail(reason="server: PUT settings with an unknown visibility answers 200 and makes the repo "
-                          "private", strict=False)
 def test_bad_settings_rejected(hub, repo):
     for body in ({"visibility": "weird"}, {"private": "yes"}, {"gated": "sometimes"}):
         r = hub.s.put(f"{hub.base}/api/models/{repo}/settings", headers=auth(hub.token), json=body)
@@ -719,15 +715,12 @@ def test_bad_settings_rejected(hub, repo):
         assert a.status_code == 200, f"{body} changed the repo's visibility"
 
 
-@pytest.mark.xfail(reason="server: paths-info with a malformed JSON body answers 200 []", strict=False)
 def test_paths_info_malformed_json_is_400(hub, repo):
     r = hub.s.post(f"{hub.base}/api/models/{repo}/paths-info/main", data=b"{bad",
                    headers={**auth(hub.token), "Content-Type": "application/json"})
     assert r.status_code == 400, (r.status_code, r.text)
 
 
-@pytest.mark.xfail(reason="server: LFS objects are global, so anyone who knows a sha256 can commit a "
-                          "pointer to another user's private object and download it", strict=False)
 def test_private_lfs_object_cannot_be_claimed_by_oid(hearth, hub, uid):
     secret_repo = hub.create(f"err-secret-{uid}", visibility="private")
     data = os.urandom(5000)
