@@ -17,13 +17,13 @@
 #define GV(a, b, c, d, x, y)                                                                       \
     do {                                                                                           \
         v[a] = ADD(ADD(v[a], v[b]), (x));                                                          \
-        v[d] = LANES(rot16)(XOR(v[d], v[a]));                                                             \
+        v[d] = LANES(rot16)(XOR(v[d], v[a]));                                                      \
         v[c] = ADD(v[c], v[d]);                                                                    \
-        v[b] = LANES(rot12)(XOR(v[b], v[c]));                                                             \
+        v[b] = LANES(rot12)(XOR(v[b], v[c]));                                                      \
         v[a] = ADD(ADD(v[a], v[b]), (y));                                                          \
-        v[d] = LANES(rot8)(XOR(v[d], v[a]));                                                              \
+        v[d] = LANES(rot8)(XOR(v[d], v[a]));                                                       \
         v[c] = ADD(v[c], v[d]);                                                                    \
-        v[b] = LANES(rot7)(XOR(v[b], v[c]));                                                              \
+        v[b] = LANES(rot7)(XOR(v[b], v[c]));                                                       \
     } while (0)
 
 static const uint8_t schedule[7][16] = {
