@@ -269,63 +269,59 @@ def stored_weights(w, dtype):
 # ---- GGUF -------------------------------------------------------------------------------------
 
 def q4_k_quantize(x):
-    """A simple (not optimal) Q4_K quantizer; llama.cpp's dequantizer is the judge."""
+    """A simple (not optimal) Q4_K quantizer, vectorised over blocks; llama.cpp's dequantizer is
+    the judge of the layout."""
     x = x.reshape(-1, 256).astype(np.float32)
-    out = np.zeros((x.shape[0], 144), np.uint8)
-    for bi, blk in enumerate(x):
-        sub = blk.reshape(8, 32)
-        mn = np.minimum(sub.min(axis=1), 0)
-        scale = (sub.max(axis=1) - mn) / 15
-        d = max(scale.max() / 63, 1e-12)
-        dmin = max((-mn).max() / 63, 1e-12)
-        sc = np.clip(np.round(scale / d), 0, 63).astype(np.int32)
-        m = np.clip(np.round(-mn / dmin), 0, 63).astype(np.int32)
-        dq = np.float16(d).astype(np.float32)
-        dm = np.float16(dmin).astype(np.float32)
-        q = np.zeros(256, np.int32)
-        for j in range(8):
-            s = dq * sc[j]
-            q[32 * j:32 * j + 32] = np.clip(np.round((sub[j] + dm * m[j]) / s), 0, 15) if s > 0 else 0
-        scales = np.zeros(12, np.uint8)
-        for j in range(4):
-            scales[j] = (sc[j] & 63) | ((sc[j + 4] >> 4) << 6)
-            scales[j + 4] = (m[j] & 63) | ((m[j + 4] >> 4) << 6)
-            scales[j + 8] = (sc[j + 4] & 0xF) | ((m[j + 4] & 0xF) << 4)
-        qs = np.zeros(128, np.uint8)
-        for c in range(4):
-            qs[32 * c:32 * c + 32] = q[64 * c:64 * c + 32] | (q[64 * c + 32:64 * c + 64] << 4)
-        out[bi, 0:2] = np.frombuffer(np.float16(d).tobytes(), np.uint8)
-        out[bi, 2:4] = np.frombuffer(np.float16(dmin).tobytes(), np.uint8)
-        out[bi, 4:16] = scales
-        out[bi, 16:] = qs
+    nb = x.shape[0]
+    sub = x.reshape(nb, 8, 32)
+    mn = np.minimum(sub.min(axis=2), 0)                       # [nb, 8]
+    scale = (sub.max(axis=2) - mn) / 15
+    d = np.maximum(scale.max(axis=1) / 63, 1e-12)             # [nb]
+    dmin = np.maximum((-mn).max(axis=1) / 63, 1e-12)
+    sc = np.clip(np.round(scale / d[:, None]), 0, 63).astype(np.int32)
+    m = np.clip(np.round(-mn / dmin[:, None]), 0, 63).astype(np.int32)
+    dq = d.astype(np.float16).astype(np.float32)
+    dm = dmin.astype(np.float16).astype(np.float32)
+    s = dq[:, None] * sc                                      # [nb, 8]
+    safe = np.where(s > 0, s, 1)
+    q = np.where(s[:, :, None] > 0,
+                 np.clip(np.round((sub + (dm[:, None] * m)[:, :, None]) / safe[:, :, None]), 0, 15), 0)
+    q = q.astype(np.uint8).reshape(nb, 256)
+    scales = np.zeros((nb, 12), np.uint8)
+    scales[:, 0:4] = (sc[:, 0:4] & 63) | ((sc[:, 4:8] >> 4) << 6)
+    scales[:, 4:8] = (m[:, 0:4] & 63) | ((m[:, 4:8] >> 4) << 6)
+    scales[:, 8:12] = (sc[:, 4:8] & 0xF) | ((m[:, 4:8] & 0xF) << 4)
+    q4 = q.reshape(nb, 4, 2, 32)
+    qs = (q4[:, :, 0, :] | (q4[:, :, 1, :] << 4)).reshape(nb, 128)
+    out = np.zeros((nb, 144), np.uint8)
+    out[:, 0:2] = d.astype(np.float16).view(np.uint8).reshape(nb, 2)
+    out[:, 2:4] = dmin.astype(np.float16).view(np.uint8).reshape(nb, 2)
+    out[:, 4:16] = scales
+    out[:, 16:] = qs
     return out
 
 
 def q6_k_quantize(x):
     x = x.reshape(-1, 256).astype(np.float32)
-    out = np.zeros((x.shape[0], 210), np.uint8)
-    for bi, blk in enumerate(x):
-        sub = blk.reshape(16, 16)
-        scale = np.abs(sub).max(axis=1) / 31
-        d = max(np.abs(scale).max() / 127, 1e-12)
-        sc = np.clip(np.round(scale / d), -128, 127).astype(np.int32)
-        dq = np.float16(d).astype(np.float32)
-        q = np.zeros(256, np.int32)
-        for j in range(16):
-            s = dq * sc[j]
-            q[16 * j:16 * j + 16] = (np.clip(np.round(sub[j] / s), -32, 31) if s > 0 else 0) + 32
-        ql = np.zeros(128, np.uint8)
-        qh = np.zeros(64, np.uint8)
-        for n in range(2):
-            for l in range(32):
-                q1, q2, q3, q4 = q[128 * n + l], q[128 * n + l + 32], q[128 * n + l + 64], q[128 * n + l + 96]
-                ql[64 * n + l] = (q1 & 0xF) | ((q3 & 0xF) << 4)
-                ql[64 * n + l + 32] = (q2 & 0xF) | ((q4 & 0xF) << 4)
-                qh[32 * n + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
-        out[bi, :128] = ql
-        out[bi, 128:192] = qh
-        out[bi, 192:208] = sc.astype(np.int8).view(np.uint8)
-        out[bi, 208:210] = np.frombuffer(np.float16(d).tobytes(), np.uint8)
+    nb = x.shape[0]
+    sub = x.reshape(nb, 16, 16)
+    scale = np.abs(sub).max(axis=2) / 31                       # [nb, 16]
+    d = np.maximum(scale.max(axis=1) / 127, 1e-12)
+    sc = np.clip(np.round(scale / d[:, None]), -128, 127).astype(np.int32)
+    dq = d.astype(np.float16).astype(np.float32)
+    s = dq[:, None] * sc
+    safe = np.where(s > 0, s, 1)
+    q = np.where(s[:, :, None] > 0, np.clip(np.round(sub / safe[:, :, None]), -32, 31), 0) + 32
+    q = q.astype(np.uint8).reshape(nb, 2, 4, 32)              # [half, quarter, l]
+    ql = np.zeros((nb, 2, 64), np.uint8)
+    ql[:, :, :32] = (q[:, :, 0] & 0xF) | ((q[:, :, 2] & 0xF) << 4)
+    ql[:, :, 32:] = (q[:, :, 1] & 0xF) | ((q[:, :, 3] & 0xF) << 4)
+    qh = (q[:, :, 0] >> 4) | ((q[:, :, 1] >> 4) << 2) | ((q[:, :, 2] >> 4) << 4) | ((q[:, :, 3] >> 4) << 6)
+    out = np.zeros((nb, 210), np.uint8)
+    out[:, :128] = ql.reshape(nb, 128)
+    out[:, 128:192] = qh.reshape(nb, 64)
+    out[:, 192:208] = sc.astype(np.int8).view(np.uint8)
+    out[:, 208:210] = d.astype(np.float16).view(np.uint8).reshape(nb, 2)
     return out
 
 
