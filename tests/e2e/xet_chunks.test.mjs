@@ -281,4 +281,20 @@ test('xorbs and shards written by hf_xet parse and verify', { skip: !hasHfXet &&
     }
   }
   assert.equal(filesSeen, inputs.length);
+
+  // The upload body is the stored shard cut before its lookup tables, with footer_size 0
+  // (xet-core read_shard_to_bytes_remove_footer): it must parse and verify the same way.
+  for (const s of shards) {
+    const stored = fs.readFileSync(s);
+    const fileLookupOffset = Number(stored.readBigUInt64LE(stored.length - 200 + 24));
+    const body = Buffer.from(stored.subarray(0, fileLookupOffset));
+    body.writeBigUInt64LE(0n, 40);
+    const upload = path.join(tmp, 'upload.shard');
+    fs.writeFileSync(upload, body);
+    const lines = execFileSync(hearth.cmd, [...hearth.args, 'shard', upload, ...xorbs], { encoding: 'utf8', maxBuffer: 1 << 26 })
+      .trim().split('\n').map((l) => JSON.parse(l));
+    const summary = lines.pop();
+    assert.equal(summary.footer, false);
+    assert.ok(lines.filter((l) => l.file_hash).every((l) => l.verified), 'upload-form shard verifies');
+  }
 });
