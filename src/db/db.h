@@ -75,6 +75,7 @@ typedef struct db_repo {
 void db_repo_free(db_repo *r);
 /* Inserts r (id, created_ms filled in). 409 when (type, ns, name) exists. */
 int db_repo_create(db *d, db_repo *r, err *e);
+/* Looks a repo up by id; meta_json / tags_json are left NULL (db_repo_list fills them). */
 int db_repo_get(db *d, const char *type, const char *ns, const char *name, db_repo *out, err *e);
 /* Follows the redirect left by a move: 0 and the new ns/name, or 1. */
 int db_repo_redirect(db *d, const char *type, const char *ns, const char *name,

@@ -240,7 +240,7 @@ static void copy_text(char *dst, size_t cap, sqlite3_stmt *s, int col)
 static char *dup_text(sqlite3_stmt *s, int col)
 {
     const unsigned char *t = sqlite3_column_text(s, col);
-    return strdup(t ? (const char *)t : "");
+    return t ? strdup((const char *)t) : NULL;
 }
 
 /* Runs a statement that returns no rows. */
@@ -442,8 +442,12 @@ int db_repo_get(db *d, const char *type, const char *ns, const char *name, db_re
     conn *c = conn_get(d, e);
     if (!c)
         return -1;
-    sqlite3_stmt *s = stmt(
-        c, "SELECT " REPO_COLS " FROM repos WHERE type = ? AND ns = ? AND name = ?", e);
+    /* The hot lookup of every request: the derived metadata is not read (NULL in out). */
+    sqlite3_stmt *s = stmt(c,
+                           "SELECT id, uid, type, ns, name, private, gated, sdk, owner_id,"
+                           " created_ms, modified_ms, head_sha, NULL, NULL"
+                           " FROM repos WHERE type = ? AND ns = ? AND name = ?",
+                           e);
     if (!s)
         return -1;
     sqlite3_bind_text(s, 1, type, -1, SQLITE_TRANSIENT);

@@ -58,6 +58,24 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Request ids only need to be unique, not secret: a per-thread xorshift generator seeded
+ * from the system's randomness, instead of a syscall per request. */
+static void make_request_id(char out[33])
+{
+    static _Thread_local uint64_t state[2];
+    if (!state[0] && !state[1])
+        hash_random(state, sizeof state);
+    uint64_t words[2];
+    for (int i = 0; i < 2; i++) {
+        uint64_t x = state[0], y = state[1];
+        state[0] = y;
+        x ^= x << 23;
+        state[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
+        words[i] = state[1] + y;
+    }
+    hex_encode((const uint8_t *)words, sizeof words, out);
+}
+
 /* Keep paths and parameters exactly as received; we decode them ourselves. */
 static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
 {
@@ -126,9 +144,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         req->start_ns = now_ns();
         snprintf(req->method, sizeof req->method, "%s", method);
         req->path = strdup(url);
-        uint8_t id[16];
-        hash_random(id, sizeof id);
-        hex_encode(id, sizeof id, req->request_id);
+        make_request_id(req->request_id);
         MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, collect_param, req);
         req->handler = server->config.dispatch(req, server->config.app);
         if (!req->handler && !req->replied)

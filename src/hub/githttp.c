@@ -207,6 +207,7 @@ static void rpc_output_free(void *ctx)
     rpc_output *o = ctx;
     int status = git_finish(&o->p, !o->done);
     if (o->push) {
+        repo_note_refs_changed();
         /* Refs may have moved: bring the metadata up to date, as an API commit does. */
         buf dir = BUF_INIT;
         hub_git_dir(o->hub, o->repo.uid, &dir);

@@ -38,7 +38,7 @@ static void segments_free(segments *s)
 /* Splits and decodes; -1 on a bad escape, NUL or too many segments. */
 static int split_path(const char *path, segments *out)
 {
-    memset(out, 0, sizeof *out);
+    out->n = 0;
     size_t len = strlen(path), i = 0;
     if (len > 16384)
         return -1;

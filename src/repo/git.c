@@ -6,11 +6,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <time.h>
+
+/* Revision → commit lookups read ref files on every call. Within this process every ref
+ * change goes through this module (or is announced with repo_note_refs_changed after a git
+ * push), so each handle remembers its last few answers, valid while the process-wide ref
+ * generation is unchanged. */
+#define RESOLVE_CACHE 8
+
+static _Atomic uint64_t ref_generation = 1;
 
 struct repo {
     git_repository *git;
+    struct {
+        char rev[128];
+        char sha[41];
+        uint64_t generation;
+    } resolved[RESOLVE_CACHE];
+    unsigned next_slot;
 };
+
+void repo_note_refs_changed(void) { atomic_fetch_add(&ref_generation, 1); }
 
 static const char LFS_SPEC[] = "version https://git-lfs.github.com/spec/v1\n";
 
@@ -40,7 +57,7 @@ repo *repo_open(const char *path, err *e)
         git_fail(e, "cannot open repository");
         return NULL;
     }
-    repo *r = malloc(sizeof *r);
+    repo *r = calloc(1, sizeof *r);
     if (!r)
         abort();
     r->git = g;
@@ -92,7 +109,30 @@ static bool peel_to_commit_id(repo *r, const char *refname, char sha_out[41])
     return ok;
 }
 
+static int resolve_uncached(repo *r, const char *rev, char sha_out[41], err *e);
+
 int repo_resolve(repo *r, const char *rev, char sha_out[41], err *e)
+{
+    uint64_t gen = atomic_load(&ref_generation);
+    size_t n = rev ? strlen(rev) : 0;
+    bool cacheable = n > 0 && n < sizeof r->resolved[0].rev;
+    for (int i = 0; cacheable && i < RESOLVE_CACHE; i++)
+        if (r->resolved[i].generation == gen && !strcmp(r->resolved[i].rev, rev)) {
+            memcpy(sha_out, r->resolved[i].sha, 41);
+            return 0;
+        }
+    if (resolve_uncached(r, rev, sha_out, e) != 0)
+        return -1;
+    if (cacheable) {
+        unsigned k = r->next_slot++ % RESOLVE_CACHE;
+        memcpy(r->resolved[k].rev, rev, n + 1);
+        memcpy(r->resolved[k].sha, sha_out, 41);
+        r->resolved[k].generation = gen;
+    }
+    return 0;
+}
+
+static int resolve_uncached(repo *r, const char *rev, char sha_out[41], err *e)
 {
     if (!rev || !*rev || strlen(rev) > 255)
         return err_set(e, 404, "RevisionNotFound", "Invalid rev id: %s", rev ? rev : "");
@@ -512,6 +552,7 @@ static int commit_once(repo *r, const repo_commit_request *c, const char *refnam
         rc = 1;
         goto out;
     }
+    repo_note_refs_changed();
     if (moved != 0) {
         git_fail(e, "cannot move branch");
         goto out;
@@ -557,7 +598,7 @@ int repo_create(const char *path, const repo_file *files, size_t nfiles, const c
     git_repository *g = NULL;
     if (git_repository_init_ext(&g, path, &opts) != 0)
         return git_fail(e, "cannot create repository");
-    repo r = {g};
+    repo r = {.git = g};
     repo_op *ops = calloc(nfiles ? nfiles : 1, sizeof *ops);
     if (!ops)
         abort();
@@ -724,6 +765,7 @@ int repo_squash(repo *r, const char *branch, const char *message, const char *au
         goto out;
     }
     int moved = git_reference_create_matching(&ref, r->git, refname, &oid, 1, &head, "squash");
+    repo_note_refs_changed();
     if (moved != 0) {
         err_set(e, moved == GIT_EMODIFIED ? 412 : 500, "", "the branch moved during the squash");
         goto out;
@@ -836,6 +878,7 @@ int repo_branch_create(repo *r, const char *name, const char *start_sha, bool ov
     git_reference *ref = NULL;
     int rc = git_reference_create(&ref, r->git, full, &oid, overwrite, "branch: create");
     git_reference_free(ref);
+    repo_note_refs_changed();
     if (rc == GIT_EEXISTS)
         return err_set(e, 409, "", "Reference %s already exists", full);
     return rc == 0 ? 0 : git_fail(e, "cannot create branch");
@@ -853,6 +896,7 @@ int repo_branch_delete(repo *r, const char *name, err *e)
         return err_set(e, 404, "RevisionNotFound", "Invalid rev id: %s", name);
     int rc = git_reference_delete(ref);
     git_reference_free(ref);
+    repo_note_refs_changed();
     return rc == 0 ? 0 : git_fail(e, "cannot delete branch");
 }
 
@@ -877,6 +921,7 @@ int repo_tag_create(repo *r, const char *name, const char *target_sha, const cha
         rc = git_tag_create_lightweight(&tag_oid, r->git, name, target, 0);
     }
     git_object_free(target);
+    repo_note_refs_changed();
     if (rc == GIT_EEXISTS)
         return err_set(e, 409, "", "Tag %s already exists", name);
     return rc == 0 ? 0 : git_fail(e, "cannot create tag");
@@ -892,5 +937,6 @@ int repo_tag_delete(repo *r, const char *name, err *e)
         return err_set(e, 404, "RevisionNotFound", "Invalid rev id: %s", name);
     int rc = git_reference_delete(ref);
     git_reference_free(ref);
+    repo_note_refs_changed();
     return rc == 0 ? 0 : git_fail(e, "cannot delete tag");
 }

@@ -42,6 +42,9 @@ void repo_close(repo *r);
 /* Resolves a revision (branch, tag, full or short commit id, refs/..., HEAD) to a commit id.
  * 404 RevisionNotFound when it does not name a commit. */
 int repo_resolve(repo *r, const char *rev, char sha_out[41], err *e);
+/* Revision lookups are cached per handle while no ref changes in this process. Call this
+ * after refs were changed by anything other than this module (a git push). */
+void repo_note_refs_changed(void);
 /* Is name an existing branch? Fills the head's sha when it is. */
 bool repo_branch_head(repo *r, const char *branch, char sha_out[41]);
 
