@@ -57,6 +57,8 @@ static const char *migrations[] = {
     "CREATE TABLE repo_objects ("
     "  repo_id INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,"
     "  oid TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY(repo_id, oid)) WITHOUT ROWID;",
+    /* 3: as on the Hub, ids differing only in case name the same repo */
+    "CREATE UNIQUE INDEX repos_id_nocase ON repos(type, ns COLLATE NOCASE, name COLLATE NOCASE);",
 };
 
 static int db_fail(err *e, sqlite3 *sql, const char *what)

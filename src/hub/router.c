@@ -338,7 +338,7 @@ const http_handler *hub_dispatch(http_request *req, void *app)
         return NULL;
     }
     if (!call->route && !call->handler.body_chunk)
-        call->route = not_found;
+        use(call, not_found, 0);
     /* URLs that carry their own signature need no Authorization: Python's LFS client sends
      * none with them. */
     if (!call->signed_url) {
