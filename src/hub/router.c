@@ -402,7 +402,7 @@ hub *hub_open(const hub_config *config, err *e)
         goto fail;
     buf_reset(&dir);
     buf_printf(&dir, "%s/lfs", h->data_dir);
-    h->store = store_open(dir.data, e);
+    h->store = store_open(dir.data, true, e);
     if (!h->store)
         goto fail;
     buf_free(&dir);

@@ -37,7 +37,7 @@ static void object_path(const store *s, const char *oid, char *out, size_t cap)
     snprintf(out, cap, "%s/objects/%.2s/%.2s/%s", s->dir, oid, oid + 2, oid);
 }
 
-store *store_open(const char *dir, err *e)
+store *store_open(const char *dir, bool recover, err *e)
 {
     char sub[4096];
     snprintf(sub, sizeof sub, "%s/tmp", dir);
@@ -46,7 +46,7 @@ store *store_open(const char *dir, err *e)
         return NULL;
     }
     /* Temp files are uploads that never finished: nothing refers to them. */
-    DIR *d = opendir(sub);
+    DIR *d = recover ? opendir(sub) : NULL;
     if (d) {
         struct dirent *ent;
         while ((ent = readdir(d)))
@@ -236,3 +236,56 @@ void store_reader_close(store_reader *r)
     close(r->fd);
     free(r);
 }
+
+/* ---- not yet implemented by this backend (the chunk store replaces it) --------------------- */
+
+static int unsupported(err *e)
+{
+    return err_set(e, 501, "", "this store backend does not support Xet");
+}
+
+int store_file_xet_hash(store *s, const char *oid, xet_hash *out, err *e) { return 1; }
+int store_file_by_xet_hash(store *s, const xet_hash *file, char oid_out[65], int64_t *size,
+                           err *e)
+{
+    return 1;
+}
+int store_xorb_stat(store *s, const xet_hash *xorb, uint64_t *serialized_len, err *e) { return 1; }
+int store_xorb_put(store *s, const xet_hash *xorb, const uint8_t *data, size_t len,
+                   bool *inserted, err *e)
+{
+    return unsupported(e);
+}
+int store_xorb_chunks(store *s, const xet_hash *xorb, xet_chunk **chunks, size_t *n, err *e)
+{
+    return unsupported(e);
+}
+int store_file_register(store *s, const char *oid, const xet_hash *file_hash, uint64_t size,
+                        const xet_shard_term *terms, size_t n, err *e)
+{
+    return unsupported(e);
+}
+int store_reconstruct(store *s, const xet_hash *file, uint64_t first, uint64_t last,
+                      store_reconstruction *out, err *e)
+{
+    return unsupported(e);
+}
+void store_reconstruction_free(store_reconstruction *r) {}
+int store_xorb_region(store *s, const xet_hash *xorb, uint64_t start, uint64_t end, int *fd,
+                      int64_t *file_offset, err *e)
+{
+    return unsupported(e);
+}
+int store_chunk_shard(store *s, const xet_hash *chunk, buf *out, err *e) { return 1; }
+int store_get_stats(store *s, store_stats *out, err *e) { return unsupported(e); }
+int store_files_stats(store *s, const char *const *oids, size_t n, int64_t *logical,
+                      int64_t *unique_stored, err *e)
+{
+    return unsupported(e);
+}
+int store_gc(store *s, store_live_fn live, void *ctx, int64_t grace_ms, double min_dead,
+             store_gc_result *out, err *e)
+{
+    return unsupported(e);
+}
+int64_t store_fsck(store *s, store_report_fn report, void *ctx, err *e) { return unsupported(e); }

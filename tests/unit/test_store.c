@@ -44,7 +44,7 @@ static size_t tmp_files(void)
 static void test_put_and_read(void **state)
 {
     err e = ERR_INIT;
-    store *s = store_open(dir, &e);
+    store *s = store_open(dir, true, &e);
     assert_non_null(s);
     char data[100000];
     for (size_t i = 0; i < sizeof data; i++)
@@ -80,7 +80,7 @@ static void test_put_and_read(void **state)
 static void test_mismatch_leaves_nothing(void **state)
 {
     err e = ERR_INIT;
-    store *s = store_open(dir, &e);
+    store *s = store_open(dir, true, &e);
     const char *wrong = "0000000000000000000000000000000000000000000000000000000000000000";
     store_writer *w = store_writer_new(s, &e);
     store_writer_write(w, "hello", 5, &e);
