@@ -19,7 +19,7 @@
 
 #include "infer/internal.h"
 
-#define CHUNK 64
+#define CHUNK 128
 
 struct infer_session {
     const infer_model *m;
