@@ -11,10 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "db/db.h"
 #include "repo/repo.h"
+#include "store/store.h"
 
 #define MAX_COMMITS_CHECKED 100000
 #define MAX_MISSING_LISTED 20
@@ -22,6 +22,7 @@
 typedef struct check {
     const char *data_dir;
     db *db;
+    store *store;
     int64_t repo_id;
     git_repository *git;
     size_t missing;
@@ -32,11 +33,9 @@ typedef struct check {
  * naming another repo's hash). */
 static bool lfs_object_present(const check *c, const char *oid)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/lfs/objects/%.2s/%.2s/%s", c->data_dir, oid, oid + 2, oid);
-    struct stat st;
     err e = ERR_INIT;
-    return stat(path, &st) == 0 && db_repo_object_has(c->db, c->repo_id, oid, &e) == 0;
+    return store_stat(c->store, oid, NULL, &e) == 0 &&
+           db_repo_object_has(c->db, c->repo_id, oid, &e) == 0;
 }
 
 static int check_delta(const git_diff_delta *delta, float progress, void *payload)
@@ -119,15 +118,20 @@ int git_pre_receive_main(int argc, char **argv)
     buf_printf(&db_path, "%s/hearth.db", data_dir);
     err e = ERR_INIT;
     c.db = db_open(db_path.data, &e);
+    buf_reset(&db_path);
+    buf_printf(&db_path, "%s/lfs", data_dir);
+    c.store = c.db ? store_open(db_path.data, false, &e) : NULL;
     buf_free(&db_path);
-    if (!c.db) {
-        fprintf(stderr, "hearth: cannot open the metadata database: %s\n", e.message);
+    if (!c.db || !c.store) {
+        fprintf(stderr, "hearth: cannot open the server's metadata: %s\n", e.message);
+        db_close(c.db);
         return 1;
     }
     if (git_repository_open_ext(&c.git, ".", GIT_REPOSITORY_OPEN_FROM_ENV, NULL) != 0) {
         const git_error *ge = git_error_last();
         fprintf(stderr, "hearth: cannot open the repository: %s\n", ge ? ge->message : "?");
         db_close(c.db);
+        store_close(c.store);
         return 1;
     }
     char line[1024];
@@ -172,5 +176,6 @@ int git_pre_receive_main(int argc, char **argv)
     git_repository_free(c.git);
     git_libgit2_shutdown();
     db_close(c.db);
+    store_close(c.store);
     return c.failed ? 1 : 0;
 }

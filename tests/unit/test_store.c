@@ -1,11 +1,13 @@
-/* Unit tests for src/store: what is acknowledged is readable byte for byte; what does not
- * match its announced hash or size leaves nothing behind. */
+/* Unit tests for src/store, the chunk-level dedup store: what is acknowledged is readable byte
+ * for byte; what does not match its announced hash or size leaves nothing behind; near-copies
+ * share their chunks; gc reclaims what no file uses; damage is detected, never served. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,11 +30,11 @@ static int teardown(void **state)
     return 0;
 }
 
-static size_t tmp_files(void)
+static size_t files_in(const char *sub)
 {
-    char tmp[128];
-    snprintf(tmp, sizeof tmp, "%s/tmp", dir);
-    DIR *d = opendir(tmp);
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", dir, sub);
+    DIR *d = opendir(path);
     size_t n = 0;
     for (struct dirent *ent; d && (ent = readdir(d));)
         n += ent->d_name[0] != '.';
@@ -41,39 +43,138 @@ static size_t tmp_files(void)
     return n;
 }
 
+/* Deterministic pseudo-random bytes (xorshift). */
+static void fill(uint8_t *p, size_t n, uint64_t seed)
+{
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p[i] = (uint8_t)x;
+    }
+}
+
+static void put(store *s, const uint8_t *data, size_t n, char oid[65])
+{
+    err e = ERR_INIT;
+    store_writer *w = store_writer_new(s, &e);
+    assert_non_null(w);
+    for (size_t off = 0; off < n; off += 100000) /* odd-sized writes */
+        assert_int_equal(store_writer_write(w, data + off, n - off < 100000 ? n - off : 100000, &e), 0);
+    assert_int_equal(store_writer_finish(w, NULL, (int64_t)n, oid, &e), 0);
+}
+
+static void assert_reads_back(store *s, const char *oid, const uint8_t *data, size_t n)
+{
+    err e = ERR_INIT;
+    store_reader *r = store_reader_open(s, oid, &e);
+    assert_non_null(r);
+    assert_int_equal(store_reader_size(r), n);
+    uint8_t *back = malloc(n + 1);
+    size_t pos = 0;
+    while (pos < n) {
+        ssize_t got = store_reader_pread(r, back + pos, 77777, (int64_t)pos);
+        assert_true(got > 0);
+        pos += (size_t)got;
+    }
+    assert_memory_equal(back, data, n);
+    /* a range that starts inside a chunk */
+    if (n > 300000) {
+        assert_int_equal(store_reader_pread(r, back, 1000, 200001), 1000);
+        assert_memory_equal(back, data + 200001, 1000);
+    }
+    free(back);
+    store_reader_close(r);
+}
+
 static void test_put_and_read(void **state)
 {
     err e = ERR_INIT;
     store *s = store_open(dir, true, &e);
     assert_non_null(s);
-    char data[100000];
-    for (size_t i = 0; i < sizeof data; i++)
-        data[i] = (char)(i * 31);
-    char want[65], got[65];
-    hash_sha256_hex(data, sizeof data, want);
-    store_writer *w = store_writer_new(s, &e);
-    assert_int_equal(store_writer_write(w, data, 1234, &e), 0);
-    assert_int_equal(store_writer_write(w, data + 1234, sizeof data - 1234, &e), 0);
-    assert_int_equal(store_writer_finish(w, want, sizeof data, got, &e), 0);
-    assert_string_equal(want, got);
+    size_t n = 3 << 20;
+    uint8_t *data = malloc(n);
+    fill(data, n, 1);
+    memset(data + 1000000, 0, 300000); /* a compressible stretch */
+    char oid[65], want[65];
+    hash_sha256_hex(data, n, want);
+    put(s, data, n, oid);
+    assert_string_equal(oid, want);
     int64_t size = 0;
     assert_int_equal(store_stat(s, want, &size, &e), 0);
-    assert_int_equal(size, sizeof data);
-    store_reader *r = store_reader_open(s, want, &e);
-    assert_non_null(r);
-    char back[500];
-    assert_int_equal(store_reader_pread(r, back, sizeof back, 5000), sizeof back);
-    assert_memory_equal(back, data + 5000, sizeof back);
-    int fd;
-    int64_t off;
-    assert_int_equal(store_reader_region(r, 10, 20, &fd, &off), 0);
+    assert_int_equal(size, n);
+    assert_reads_back(s, oid, data, n);
+    store_stats st;
+    assert_int_equal(store_get_stats(s, &st, &e), 0);
+    assert_true(st.stored_bytes < (int64_t)n); /* the zeros compressed */
+    /* the same content again adds nothing */
+    put(s, data, n, oid);
+    store_stats st2;
+    store_get_stats(s, &st2, &e);
+    assert_int_equal(st2.stored_bytes, st.stored_bytes);
+    assert_int_equal(files_in("tmp"), 0);
+    /* an empty file */
+    put(s, data, 0, oid);
+    assert_string_equal(oid, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert_reads_back(s, oid, data, 0);
+    free(data);
+    store_close(s);
+}
+
+static bool only_b(void *ctx, const char *oid) { return !strcmp(oid, (const char *)ctx); }
+
+static void test_gc_and_fsck(void **state)
+{
+    err e = ERR_INIT;
+    store *s = store_open(dir, true, &e);
+    size_t n = 6 << 20;
+    uint8_t *a = malloc(n), *b = malloc(n);
+    fill(a, n, 3);
+    memcpy(b, a, n);
+    fill(b + 2000000, 600000, 5);
+    char oa[65], ob[65];
+    put(s, a, n, oa);
+    put(s, b, n, ob);
+    store_stats before, after;
+    store_get_stats(s, &before, &e);
+    store_gc_result gc;
+    assert_int_equal(store_gc(s, only_b, ob, 0, 0.05, &gc, &e), 0);
+    assert_int_equal(gc.files_removed, 1);
+    assert_true(gc.bytes_reclaimed > 500000);
+    store_get_stats(s, &after, &e);
+    assert_true(after.stored_bytes < before.stored_bytes);
+    assert_int_equal(store_stat(s, oa, NULL, &e), 1);
+    assert_reads_back(s, ob, b, n);
+    assert_int_equal(store_fsck(s, NULL, NULL, &e), 0);
+
+    /* damage one byte of a pack: fsck reports it, a read fails instead of lying */
+    char packs[128];
+    snprintf(packs, sizeof packs, "%s/packs", dir);
+    DIR *d = opendir(packs);
+    struct dirent *ent;
+    while ((ent = readdir(d)) && ent->d_name[0] == '.')
+        ;
+    char victim[400];
+    snprintf(victim, sizeof victim, "%s/%s", packs, ent->d_name);
+    closedir(d);
+    int fd = open(victim, O_RDWR);
+    uint8_t byte;
+    assert_int_equal(pread(fd, &byte, 1, 5000), 1);
+    byte ^= 0x40;
+    assert_int_equal(pwrite(fd, &byte, 1, 5000), 1);
     close(fd);
+    assert_true(store_fsck(s, NULL, NULL, &e) > 0);
+    store_reader *r = store_reader_open(s, ob, &e);
+    uint8_t *back = malloc(n);
+    ssize_t got = 0, total = 0;
+    while (total < (ssize_t)n && (got = store_reader_pread(r, back + total, n - total, total)) > 0)
+        total += got;
+    assert_true(got < 0); /* the damaged chunk is refused, not served */
     store_reader_close(r);
-    /* The same content again is accepted and stored once. */
-    w = store_writer_new(s, &e);
-    store_writer_write(w, data, sizeof data, &e);
-    assert_int_equal(store_writer_finish(w, want, sizeof data, NULL, &e), 0);
-    assert_int_equal(tmp_files(), 0);
+    free(back);
+    free(a);
+    free(b);
     store_close(s);
 }
 
@@ -82,23 +183,92 @@ static void test_mismatch_leaves_nothing(void **state)
     err e = ERR_INIT;
     store *s = store_open(dir, true, &e);
     const char *wrong = "0000000000000000000000000000000000000000000000000000000000000000";
+    uint8_t data[200000];
+    fill(data, sizeof data, 11);
     store_writer *w = store_writer_new(s, &e);
-    store_writer_write(w, "hello", 5, &e);
-    assert_int_equal(store_writer_finish(w, wrong, 5, NULL, &e), -1);
+    store_writer_write(w, data, sizeof data, &e);
+    assert_int_equal(store_writer_finish(w, wrong, sizeof data, NULL, &e), -1);
     assert_int_equal(e.status, 400);
     assert_int_equal(store_stat(s, wrong, NULL, &e), 1);
     w = store_writer_new(s, &e);
-    store_writer_write(w, "hello", 5, &e);
+    store_writer_write(w, data, sizeof data, &e);
     err_clear(&e);
     assert_int_equal(store_writer_finish(w, NULL, 6, NULL, &e), -1);
     assert_non_null(strstr(e.message, "size"));
     w = store_writer_new(s, &e);
-    store_writer_write(w, "abandoned", 9, &e);
+    store_writer_write(w, data, sizeof data, &e);
     store_writer_abort(w);
-    assert_int_equal(tmp_files(), 0);
+    assert_int_equal(files_in("tmp"), 0);
+    assert_int_equal(files_in("packs"), 0);
     assert_null(store_reader_open(s, wrong, &e));
     assert_int_equal(e.status, 404);
     assert_int_equal(store_stat(s, "../../etc/passwd", NULL, &e), -1);
+    store_close(s);
+}
+
+static void test_xorb_roundtrip(void **state)
+{
+    err e = ERR_INIT;
+    store *s = store_open(dir, true, &e);
+    /* a client's xorb of three chunks, one of them already held by an LFS upload */
+    uint8_t c[3][50000];
+    for (int i = 0; i < 3; i++)
+        fill(c[i], sizeof c[i], 100 + (uint64_t)i);
+    char oid[65];
+    put(s, c[1], sizeof c[1], oid);
+    buf x = BUF_INIT;
+    xet_chunk chunks[3];
+    for (int i = 0; i < 3; i++) {
+        assert_true(xet_xorb_append_chunk(&x, c[i], sizeof c[i], XET_COMPRESSION_NONE, NULL, &e) > 0);
+        xet_chunk_hash(c[i], sizeof c[i], &chunks[i].hash);
+        chunks[i].length = sizeof c[i];
+    }
+    xet_hash xh, fh;
+    xet_xorb_hash(chunks, 3, &xh);
+    xet_file_hash(chunks, 3, &fh);
+    bool inserted = false;
+    xet_hash bad = xh;
+    bad.bytes[0] ^= 1;
+    assert_int_equal(store_xorb_put(s, &bad, (uint8_t *)x.data, x.len, &inserted, &e), -1);
+    assert_string_equal(e.code, "BadXorb");
+    assert_int_equal(store_xorb_put(s, &xh, (uint8_t *)x.data, x.len, &inserted, &e), 0);
+    assert_true(inserted);
+    assert_int_equal(store_xorb_stat(s, &xh, NULL, &e), 0);
+    xet_chunk *got = NULL;
+    size_t ngot = 0;
+    assert_int_equal(store_xorb_chunks(s, &xh, &got, &ngot, &e), 0);
+    assert_int_equal(ngot, 3);
+    free(got);
+    uint8_t whole[150000];
+    for (int i = 0; i < 3; i++)
+        memcpy(whole + i * 50000, c[i], 50000);
+    char sha[65];
+    hash_sha256_hex(whole, sizeof whole, sha);
+    xet_shard_term term = {.xorb_hash = xh, .unpacked_bytes = sizeof whole, .chunk_start = 0,
+                           .chunk_end = 3};
+    assert_int_equal(store_file_register(s, sha, &fh, sizeof whole, &term, 1, &e), 0);
+    assert_reads_back(s, sha, whole, sizeof whole);
+    xet_hash back;
+    assert_int_equal(store_file_xet_hash(s, sha, &back, &e), 0);
+    assert_true(xet_hash_equal(&back, &fh));
+    store_reconstruction rec;
+    assert_int_equal(store_reconstruct(s, &fh, 60000, 70000, &rec, &e), 0);
+    assert_int_equal(rec.n, 1);
+    assert_int_equal(rec.offset_into_first, 10000);
+    assert_int_equal(rec.terms[0].unpacked_len, 50000);
+    int fd;
+    int64_t off;
+    assert_int_equal(store_xorb_region(s, &rec.terms[0].xorb, rec.terms[0].byte_start,
+                                       rec.terms[0].byte_end, &fd, &off, &e), 0);
+    close(fd);
+    store_reconstruction_free(&rec);
+    assert_int_equal(store_reconstruct(s, &fh, 150000, 150001, &rec, &e), -1);
+    assert_int_equal(e.status, 416);
+    buf shard = BUF_INIT;
+    assert_int_equal(store_chunk_shard(s, &chunks[1].hash, &shard, &e), 0);
+    assert_true(shard.len > 200);
+    buf_free(&shard);
+    buf_free(&x);
     store_close(s);
 }
 
@@ -106,7 +276,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_put_and_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_and_fsck, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mismatch_leaves_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_xorb_roundtrip, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,1064 @@
+/* chunks — the chunk store: opening, the metadata schema, writing files and reading them.
+ *
+ * Layout under DIR:
+ *   store.db            metadata (SQLite, WAL, synchronous=FULL)
+ *   packs/<name>.xorb   immutable pack files in Xet xorb format
+ *   tmp/                packs being written (and nothing else)
+ *
+ * Metadata:
+ *   packs(id, name, hash, bytes, raw, chunks)          one row per pack file
+ *   pack_chunks(pack, idx, hash, offset, length, raw)  where each chunk of a pack lies
+ *   chunks(hash → pack, idx)                           the dedup index: one copy of each chunk
+ *   files(oid → size, xet, created_ms)                 stored files by SHA-256
+ *   file_terms(oid, seq → pack, chunk_start, chunk_end, raw_start, raw_len)
+ *   xorbs / xorb_chunks                                xorbs clients uploaded, by their chunks
+ *   leases(owner, pack, until_ms)                      packs an upload in flight dedups against
+ */
+#include "store/internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define BATCH_CHUNKS 64   /* chunks looked up per metadata query while writing */
+
+static const char *schema =
+    "CREATE TABLE IF NOT EXISTS packs (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+    "  hash BLOB NOT NULL, bytes INTEGER NOT NULL, raw INTEGER NOT NULL,"
+    "  chunks INTEGER NOT NULL, created_ms INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS packs_hash ON packs(hash);"
+    "CREATE TABLE IF NOT EXISTS pack_chunks (pack INTEGER NOT NULL, idx INTEGER NOT NULL,"
+    "  hash BLOB NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,"
+    "  raw INTEGER NOT NULL, PRIMARY KEY(pack, idx)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS chunks (hash BLOB PRIMARY KEY, pack INTEGER NOT NULL,"
+    "  idx INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS files (oid TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+    "  xet BLOB NOT NULL, created_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS files_xet ON files(xet);"
+    "CREATE TABLE IF NOT EXISTS file_terms (oid TEXT NOT NULL, seq INTEGER NOT NULL,"
+    "  pack INTEGER NOT NULL, chunk_start INTEGER NOT NULL, chunk_end INTEGER NOT NULL,"
+    "  raw_start INTEGER NOT NULL, raw_len INTEGER NOT NULL, PRIMARY KEY(oid, seq)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS file_terms_pack ON file_terms(pack);"
+    "CREATE TABLE IF NOT EXISTS xorbs (hash BLOB PRIMARY KEY, chunks INTEGER NOT NULL,"
+    "  raw INTEGER NOT NULL, created_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS xorb_chunks (xorb BLOB NOT NULL, idx INTEGER NOT NULL,"
+    "  chunk BLOB NOT NULL, raw INTEGER NOT NULL, PRIMARY KEY(xorb, idx)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS leases (owner TEXT NOT NULL, pack INTEGER NOT NULL,"
+    "  until_ms INTEGER NOT NULL, PRIMARY KEY(owner, pack)) WITHOUT ROWID;";
+
+/* ---- metadata helpers --------------------------------------------------------------------- */
+
+int store_sql_fail(store *s, err *e, const char *what)
+{
+    int code = sqlite3_errcode(s->sql);
+    return err_set(e, code == SQLITE_FULL ? 507 : 500, "", "store metadata (%s): %s", what,
+                   sqlite3_errmsg(s->sql));
+}
+
+sqlite3_stmt *store_sql_prepare(store *s, const char *sql, err *e)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->sql, sql, -1, &st, NULL) != SQLITE_OK) {
+        store_sql_fail(s, e, "prepare");
+        return NULL;
+    }
+    return st;
+}
+
+int store_sql_exec(store *s, const char *sql, err *e)
+{
+    if (sqlite3_exec(s->sql, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return store_sql_fail(s, e, sql);
+    return 0;
+}
+
+void store_pack_path(const store *s, const char *name, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/packs/%s.xorb", s->dir, name);
+}
+
+static void remove_dir_files(const char *dir, bool (*keep)(store *, const char *), store *s)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *ent;
+    while ((ent = readdir(d))) {
+        if (ent->d_name[0] == '.' || (keep && keep(s, ent->d_name)))
+            continue;
+        if (unlinkat(dirfd(d), ent->d_name, 0) == 0 && keep)
+            log_warn("store: removed %s/%s, left by an upload that never finished", dir,
+                     ent->d_name);
+    }
+    closedir(d);
+}
+
+/* Is packs/<file> known to the metadata? */
+static bool pack_is_known(store *s, const char *file)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%s", file);
+    char *dot = strstr(name, ".xorb");
+    if (!dot)
+        return true; /* not ours: leave it */
+    *dot = '\0';
+    sqlite3_stmt *st = NULL;
+    sqlite3_prepare_v2(s->sql, "SELECT 1 FROM packs WHERE name = ?", -1, &st, NULL);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc != SQLITE_DONE; /* on an error, keep the file */
+}
+
+store *store_open(const char *dir, bool recover, err *e)
+{
+    char path[4200];
+    const char *subdirs[] = {"packs", "tmp"};
+    for (size_t i = 0; i < ARRAY_LEN(subdirs); i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, subdirs[i]);
+        if (path_mkdirs(path, 0755) != 0) {
+            err_set(e, 500, "", "cannot create %s: %s", path, strerror(errno));
+            return NULL;
+        }
+    }
+    store *s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    s->dir = strdup(dir);
+    pthread_mutex_init(&s->lock, NULL);
+    snprintf(path, sizeof path, "%s/store.db", dir);
+    if (sqlite3_open_v2(path, &s->sql, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                           SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
+        err_set(e, 500, "", "cannot open %s: %s", path, s->sql ? sqlite3_errmsg(s->sql) : "?");
+        store_close(s);
+        return NULL;
+    }
+    sqlite3_busy_timeout(s->sql, 30000);
+    /* synchronous=FULL: a committed upload survives power loss, not just a crash. */
+    if (store_sql_exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", e) != 0 ||
+        store_sql_exec(s, schema, e) != 0) {
+        store_close(s);
+        return NULL;
+    }
+    if (recover) {
+        snprintf(path, sizeof path, "%s/tmp", dir);
+        remove_dir_files(path, NULL, s);
+        snprintf(path, sizeof path, "%s/packs", dir);
+        remove_dir_files(path, pack_is_known, s);
+        store_sql_exec(s, "DELETE FROM leases", e); /* no upload survives a restart */
+        err_clear(e);
+    }
+    return s;
+}
+
+void store_close(store *s)
+{
+    if (!s)
+        return;
+    sqlite3_close(s->sql);
+    pthread_mutex_destroy(&s->lock);
+    free(s->dir);
+    free(s);
+}
+
+int store_stat(store *s, const char *oid, int64_t *size, err *e)
+{
+    if (!text_is_hex(oid, 64))
+        return err_set(e, 400, "", "invalid object id '%.80s' (expected 64 hex digits)", oid);
+    pthread_mutex_lock(&s->lock);
+    int rc = -1;
+    sqlite3_stmt *st = store_sql_prepare(s, "SELECT size FROM files WHERE oid = ?", e);
+    if (st) {
+        sqlite3_bind_text(st, 1, oid, -1, SQLITE_TRANSIENT);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW) {
+            if (size)
+                *size = sqlite3_column_int64(st, 0);
+            rc = 0;
+        } else {
+            rc = step == SQLITE_DONE ? 1 : store_sql_fail(s, e, "stat");
+        }
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int store_load_pack_chunks(store *s, int64_t pack, uint32_t start, uint32_t end,
+                           pack_chunk **out, size_t *n, err *e)
+{
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *st = store_sql_prepare(
+        s, "SELECT hash, offset, length, raw FROM pack_chunks WHERE pack = ? AND idx >= ?"
+           " AND idx < ? ORDER BY idx", e);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, pack);
+    sqlite3_bind_int64(st, 2, start);
+    sqlite3_bind_int64(st, 3, end ? end : UINT32_MAX);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 64;
+            *out = realloc(*out, cap * sizeof **out);
+            if (!*out)
+                abort();
+        }
+        pack_chunk *c = &(*out)[(*n)++];
+        if (sqlite3_column_bytes(st, 0) == XET_HASH_LEN)
+            memcpy(c->hash.bytes, sqlite3_column_blob(st, 0), XET_HASH_LEN);
+        c->offset = (uint64_t)sqlite3_column_int64(st, 1);
+        c->length = (uint32_t)sqlite3_column_int64(st, 2);
+        c->raw = (uint32_t)sqlite3_column_int64(st, 3);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        free(*out);
+        *out = NULL;
+        return store_sql_fail(s, e, "pack chunks");
+    }
+    return 0;
+}
+
+static int pread_all(int fd, void *out, size_t n, uint64_t offset)
+{
+    uint8_t *p = out;
+    while (n) {
+        ssize_t got = pread(fd, p, n, (off_t)offset);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return -1;
+        p += got;
+        n -= (size_t)got;
+        offset += (uint64_t)got;
+    }
+    return 0;
+}
+
+int store_read_chunk(int fd, const pack_chunk *c, uint8_t *out, uint8_t *scratch, err *e)
+{
+    if (c->length < XET_CHUNK_HEADER_LEN || c->length > XET_CHUNK_HEADER_LEN + XET_CHUNK_MAX_COMPRESSED)
+        return err_set(e, 500, "", "corrupt chunk record (length %u)", c->length);
+    if (pread_all(fd, scratch, c->length, c->offset) != 0)
+        return err_set(e, 500, "", "cannot read a chunk at %llu: %s",
+                       (unsigned long long)c->offset, strerror(errno ? errno : EIO));
+    xet_chunk_header h;
+    if (xet_chunk_header_decode(scratch, &h, e) != 0 || h.uncompressed_len != c->raw ||
+        h.compressed_len + XET_CHUNK_HEADER_LEN != c->length)
+        return err_set(e, 500, "", "corrupt chunk header at %llu", (unsigned long long)c->offset);
+    if (xet_chunk_decode(&h, scratch + XET_CHUNK_HEADER_LEN, out, e) != 0)
+        return err_set(e, 500, "", "corrupt chunk data at %llu", (unsigned long long)c->offset);
+    xet_hash got;
+    xet_chunk_hash(out, c->raw, &got);
+    if (!xet_hash_equal(&got, &c->hash))
+        return err_set(e, 500, "", "chunk at %llu does not match its hash",
+                       (unsigned long long)c->offset);
+    return 0;
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+/* A pack this writer is filling. */
+typedef struct own_pack {
+    char name[33];
+    char tmp[4200];
+    int fd;
+    uint64_t bytes;
+    uint64_t raw;
+    pack_chunk *chunks;
+    size_t n, cap;
+    int64_t id;              /* once registered */
+    bool renamed;
+} own_pack;
+
+/* A run of chunks of one pack. pack > 0: an existing pack id; pack < 0: own pack -pack-1. */
+typedef struct term {
+    int64_t pack;
+    uint32_t start, end;
+    uint64_t raw_start, raw_len;
+} term;
+
+typedef struct pending {
+    xet_hash hash;
+    uint32_t len;
+    uint32_t data_off;       /* into the batch buffer */
+} pending;
+
+/* Open-addressing map from chunk hash to its place in an own pack (dedup within an upload). */
+typedef struct own_slot {
+    xet_hash hash;
+    int32_t pack;            /* own pack index + 1; 0 = empty */
+    uint32_t idx;
+} own_slot;
+
+struct store_writer {
+    store *s;
+    hash_ctx *sha;
+    int64_t size;
+    char owner[25];          /* lease owner id */
+    xet_chunker chunker;
+    uint8_t *chunk;          /* current chunk, XET_CHUNK_MAX bytes */
+    size_t chunk_len;
+    uint8_t *batch_data;     /* BATCH_CHUNKS * XET_CHUNK_MAX */
+    pending batch[BATCH_CHUNKS];
+    size_t nbatch;
+    size_t batch_used;
+    own_pack *packs;
+    size_t npacks;
+    term *terms;
+    size_t nterms, cap_terms;
+    xet_chunk *all;          /* every chunk of the file, for its Xet hash */
+    size_t nall, cap_all;
+    own_slot *map;
+    size_t map_cap, map_used;
+    int64_t *leased;
+    size_t nleased;
+    buf record;
+};
+
+store_writer *store_writer_new(store *s, err *e)
+{
+    store_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        abort();
+    w->s = s;
+    w->sha = hash_sha256_new();
+    xet_chunker_init(&w->chunker, XET_CHUNKER_HF_XET);
+    w->chunk = malloc(XET_CHUNK_MAX);
+    w->batch_data = malloc((size_t)BATCH_CHUNKS * XET_CHUNK_MAX);
+    if (!w->chunk || !w->batch_data)
+        abort();
+    uint8_t rnd[12];
+    hash_random(rnd, sizeof rnd);
+    hex_encode(rnd, sizeof rnd, w->owner);
+    return w;
+}
+
+int64_t store_writer_size(const store_writer *w) { return w->size; }
+
+static uint64_t slot_of(const xet_hash *h, size_t cap)
+{
+    uint64_t v;
+    memcpy(&v, h->bytes, 8);
+    return v & (cap - 1);
+}
+
+static own_slot *map_find(store_writer *w, const xet_hash *h)
+{
+    if (!w->map_cap)
+        return NULL;
+    for (uint64_t i = slot_of(h, w->map_cap);; i = (i + 1) & (w->map_cap - 1)) {
+        own_slot *sl = &w->map[i];
+        if (!sl->pack)
+            return NULL;
+        if (xet_hash_equal(&sl->hash, h))
+            return sl;
+    }
+}
+
+static void map_put(store_writer *w, const xet_hash *h, int32_t pack, uint32_t idx)
+{
+    if ((w->map_used + 1) * 2 > w->map_cap) {
+        size_t old_cap = w->map_cap;
+        own_slot *old = w->map;
+        w->map_cap = old_cap ? old_cap * 2 : 1024;
+        w->map = calloc(w->map_cap, sizeof *w->map);
+        if (!w->map)
+            abort();
+        w->map_used = 0;
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i].pack)
+                map_put(w, &old[i].hash, old[i].pack, old[i].idx);
+        free(old);
+    }
+    uint64_t i = slot_of(h, w->map_cap);
+    while (w->map[i].pack)
+        i = (i + 1) & (w->map_cap - 1);
+    w->map[i] = (own_slot){*h, pack, idx};
+    w->map_used++;
+}
+
+static void add_term(store_writer *w, int64_t pack, uint32_t idx, uint32_t raw)
+{
+    term *last = w->nterms ? &w->terms[w->nterms - 1] : NULL;
+    if (last && last->pack == pack && last->end == idx) {
+        last->end++;
+        last->raw_len += raw;
+        return;
+    }
+    if (w->nterms == w->cap_terms) {
+        w->cap_terms = w->cap_terms ? w->cap_terms * 2 : 16;
+        w->terms = realloc(w->terms, w->cap_terms * sizeof *w->terms);
+        if (!w->terms)
+            abort();
+    }
+    uint64_t raw_start = last ? last->raw_start + last->raw_len : 0;
+    w->terms[w->nterms++] = (term){pack, idx, idx + 1, raw_start, raw};
+}
+
+static int seal_pack(own_pack *p, err *e)
+{
+    if (p->fd < 0)
+        return 0;
+    if (fsync(p->fd) != 0) {
+        int saved = errno;
+        close(p->fd);
+        p->fd = -1;
+        return err_set(e, saved == ENOSPC ? 507 : 500, "", "cannot sync a pack: %s",
+                       strerror(saved));
+    }
+    close(p->fd);
+    p->fd = -1;
+    return 0;
+}
+
+static own_pack *open_pack(store_writer *w, err *e)
+{
+    own_pack *cur = w->npacks ? &w->packs[w->npacks - 1] : NULL;
+    if (cur && cur->fd >= 0)
+        return cur;
+    w->packs = realloc(w->packs, (w->npacks + 1) * sizeof *w->packs);
+    if (!w->packs)
+        abort();
+    own_pack *p = &w->packs[w->npacks];
+    memset(p, 0, sizeof *p);
+    uint8_t rnd[16];
+    hash_random(rnd, sizeof rnd);
+    hex_encode(rnd, sizeof rnd, p->name);
+    snprintf(p->tmp, sizeof p->tmp, "%s/tmp/%s.xorb", w->s->dir, p->name);
+    p->fd = open(p->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (p->fd < 0) {
+        err_set(e, errno == ENOSPC ? 507 : 500, "", "cannot create a pack: %s", strerror(errno));
+        return NULL;
+    }
+    w->npacks++;
+    return p;
+}
+
+static int append_chunk(store_writer *w, const pending *c, const uint8_t *data, err *e)
+{
+    own_pack *p = open_pack(w, e);
+    if (!p)
+        return -1;
+    buf_reset(&w->record);
+    if (xet_xorb_append_chunk(&w->record, data, c->len, XET_COMPRESSION_AUTO, NULL, e) < 0)
+        return -1;
+    if (p->n && (p->raw + c->len > PACK_MAX_BYTES || p->n >= PACK_MAX_CHUNKS)) {
+        if (seal_pack(p, e) != 0)
+            return -1;
+        if (!(p = open_pack(w, e)))
+            return -1;
+    }
+    const char *q = w->record.data;
+    size_t left = w->record.len;
+    while (left) {
+        ssize_t n = write(p->fd, q, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return err_set(e, errno == ENOSPC ? 507 : 500, "", "cannot write a pack: %s",
+                           strerror(errno));
+        q += n;
+        left -= (size_t)n;
+    }
+    if (p->n == p->cap) {
+        p->cap = p->cap ? p->cap * 2 : 256;
+        p->chunks = realloc(p->chunks, p->cap * sizeof *p->chunks);
+        if (!p->chunks)
+            abort();
+    }
+    uint32_t idx = (uint32_t)p->n;
+    p->chunks[p->n++] = (pack_chunk){c->hash, p->bytes, (uint32_t)w->record.len, c->len};
+    p->bytes += w->record.len;
+    p->raw += c->len;
+    int32_t own = (int32_t)(p - w->packs);
+    map_put(w, &c->hash, own + 1, idx);
+    add_term(w, -(int64_t)own - 1, idx, c->len);
+    return 0;
+}
+
+static bool already_leased(store_writer *w, int64_t pack)
+{
+    for (size_t i = 0; i < w->nleased; i++)
+        if (w->leased[i] == pack)
+            return true;
+    return false;
+}
+
+/* Looks the batch up in one query, leases the packs it dedups against, writes new chunks. */
+static int flush_batch(store_writer *w, err *e)
+{
+    if (!w->nbatch)
+        return 0;
+    store *s = w->s;
+    int64_t found_pack[BATCH_CHUNKS] = {0};
+    uint32_t found_idx[BATCH_CHUNKS] = {0};
+    buf sql = BUF_INIT;
+    buf_puts(&sql, "SELECT hash, pack, idx FROM chunks WHERE hash IN (");
+    for (size_t i = 0; i < w->nbatch; i++)
+        buf_puts(&sql, i ? ",?" : "?");
+    buf_puts(&sql, ")");
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st = store_sql_prepare(s, sql.data, e);
+    buf_free(&sql);
+    int rc = 0;
+    if (!st) {
+        rc = -1;
+    } else {
+        for (size_t i = 0; i < w->nbatch; i++)
+            sqlite3_bind_blob(st, (int)i + 1, w->batch[i].hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const void *h = sqlite3_column_blob(st, 0);
+            for (size_t i = 0; i < w->nbatch; i++)
+                if (!memcmp(h, w->batch[i].hash.bytes, XET_HASH_LEN)) {
+                    found_pack[i] = sqlite3_column_int64(st, 1);
+                    found_idx[i] = (uint32_t)sqlite3_column_int64(st, 2);
+                }
+        }
+        sqlite3_finalize(st);
+        /* Lease the packs before relying on them, so gc leaves them alone until we finish. */
+        sqlite3_stmt *lease = NULL;
+        for (size_t i = 0; i < w->nbatch && rc == 0; i++) {
+            if (!found_pack[i] || already_leased(w, found_pack[i]))
+                continue;
+            if (!lease)
+                lease = store_sql_prepare(s, "INSERT OR REPLACE INTO leases (owner, pack, until_ms)"
+                                             " VALUES (?, ?, ?)", e);
+            if (!lease) {
+                rc = -1;
+                break;
+            }
+            sqlite3_reset(lease);
+            sqlite3_bind_text(lease, 1, w->owner, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(lease, 2, found_pack[i]);
+            sqlite3_bind_int64(lease, 3, text_now_ms() + LEASE_MS);
+            if (sqlite3_step(lease) != SQLITE_DONE)
+                rc = store_sql_fail(s, e, "lease");
+            w->leased = realloc(w->leased, (w->nleased + 1) * sizeof *w->leased);
+            if (!w->leased)
+                abort();
+            w->leased[w->nleased++] = found_pack[i];
+        }
+        sqlite3_finalize(lease);
+        /* A lease taken after gc deleted the pack would be useless: re-check it exists. */
+        for (size_t i = 0; i < w->nbatch && rc == 0; i++) {
+            if (!found_pack[i])
+                continue;
+            sqlite3_stmt *chk = store_sql_prepare(s, "SELECT 1 FROM packs WHERE id = ?", e);
+            if (!chk) {
+                rc = -1;
+                break;
+            }
+            sqlite3_bind_int64(chk, 1, found_pack[i]);
+            if (sqlite3_step(chk) != SQLITE_ROW)
+                found_pack[i] = 0; /* gone: store the chunk again */
+            sqlite3_finalize(chk);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    for (size_t i = 0; i < w->nbatch && rc == 0; i++) {
+        const pending *c = &w->batch[i];
+        own_slot *mine = map_find(w, &c->hash);
+        if (mine)
+            add_term(w, -(int64_t)mine->pack, mine->idx, c->len);
+        else if (found_pack[i])
+            add_term(w, found_pack[i], found_idx[i], c->len);
+        else
+            rc = append_chunk(w, c, w->batch_data + c->data_off, e);
+    }
+    w->nbatch = 0;
+    w->batch_used = 0;
+    return rc;
+}
+
+/* The current chunk is complete: hash it and queue it. */
+static int end_chunk(store_writer *w, err *e)
+{
+    if (!w->chunk_len)
+        return 0;
+    if (w->nbatch == BATCH_CHUNKS && flush_batch(w, e) != 0)
+        return -1;
+    pending *c = &w->batch[w->nbatch++];
+    xet_chunk_hash(w->chunk, w->chunk_len, &c->hash);
+    c->len = (uint32_t)w->chunk_len;
+    c->data_off = (uint32_t)w->batch_used;
+    memcpy(w->batch_data + w->batch_used, w->chunk, w->chunk_len);
+    w->batch_used += w->chunk_len;
+    if (w->nall == w->cap_all) {
+        w->cap_all = w->cap_all ? w->cap_all * 2 : 256;
+        w->all = realloc(w->all, w->cap_all * sizeof *w->all);
+        if (!w->all)
+            abort();
+    }
+    w->all[w->nall++] = (xet_chunk){c->hash, c->len};
+    w->chunk_len = 0;
+    return 0;
+}
+
+int store_writer_write(store_writer *w, const void *data, size_t len, err *e)
+{
+    hash_update(w->sha, data, len);
+    w->size += (int64_t)len;
+    const uint8_t *p = data;
+    while (len) {
+        bool ends = false;
+        size_t take = xet_chunker_next(&w->chunker, p, len, &ends);
+        memcpy(w->chunk + w->chunk_len, p, take);
+        w->chunk_len += take;
+        p += take;
+        len -= take;
+        if (ends && end_chunk(w, e) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void release_leases(store_writer *w)
+{
+    if (!w->nleased)
+        return;
+    pthread_mutex_lock(&w->s->lock);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(w->s->sql, "DELETE FROM leases WHERE owner = ?", -1, &st, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_text(st, 1, w->owner, -1, SQLITE_STATIC);
+        sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&w->s->lock);
+}
+
+static void writer_free(store_writer *w, bool remove_packs)
+{
+    for (size_t i = 0; i < w->npacks; i++) {
+        own_pack *p = &w->packs[i];
+        if (p->fd >= 0)
+            close(p->fd);
+        if (remove_packs) {
+            unlink(p->tmp);
+            if (p->renamed) {
+                char path[4200];
+                store_pack_path(w->s, p->name, path, sizeof path);
+                unlink(path);
+            }
+        }
+        free(p->chunks);
+    }
+    release_leases(w);
+    hash_free(w->sha);
+    free(w->packs);
+    free(w->terms);
+    free(w->all);
+    free(w->map);
+    free(w->leased);
+    free(w->chunk);
+    free(w->batch_data);
+    buf_free(&w->record);
+    free(w);
+}
+
+void store_writer_abort(store_writer *w)
+{
+    if (w)
+        writer_free(w, true);
+}
+
+/* Registers packs, chunks, the file and its terms in one transaction. Caller holds the lock. */
+static int register_file(store_writer *w, const char *oid, const xet_hash *xet, err *e)
+{
+    store *s = w->s;
+    if (store_sql_exec(s, "BEGIN IMMEDIATE", e) != 0)
+        return -1;
+    sqlite3_stmt *st = store_sql_prepare(s, "SELECT 1 FROM files WHERE oid = ?", e);
+    if (!st)
+        goto fail;
+    sqlite3_bind_text(st, 1, oid, -1, SQLITE_TRANSIENT);
+    int exists = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    if (exists) { /* the same file finished first elsewhere: keep that one */
+        store_sql_exec(s, "ROLLBACK", e);
+        return 1;
+    }
+    for (size_t i = 0; i < w->npacks; i++) {
+        own_pack *p = &w->packs[i];
+        xet_chunk *cs = malloc((p->n ? p->n : 1) * sizeof *cs);
+        if (!cs)
+            abort();
+        for (size_t k = 0; k < p->n; k++)
+            cs[k] = (xet_chunk){p->chunks[k].hash, p->chunks[k].raw};
+        xet_hash h;
+        xet_xorb_hash(cs, p->n, &h);
+        free(cs);
+        st = store_sql_prepare(s, "INSERT INTO packs (name, hash, bytes, raw, chunks, created_ms)"
+                                  " VALUES (?, ?, ?, ?, ?, ?)", e);
+        if (!st)
+            goto fail;
+        sqlite3_bind_text(st, 1, p->name, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, h.bytes, XET_HASH_LEN, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 3, (int64_t)p->bytes);
+        sqlite3_bind_int64(st, 4, (int64_t)p->raw);
+        sqlite3_bind_int64(st, 5, (int64_t)p->n);
+        sqlite3_bind_int64(st, 6, text_now_ms());
+        int rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE) {
+            store_sql_fail(s, e, "pack");
+            goto fail;
+        }
+        p->id = sqlite3_last_insert_rowid(s->sql);
+        sqlite3_stmt *pc = store_sql_prepare(s, "INSERT INTO pack_chunks (pack, idx, hash, offset,"
+                                                " length, raw) VALUES (?, ?, ?, ?, ?, ?)", e);
+        sqlite3_stmt *ix = store_sql_prepare(s, "INSERT OR IGNORE INTO chunks (hash, pack, idx)"
+                                                " VALUES (?, ?, ?)", e);
+        bool ok = pc && ix;
+        for (size_t k = 0; ok && k < p->n; k++) {
+            const pack_chunk *c = &p->chunks[k];
+            sqlite3_reset(pc);
+            sqlite3_bind_int64(pc, 1, p->id);
+            sqlite3_bind_int64(pc, 2, (int64_t)k);
+            sqlite3_bind_blob(pc, 3, c->hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
+            sqlite3_bind_int64(pc, 4, (int64_t)c->offset);
+            sqlite3_bind_int64(pc, 5, c->length);
+            sqlite3_bind_int64(pc, 6, c->raw);
+            sqlite3_reset(ix);
+            sqlite3_bind_blob(ix, 1, c->hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
+            sqlite3_bind_int64(ix, 2, p->id);
+            sqlite3_bind_int64(ix, 3, (int64_t)k);
+            ok = sqlite3_step(pc) == SQLITE_DONE && sqlite3_step(ix) == SQLITE_DONE;
+        }
+        sqlite3_finalize(pc);
+        sqlite3_finalize(ix);
+        if (!ok) {
+            store_sql_fail(s, e, "pack chunks");
+            goto fail;
+        }
+    }
+    st = store_sql_prepare(s, "INSERT INTO files (oid, size, xet, created_ms) VALUES (?, ?, ?, ?)", e);
+    if (!st)
+        goto fail;
+    sqlite3_bind_text(st, 1, oid, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, w->size);
+    sqlite3_bind_blob(st, 3, xet->bytes, XET_HASH_LEN, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, text_now_ms());
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        store_sql_fail(s, e, "file");
+        goto fail;
+    }
+    st = store_sql_prepare(s, "INSERT INTO file_terms (oid, seq, pack, chunk_start, chunk_end,"
+                              " raw_start, raw_len) VALUES (?, ?, ?, ?, ?, ?, ?)", e);
+    if (!st)
+        goto fail;
+    for (size_t i = 0; i < w->nterms; i++) {
+        const term *t = &w->terms[i];
+        int64_t pack = t->pack > 0 ? t->pack : w->packs[-t->pack - 1].id;
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, oid, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 2, (int64_t)i);
+        sqlite3_bind_int64(st, 3, pack);
+        sqlite3_bind_int64(st, 4, t->start);
+        sqlite3_bind_int64(st, 5, t->end);
+        sqlite3_bind_int64(st, 6, (int64_t)t->raw_start);
+        sqlite3_bind_int64(st, 7, (int64_t)t->raw_len);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            sqlite3_finalize(st);
+            store_sql_fail(s, e, "file terms");
+            goto fail;
+        }
+    }
+    sqlite3_finalize(st);
+    if (store_sql_exec(s, "COMMIT", e) != 0)
+        goto fail;
+    return 0;
+fail:
+    sqlite3_exec(s->sql, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+int store_writer_finish(store_writer *w, const char *expected_oid, int64_t expected_size,
+                        char oid_out[65], err *e)
+{
+    char oid[65];
+    hash_final_hex(w->sha, oid);
+    w->sha = NULL;
+    if (expected_size >= 0 && w->size != expected_size) {
+        err_set(e, 400, "", "size mismatch: received %lld bytes, expected %lld",
+                (long long)w->size, (long long)expected_size);
+        writer_free(w, true);
+        return -1;
+    }
+    if (expected_oid && strcmp(oid, expected_oid) != 0) {
+        err_set(e, 400, "", "sha256 mismatch: received content hashes to %s, expected %s", oid,
+                expected_oid);
+        writer_free(w, true);
+        return -1;
+    }
+    xet_hash xet;
+    if (end_chunk(w, e) != 0 || flush_batch(w, e) != 0 ||
+        xet_file_hash(w->all, w->nall, &xet) != 0) {
+        if (!err_is_set(e))
+            err_set(e, 500, "", "out of memory");
+        writer_free(w, true);
+        return -1;
+    }
+    /* Packs become durable files first; only then does the metadata point at them. */
+    for (size_t i = 0; i < w->npacks; i++) {
+        own_pack *p = &w->packs[i];
+        char path[4200];
+        store_pack_path(w->s, p->name, path, sizeof path);
+        if (seal_pack(p, e) != 0 || rename(p->tmp, path) != 0) {
+            if (!err_is_set(e))
+                err_set(e, 500, "", "cannot place a pack: %s", strerror(errno));
+            writer_free(w, true);
+            return -1;
+        }
+        p->renamed = true;
+    }
+    if (w->npacks) {
+        char dir[4200];
+        snprintf(dir, sizeof dir, "%s/packs/x", w->s->dir);
+        path_fsync_parent(dir);
+    }
+    pthread_mutex_lock(&w->s->lock);
+    int rc = register_file(w, oid, &xet, e);
+    pthread_mutex_unlock(&w->s->lock);
+    if (rc < 0) {
+        writer_free(w, true);
+        return -1;
+    }
+    if (oid_out)
+        memcpy(oid_out, oid, 65);
+    writer_free(w, rc == 1); /* rc 1: another upload stored it first; ours is not needed */
+    return 0;
+}
+
+/* ---- reading ------------------------------------------------------------------------------ */
+
+typedef struct reader_term {
+    int64_t pack;
+    char name[33];
+    uint32_t start, end;
+    uint64_t raw_start, raw_len;
+    pack_chunk *chunks;      /* loaded on first use */
+    size_t nchunks;
+    int fd;
+} reader_term;
+
+struct store_reader {
+    store *s;
+    char oid[65];
+    int64_t size;
+    reader_term *terms;
+    size_t n;
+    uint8_t *scratch;        /* one record */
+    uint8_t *decoded;        /* one chunk */
+    int64_t decoded_pack;
+    uint64_t decoded_offset; /* record offset of the chunk in `decoded` */
+    bool retried;
+};
+
+static void reader_drop_terms(store_reader *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->terms[i].fd >= 0)
+            close(r->terms[i].fd);
+        free(r->terms[i].chunks);
+    }
+    free(r->terms);
+    r->terms = NULL;
+    r->n = 0;
+    r->decoded_pack = 0;
+}
+
+static int reader_load(store_reader *r, err *e)
+{
+    store *s = r->s;
+    pthread_mutex_lock(&s->lock);
+    int rc = -1;
+    sqlite3_stmt *st = store_sql_prepare(s, "SELECT size FROM files WHERE oid = ?", e);
+    if (st) {
+        sqlite3_bind_text(st, 1, r->oid, -1, SQLITE_STATIC);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW) {
+            r->size = sqlite3_column_int64(st, 0);
+            rc = 0;
+        } else if (step == SQLITE_DONE) {
+            err_set(e, 404, "EntryNotFound", "object %s is not in the store", r->oid);
+        } else {
+            store_sql_fail(s, e, "file");
+        }
+        sqlite3_finalize(st);
+    }
+    if (rc == 0) {
+        st = store_sql_prepare(s, "SELECT t.pack, p.name, t.chunk_start, t.chunk_end, t.raw_start,"
+                                  " t.raw_len FROM file_terms t JOIN packs p ON p.id = t.pack"
+                                  " WHERE t.oid = ? ORDER BY t.seq", e);
+        if (!st)
+            rc = -1;
+        else
+            sqlite3_bind_text(st, 1, r->oid, -1, SQLITE_STATIC);
+        size_t cap = 0;
+        while (st && sqlite3_step(st) == SQLITE_ROW) {
+            if (r->n == cap) {
+                cap = cap ? cap * 2 : 8;
+                r->terms = realloc(r->terms, cap * sizeof *r->terms);
+                if (!r->terms)
+                    abort();
+            }
+            reader_term *t = &r->terms[r->n++];
+            memset(t, 0, sizeof *t);
+            t->fd = -1;
+            t->pack = sqlite3_column_int64(st, 0);
+            snprintf(t->name, sizeof t->name, "%s", (const char *)sqlite3_column_text(st, 1));
+            t->start = (uint32_t)sqlite3_column_int64(st, 2);
+            t->end = (uint32_t)sqlite3_column_int64(st, 3);
+            t->raw_start = (uint64_t)sqlite3_column_int64(st, 4);
+            t->raw_len = (uint64_t)sqlite3_column_int64(st, 5);
+        }
+        sqlite3_finalize(st);
+        uint64_t total = r->n ? r->terms[r->n - 1].raw_start + r->terms[r->n - 1].raw_len : 0;
+        if (rc == 0 && total != (uint64_t)r->size)
+            rc = err_set(e, 500, "", "object %s: its chunks add up to %llu bytes, not %lld",
+                         r->oid, (unsigned long long)total, (long long)r->size);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+store_reader *store_reader_open(store *s, const char *oid, err *e)
+{
+    if (!text_is_hex(oid, 64)) {
+        err_set(e, 400, "", "invalid object id");
+        return NULL;
+    }
+    store_reader *r = calloc(1, sizeof *r);
+    if (!r)
+        abort();
+    r->s = s;
+    memcpy(r->oid, oid, 65);
+    r->scratch = malloc(XET_CHUNK_HEADER_LEN + XET_CHUNK_MAX_COMPRESSED);
+    r->decoded = malloc(XET_CHUNK_MAX);
+    if (!r->scratch || !r->decoded)
+        abort();
+    if (reader_load(r, e) != 0) {
+        store_reader_close(r);
+        return NULL;
+    }
+    return r;
+}
+
+int64_t store_reader_size(const store_reader *r) { return r->size; }
+
+int store_reader_region(store_reader *r, int64_t offset, int64_t len, int *fd,
+                        int64_t *file_offset)
+{
+    return 1; /* chunk records interleave headers with data: always copied out */
+}
+
+static int term_ready(store_reader *r, reader_term *t, err *e)
+{
+    if (t->fd < 0) {
+        char path[4200];
+        store_pack_path(r->s, t->name, path, sizeof path);
+        t->fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (t->fd < 0)
+            return err_set(e, errno == ENOENT ? 410 : 500, "", "cannot open pack %s: %s",
+                           t->name, strerror(errno));
+    }
+    if (!t->chunks) {
+        pthread_mutex_lock(&r->s->lock);
+        int rc = store_load_pack_chunks(r->s, t->pack, t->start, t->end, &t->chunks, &t->nchunks, e);
+        pthread_mutex_unlock(&r->s->lock);
+        if (rc != 0)
+            return -1;
+        if (t->nchunks != t->end - t->start)
+            return err_set(e, 410, "", "pack %s changed under the reader", t->name);
+    }
+    return 0;
+}
+
+static ssize_t pread_once(store_reader *r, uint8_t *out, size_t n, int64_t offset, err *e)
+{
+    if (offset >= r->size || n == 0)
+        return 0;
+    /* the term holding offset */
+    size_t lo = 0, hi = r->n;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (r->terms[mid].raw_start <= (uint64_t)offset)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    size_t done = 0;
+    for (size_t ti = lo; ti < r->n && done < n; ti++) {
+        reader_term *t = &r->terms[ti];
+        if (term_ready(r, t, e) != 0)
+            return -1;
+        uint64_t pos = t->raw_start;
+        for (size_t ci = 0; ci < t->nchunks && done < n; ci++) {
+            const pack_chunk *c = &t->chunks[ci];
+            uint64_t want = (uint64_t)offset + done;
+            if (pos + c->raw <= want) {
+                pos += c->raw;
+                continue;
+            }
+            uint64_t skip = want - pos;
+            size_t take = c->raw - skip;
+            if (take > n - done)
+                take = n - done;
+            bool whole = skip == 0 && take == c->raw;
+            if (whole) {
+                if (store_read_chunk(t->fd, c, out + done, r->scratch, e) != 0)
+                    return -1;
+            } else {
+                if (r->decoded_pack != t->pack || r->decoded_offset != c->offset) {
+                    if (store_read_chunk(t->fd, c, r->decoded, r->scratch, e) != 0)
+                        return -1;
+                    r->decoded_pack = t->pack;
+                    r->decoded_offset = c->offset;
+                }
+                memcpy(out + done, r->decoded + skip, take);
+            }
+            done += take;
+            pos += c->raw;
+        }
+    }
+    return (ssize_t)done;
+}
+
+ssize_t store_reader_pread(store_reader *r, void *out, size_t n, int64_t offset)
+{
+    err e = ERR_INIT;
+    ssize_t got = pread_once(r, out, n, offset, &e);
+    if (got < 0 && e.status == 410 && !r->retried) {
+        /* gc rewrote a pack after we looked the file up: look it up again, once */
+        r->retried = true;
+        reader_drop_terms(r);
+        err_clear(&e);
+        if (reader_load(r, &e) == 0)
+            got = pread_once(r, out, n, offset, &e);
+    }
+    if (got < 0)
+        log_error("store: reading %s at %lld: %s", r->oid, (long long)offset, e.message);
+    return got;
+}
+
+void store_reader_close(store_reader *r)
+{
+    if (!r)
+        return;
+    reader_drop_terms(r);
+    free(r->scratch);
+    free(r->decoded);
+    free(r);
+}

@@ -1,0 +1,44 @@
+/* Internal to the store module: the handle, the metadata connection and the pack layout.
+ * Not included from outside src/store/. */
+#ifndef HEARTH_STORE_INTERNAL_H
+#define HEARTH_STORE_INTERNAL_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+
+#include "store/store.h"
+
+#define PACK_MAX_BYTES (64u << 20)        /* chunk data per pack, as Xet's xorbs */
+#define PACK_MAX_CHUNKS 8192u
+#define LEASE_MS (3600 * 1000)             /* how long an upload may hold packs it dedups against */
+
+struct store {
+    char *dir;
+    sqlite3 *sql;              /* one connection, serialised by lock */
+    pthread_mutex_t lock;
+};
+
+/* Statement helpers on the store's connection; the caller holds s->lock. */
+sqlite3_stmt *store_sql_prepare(store *s, const char *sql, err *e);
+int store_sql_fail(store *s, err *e, const char *what);
+int store_sql_exec(store *s, const char *sql, err *e);
+
+void store_pack_path(const store *s, const char *name, char *out, size_t cap);
+
+/* One chunk of a pack, as the metadata records it. */
+typedef struct pack_chunk {
+    xet_hash hash;
+    uint64_t offset;     /* of its header in the pack file */
+    uint32_t length;     /* header + payload */
+    uint32_t raw;        /* decoded bytes */
+} pack_chunk;
+
+/* Loads chunks [start, end) of pack `pack` (end 0 = to the last). Caller holds the lock and
+ * frees *out. */
+int store_load_pack_chunks(store *s, int64_t pack, uint32_t start, uint32_t end,
+                           pack_chunk **out, size_t *n, err *e);
+
+/* Reads and decodes one chunk record from fd into out (raw bytes), checking its hash. */
+int store_read_chunk(int fd, const pack_chunk *c, uint8_t *out, uint8_t *scratch, err *e);
+
+#endif
