@@ -32,11 +32,12 @@ typedef struct db_user {
     char fullname[128];
     char email[128];
     bool is_org;
+    bool is_admin;           /* may use /api/admin/... */
     int64_t created_ms;
 } db_user;
 
 int db_user_create(db *d, const char *name, const char *fullname, const char *email,
-                   db_user *out, err *e);
+                   bool is_admin, db_user *out, err *e);
 int db_user_by_name(db *d, const char *name, db_user *out, err *e);
 int db_user_by_id(db *d, int64_t id, db_user *out, err *e);
 
@@ -98,6 +99,7 @@ typedef struct db_repo_query {
     const char *sort;            /* "lastModified" | "createdAt" | "id" | others → lastModified */
     bool ascending;
     int64_t viewer_id;           /* private repos visible only to their owner; 0 = anonymous */
+    bool everything;             /* every repo, private or not (maintenance) */
     int64_t offset;
     int64_t limit;
 } db_repo_query;

@@ -59,6 +59,8 @@ static const char *migrations[] = {
     "  oid TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY(repo_id, oid)) WITHOUT ROWID;",
     /* 3: as on the Hub, ids differing only in case name the same repo */
     "CREATE UNIQUE INDEX repos_id_nocase ON repos(type, ns COLLATE NOCASE, name COLLATE NOCASE);",
+    /* 4: administrators */
+    "ALTER TABLE users ADD COLUMN is_admin INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int db_fail(err *e, sqlite3 *sql, const char *what)
@@ -256,7 +258,7 @@ static int exec_done(conn *c, sqlite3_stmt *s, const char *what, err *e)
 
 /* ---- users ------------------------------------------------------------------------------ */
 
-#define USER_COLS "id, name, fullname, email, is_org, created_ms"
+#define USER_COLS "id, name, fullname, email, is_org, created_ms, is_admin"
 
 static void read_user(sqlite3_stmt *s, db_user *u)
 {
@@ -266,17 +268,18 @@ static void read_user(sqlite3_stmt *s, db_user *u)
     copy_text(u->email, sizeof u->email, s, 3);
     u->is_org = sqlite3_column_int(s, 4) != 0;
     u->created_ms = sqlite3_column_int64(s, 5);
+    u->is_admin = sqlite3_column_int(s, 6) != 0;
 }
 
 int db_user_create(db *d, const char *name, const char *fullname, const char *email,
-                   db_user *out, err *e)
+                   bool is_admin, db_user *out, err *e)
 {
     conn *c = conn_get(d, e);
     if (!c)
         return -1;
     sqlite3_stmt *s = stmt(c,
-                           "INSERT INTO users (name, fullname, email, created_ms) "
-                           "VALUES (?, ?, ?, ?)",
+                           "INSERT INTO users (name, fullname, email, created_ms, is_admin) "
+                           "VALUES (?, ?, ?, ?, ?)",
                            e);
     if (!s)
         return -1;
@@ -284,6 +287,7 @@ int db_user_create(db *d, const char *name, const char *fullname, const char *em
     sqlite3_bind_text(s, 2, fullname ? fullname : name, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 3, email ? email : "", -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 4, text_now_ms());
+    sqlite3_bind_int(s, 5, is_admin);
     if (exec_done(c, s, "create user", e) != 0)
         return -1;
     return out ? db_user_by_name(d, name, out, e) : 0;
@@ -606,7 +610,9 @@ int db_repo_list(db *d, const db_repo_query *q, db_repo **out, size_t *n, err *e
     /* Built per call (filters vary), so not cached; the column and order names come from a
      * fixed list, never from the request. */
     buf sql = BUF_INIT;
-    buf_puts(&sql, "SELECT " REPO_COLS " FROM repos WHERE type = ?1 AND (private = 0 OR owner_id = ?2)");
+    buf_puts(&sql, q->everything ? "SELECT " REPO_COLS " FROM repos WHERE type = ?1 AND ?2 = ?2"
+                                 : "SELECT " REPO_COLS " FROM repos WHERE type = ?1 AND"
+                                   " (private = 0 OR owner_id = ?2)");
     if (q->search && *q->search)
         buf_puts(&sql, " AND instr(lower(ns || '/' || name), lower(?3)) > 0");
     if (q->author && *q->author)

@@ -24,6 +24,8 @@ typedef struct hub_config {
     int64_t lfs_threshold;        /* files at or above this size are LFS (default 10 MB) */
     int64_t multipart_threshold;  /* LFS uploads at or above this size use multipart */
     int64_t multipart_part_size;
+    bool maintenance;             /* opened by `hearth admin` beside a running server: recover
+                                     nothing, install nothing */
 } hub_config;
 
 hub *hub_open(const hub_config *config, err *e);
@@ -33,5 +35,17 @@ const http_handler *hub_dispatch(http_request *req, void *app);
 
 /* Shared with the admin CLI: the metadata database of an open hub. */
 struct db *hub_db(hub *h);
+
+/* ---- maintenance (hearth admin, /api/admin/stats) ------------------------------------------ */
+
+/* Forgets stored files no repo references any more (older than grace_ms), deletes packs no
+ * file uses and rewrites packs at least min_dead (0..1) dead. *result: what was reclaimed. */
+int hub_admin_gc(hub *h, int64_t grace_ms, double min_dead, json_t **result, err *e);
+/* Re-hashes every chunk and file, and checks every repo's LFS pointers against the store.
+ * report(ctx, line) is called per problem; returns the number of problems, or -1. */
+typedef void (*hub_report_fn)(void *ctx, const char *line);
+int64_t hub_admin_fsck(hub *h, hub_report_fn report, void *ctx, err *e);
+/* Logical bytes, stored bytes and the dedup ratio, overall and (per_repo) for each repo. */
+int hub_admin_stats(hub *h, bool per_repo, json_t **result, err *e);
 
 #endif

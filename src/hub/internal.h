@@ -93,6 +93,7 @@ extern const char hub_default_gitattributes[];
 /* ---- route handlers ---------------------------------------------------------------------- */
 
 void hub_whoami(http_request *req, hub_call *call);
+void hub_admin_stats_route(http_request *req, hub_call *call);
 void hub_validate_yaml(http_request *req, hub_call *call);
 void hub_repo_create(http_request *req, hub_call *call);
 void hub_repo_delete(http_request *req, hub_call *call);

@@ -289,6 +289,8 @@ static int route(http_request *req, hub_call *call, const segments *s)
         use(call, health, 0);
     else if (!is(a, "api"))
         return route_web(req, call, s, m);
+    else if (is(b, "admin") && s->n == 3 && is(s->items[2], "stats") && is(m, "GET"))
+        use(call, hub_admin_stats_route, 0);
     else if (is(b, "whoami-v2") && s->n == 2)
         use(call, hub_whoami, 0);
     else if (is(b, "validate-yaml") && is(m, "POST"))
@@ -393,7 +395,7 @@ hub *hub_open(const hub_config *config, err *e)
             goto fail;
         }
     }
-    if (load_secret(h, e) != 0 || git_install_hooks(h->data_dir, e) != 0)
+    if (load_secret(h, e) != 0 || (!config->maintenance && git_install_hooks(h->data_dir, e) != 0))
         goto fail;
     buf_reset(&dir);
     buf_printf(&dir, "%s/hearth.db", h->data_dir);
@@ -402,7 +404,7 @@ hub *hub_open(const hub_config *config, err *e)
         goto fail;
     buf_reset(&dir);
     buf_printf(&dir, "%s/lfs", h->data_dir);
-    h->store = store_open(dir.data, true, e);
+    h->store = store_open(dir.data, !config->maintenance, e);
     if (!h->store)
         goto fail;
     buf_free(&dir);

@@ -940,3 +940,92 @@ int repo_tag_delete(repo *r, const char *name, err *e)
     repo_note_refs_changed();
     return rc == 0 ? 0 : git_fail(e, "cannot delete tag");
 }
+
+/* ---- reachable LFS pointers ---------------------------------------------------------------- */
+
+/* A grow-only open-addressing set of object ids (trees and blobs already visited). */
+typedef struct oid_set {
+    git_oid *slots;
+    size_t cap, used;
+} oid_set;
+
+static bool oid_set_add(oid_set *set, const git_oid *id)
+{
+    if ((set->used + 1) * 2 > set->cap) {
+        oid_set bigger = {calloc(set->cap ? set->cap * 2 : 4096, sizeof(git_oid)),
+                          set->cap ? set->cap * 2 : 4096, 0};
+        if (!bigger.slots)
+            abort();
+        for (size_t i = 0; i < set->cap; i++)
+            if (!git_oid_is_zero(&set->slots[i]))
+                oid_set_add(&bigger, &set->slots[i]);
+        free(set->slots);
+        *set = bigger;
+    }
+    uint64_t h;
+    memcpy(&h, id->id, sizeof h);
+    for (size_t i = h & (set->cap - 1);; i = (i + 1) & (set->cap - 1)) {
+        if (git_oid_is_zero(&set->slots[i])) {
+            set->slots[i] = *id;
+            set->used++;
+            return true;
+        }
+        if (git_oid_equal(&set->slots[i], id))
+            return false;
+    }
+}
+
+typedef struct lfs_walk {
+    repo *r;
+    oid_set seen;
+    repo_lfs_fn fn;
+    void *ctx;
+    bool stopped;
+} lfs_walk;
+
+static int visit_entry(const char *root, const git_tree_entry *te, void *payload)
+{
+    lfs_walk *w = payload;
+    if (w->stopped)
+        return -1;
+    if (!oid_set_add(&w->seen, git_tree_entry_id(te)))
+        return 1; /* a tree or blob seen before: skip it (and, for a tree, what is below) */
+    if (git_tree_entry_type(te) != GIT_OBJECT_BLOB)
+        return 0;
+    git_blob *blob = NULL;
+    if (git_blob_lookup(&blob, w->r->git, git_tree_entry_id(te)) != 0)
+        return 0;
+    repo_lfs lfs;
+    git_object_size_t size = git_blob_rawsize(blob);
+    if (size < REPO_LFS_POINTER_MAX &&
+        repo_parse_lfs_pointer(git_blob_rawcontent(blob), (size_t)size, &lfs) &&
+        w->fn(w->ctx, &lfs) != 0)
+        w->stopped = true;
+    git_blob_free(blob);
+    return w->stopped ? -1 : 0;
+}
+
+int repo_each_lfs_pointer(repo *r, repo_lfs_fn fn, void *ctx, err *e)
+{
+    git_revwalk *walk = NULL;
+    if (git_revwalk_new(&walk, r->git) != 0)
+        return git_fail(e, "cannot walk history");
+    git_revwalk_push_glob(walk, "refs/*");
+    lfs_walk w = {.r = r, .fn = fn, .ctx = ctx};
+    git_oid id;
+    int rc = 0;
+    while (!w.stopped && git_revwalk_next(&id, walk) == 0) {
+        git_commit *c = NULL;
+        git_tree *tree = NULL;
+        if (git_commit_lookup(&c, r->git, &id) == 0 && git_commit_tree(&tree, c) == 0 &&
+            oid_set_add(&w.seen, git_tree_id(tree)))
+            git_tree_walk(tree, GIT_TREEWALK_PRE, visit_entry, &w);
+        git_tree_free(tree);
+        git_commit_free(c);
+    }
+    if (w.stopped)
+        rc = err_set(e, 500, "", "stopped");
+    free(w.seen.slots);
+    git_revwalk_free(walk);
+    return rc;
+}

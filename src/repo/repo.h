@@ -144,6 +144,11 @@ void repo_commit_info_free(repo_commit_info *c);
 int repo_squash(repo *r, const char *branch, const char *message, const char *author,
                 char sha_out[41], err *e);
 
+/* Calls fn for every git-lfs pointer in every commit reachable from any ref (each distinct
+ * tree is visited once). Stops early and returns -1 when fn returns non-zero. */
+typedef int (*repo_lfs_fn)(void *ctx, const repo_lfs *pointer);
+int repo_each_lfs_pointer(repo *r, repo_lfs_fn fn, void *ctx, err *e);
+
 /* ---- refs ------------------------------------------------------------------------------ */
 
 typedef struct repo_ref {
