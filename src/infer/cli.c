@@ -25,7 +25,7 @@
 #include "infer/internal.h"
 
 typedef struct run_options {
-    const char *model, *prompt, *ids, *data_dir;
+    const char *model, *prompt, *ids, *data_dir, *quantize;
     int n_predict, threads, ctx, dump_logits;
     bool chat, tokenize, quiet, render, ignore_eos;
     infer_sampler_params sp;
@@ -51,6 +51,7 @@ static void usage(FILE *out)
           "  -t, --threads N        worker threads (default: one per core)\n"
           "  --ctx N                context length to allocate (default: model's, at most 4096)\n"
           "  --chat                 apply the model's chat template\n"
+          "  --quantize q8_0|q4_0   quantise a safetensors model's matrices on load\n"
           "  -q, --quiet            no model line, no statistics\n"
           "  --ignore-eos           keep generating past end-of-sequence tokens (benchmarks)\n"
           "  --data DIR             hub data directory, for MODEL given as a repo id\n"
@@ -116,6 +117,9 @@ static int parse_args(int argc, char **argv, run_options *o)
             o->ids = v;
         } else if (!strcmp(a, "--chat")) {
             o->chat = true;
+        } else if (!strcmp(a, "--quantize")) {
+            if (!TAKE()) return -1;
+            o->quantize = v;
         } else if (!strcmp(a, "--ignore-eos")) {
             o->ignore_eos = true;
         } else if (!strcmp(a, "--render-template")) {
@@ -536,7 +540,7 @@ int infer_main(int argc, char **argv)
         return rc;
     }
     infer_model *m;
-    infer_load_options lo = {.max_seq = o.ctx};
+    infer_load_options lo = {.max_seq = o.ctx, .quantize = o.quantize};
     double t0 = now_s();
     if (infer_model_load(&m, o.model, &lo, &e) != 0) {
         fprintf(stderr, "hearth run: %s\n", e.message);

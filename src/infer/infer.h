@@ -74,6 +74,8 @@ typedef struct infer_model infer_model;
 
 typedef struct infer_load_options {
     int max_seq;          /* context length to allocate; 0 = min(model's, 4096) */
+    const char *quantize; /* NULL, "q8_0" or "q4_0": quantise float matrices on load (as llama.cpp
+                           * does: same blocks, same rounding); GGUF files are used as stored */
 } infer_load_options;
 
 /* path: a directory in the Hugging Face layout or a .gguf file. */

@@ -53,6 +53,10 @@ typedef struct infer_matrix {
     size_t row_bytes;
 } infer_matrix;
 
+/* Quantises n floats (a whole number of 32-blocks) to Q8_0 or Q4_0 exactly as llama.cpp's
+ * reference quantisers do. */
+void infer_quantize_row(infer_dtype t, const float *x, uint8_t *out, int64_t n);
+
 /* Dequantises n elements (a whole number of blocks) of row into out. */
 void infer_dequant_row(infer_dtype t, const void *row, float *out, int64_t n);
 /* dot(row, x) over n elements; the portable reference every SIMD kernel must agree with. */
@@ -189,6 +193,7 @@ struct infer_model {
     char *chat_template;
     char *bos_token, *eos_token;
     size_t weight_bytes;
+    infer_dtype quantize;        /* INFER_F32 = keep as stored */
 };
 
 #endif

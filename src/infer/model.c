@@ -81,6 +81,21 @@ static bool bind_mat(binder *b, const char *name, int64_t rows, int64_t cols, bo
         return false;
     }
     *out = (infer_matrix){t->type, t->data, rows, cols, infer_dtype_row_bytes(t->type, cols)};
+    infer_dtype q = b->m->quantize;
+    if (q != INFER_F32 && infer_dtype_block(t->type) == 1 && cols % 32 == 0) {
+        /* --quantize: a quantised copy replaces the mapped float matrix */
+        size_t rb = infer_dtype_row_bytes(q, cols);
+        uint8_t *dst = own(b->m, malloc(rb * (size_t)rows));
+        float *row = malloc((size_t)cols * sizeof *row);
+        for (int64_t r = 0; r < rows; r++) {
+            infer_dequant_row(t->type, t->data + out->row_bytes * (size_t)r, row, cols);
+            infer_quantize_row(q, row, dst + rb * (size_t)r, cols);
+        }
+        free(row);
+        *out = (infer_matrix){q, dst, rows, cols, rb};
+        b->m->weight_bytes += rb * (size_t)rows;
+        return true;
+    }
     b->m->weight_bytes += t->nbytes;
     return true;
 }
@@ -545,6 +560,7 @@ static int load_gguf(infer_model *m, const char *path, err *e)
     if (infer_gguf_parse(&m->gguf, &m->tensors, data, size, e) != 0)
         return -1;
     m->is_gguf = true;
+    m->quantize = INFER_F32;   /* a GGUF file is used as stored */
     if (config_from_gguf(m, e) != 0)
         return -1;
     if (infer_gguf_find(&m->gguf, "tokenizer.ggml.tokens") &&
@@ -562,6 +578,17 @@ int infer_model_load(infer_model **out, const char *path, const infer_load_optio
         return err_set(e, 404, "RepoNotFound", "%s: no such model directory or GGUF file", path);
     infer_model *m = calloc(1, sizeof *m);
     m->bos_id = -1;
+    m->quantize = INFER_F32;
+    if (opt && opt->quantize) {
+        if (!strcmp(opt->quantize, "q8_0"))
+            m->quantize = INFER_Q8_0;
+        else if (!strcmp(opt->quantize, "q4_0"))
+            m->quantize = INFER_Q4_0;
+        else {
+            free(m);
+            return err_set(e, 400, "BadRequest", "--quantize %s: use q8_0 or q4_0", opt->quantize);
+        }
+    }
     int rc = S_ISDIR(st.st_mode) ? load_dir(m, path, e) : load_gguf(m, path, e);
     if (rc == 0) {
         if (m->tokenizer && infer_tokenizer_vocab_size(m->tokenizer) > m->cfg.vocab_size)

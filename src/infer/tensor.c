@@ -200,6 +200,41 @@ void infer_dequant_row(infer_dtype t, const void *row, float *out, int64_t n)
     }
 }
 
+void infer_quantize_row(infer_dtype t, const float *x, uint8_t *out, int64_t n)
+{
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float *v = x + 32 * b;
+        if (t == INFER_Q8_0) {
+            uint8_t *blk = out + 34 * b;
+            float amax = 0;
+            for (int j = 0; j < 32; j++)
+                amax = fmaxf(amax, fabsf(v[j]));
+            float d = amax / 127, id = d ? 1.0f / d : 0;
+            uint16_t h = infer_f32_to_f16(d);
+            memcpy(blk, &h, 2);
+            for (int j = 0; j < 32; j++)
+                blk[2 + j] = (uint8_t)(int8_t)roundf(v[j] * id);
+        } else {   /* Q4_0: scale from the largest-magnitude value, keeping its sign */
+            uint8_t *blk = out + 18 * b;
+            float amax = 0, max = 0;
+            for (int j = 0; j < 32; j++)
+                if (fabsf(v[j]) > amax) {
+                    amax = fabsf(v[j]);
+                    max = v[j];
+                }
+            float d = max / -8, id = d ? 1.0f / d : 0;
+            uint16_t h = infer_f32_to_f16(d);
+            memcpy(blk, &h, 2);
+            for (int j = 0; j < 16; j++) {
+                int q0 = (int)(v[j] * id + 8.5f), q1 = (int)(v[j + 16] * id + 8.5f);
+                q0 = q0 < 0 ? 0 : q0 > 15 ? 15 : q0;
+                q1 = q1 < 0 ? 0 : q1 > 15 ? 15 : q1;
+                blk[2 + j] = (uint8_t)(q0 | (q1 << 4));
+            }
+        }
+    }
+}
+
 /* ---- portable dot products -------------------------------------------------------------------- */
 
 float infer_dot_row(infer_dtype t, const void *row, const float *x, int64_t n)

@@ -429,3 +429,21 @@ def test_greedy_tokens_match_llamacpp(models, arch, qtype):
     theirs = json.loads(llamacpp.node("greedy.mjs", gguf_path, ",".join(map(str, PROMPT_IDS)), 32, 2))
     ours = [row["token"] for row in run_dump(gguf_path, PROMPT_IDS)]
     assert ours == theirs, "hearth %s\nllama.cpp %s" % (ours, theirs)
+
+
+@pytest.mark.parametrize("arch,qtype", [("llama", "q8_0"), ("qwen2", "q4_0"), ("qwen3", "q8_0")])
+def test_quantize_on_load_matches_llamacpp_quantizer(models, arch, qtype):
+    """--quantize: the matrices quantised exactly as llama.cpp's quantizer (the gguf package's
+    copy of it) does, so the float64 reference on those dequantised weights still agrees to 1e-3."""
+    import gguf
+    path, _, cfg = models("%s-f32-" % arch if arch != "qwen3" else "qwen3-f32-", arch=arch, dtype="f32")
+    p = hearth(path, "--ids", ",".join(map(str, PROMPT_IDS)), "-n", "32", "--dump-logits", "5", "-q",
+               "--quantize", qtype)
+    ours = [json.loads(line) for line in p.stdout.decode().splitlines()]
+    qt = gguf.GGMLQuantizationType.Q8_0 if qtype == "q8_0" else gguf.GGMLQuantizationType.Q4_0
+    w = reference.load_safetensors_dir(path)
+    for k, v in w.items():
+        if v.ndim == 2 and v.shape[1] % 32 == 0:
+            w[k] = gguf.quants.dequantize(gguf.quants.quantize(v.astype(np.float32), qt), qt).astype(np.float64)
+    ref = list(reference.greedy(cfg, w, PROMPT_IDS, 32, 5))
+    compare_logits(ours, ref, "%s-%s" % (arch, qtype))
