@@ -447,3 +447,67 @@ def test_quantize_on_load_matches_llamacpp_quantizer(models, arch, qtype):
             w[k] = gguf.quants.dequantize(gguf.quants.quantize(v.astype(np.float32), qt), qt).astype(np.float64)
     ref = list(reference.greedy(cfg, w, PROMPT_IDS, 32, 5))
     compare_logits(ours, ref, "%s-%s" % (arch, qtype))
+
+
+# ---- hostile parser inputs (a light in-test fuzzer over the ASan + UBSan build) --------------------
+
+def mutations(data, n, seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        b = bytearray(data)
+        kind = rng.integers(0, 4)
+        if kind == 0:      # flip bytes
+            for _ in range(int(rng.integers(1, 8))):
+                b[int(rng.integers(0, len(b)))] = int(rng.integers(0, 256))
+        elif kind == 1:    # truncate
+            b = b[:int(rng.integers(0, len(b)))]
+        elif kind == 2:    # duplicate a slice
+            i, j = sorted(int(x) for x in rng.integers(0, len(b), 2))
+            b[j:j] = b[i:j][:4096]
+        else:              # delete a slice
+            i, j = sorted(int(x) for x in rng.integers(0, len(b), 2))
+            del b[i:j]
+        yield bytes(b)
+
+
+def assert_no_sanitizer_report(p, label):
+    err = p.stderr.decode(errors="replace")
+    assert "AddressSanitizer" not in err and "runtime error" not in err and "LeakSanitizer" not in err, \
+        label + "\n" + err[-3000:]
+    assert p.returncode in (0, 1, 2), "%s: exit %d\n%s" % (label, p.returncode, err[-2000:])
+
+
+def test_mutated_tokenizer_json_never_crashes(tmp_path):
+    text, _ = mtm.make_tokenizer("llama3", vocab_size=300)
+    src = text.encode()
+    stdin = "".join(json.dumps(s) + "\n" for s in corpus_mod.corpus(20)).encode()
+    for i, blob in enumerate(mutations(src, 100, 11)):
+        (tmp_path / "tokenizer.json").write_bytes(blob)
+        p = hearth(str(tmp_path), "--tokenize", stdin=stdin, check=False)
+        assert_no_sanitizer_report(p, "mutation %d" % i)
+
+
+def test_mutated_templates_never_crash():
+    lines = []
+    for name, tmpl in template_cases():
+        for blob in mutations(tmpl.encode(), 100, sum(name.encode())):
+            t = blob.decode("utf-8", errors="replace")
+            lines.append(json.dumps({"template": t, "vars": {"messages": CONVERSATIONS[1],
+                                                              "add_generation_prompt": True, "tools": TOOLS}}))
+    p = hearth("--render-template", stdin=("\n".join(lines) + "\n").encode(), check=False)
+    assert_no_sanitizer_report(p, "templates")
+    assert len(p.stdout.decode().splitlines()) == len(lines)
+
+
+def test_mutated_safetensors_never_crash(models, tmp_path):
+    import shutil
+    path, _, _ = models("llama-f32-", arch="llama", dtype="f32")
+    d = tmp_path / "m"
+    shutil.copytree(path, d)
+    src = open(os.path.join(path, "model.safetensors"), "rb").read()
+    n = struct.unpack("<Q", src[:8])[0]
+    header = src[:8 + n]
+    for i, blob in enumerate(mutations(header, 100, 7)):
+        (d / "model.safetensors").write_bytes(blob + src[8 + n:])
+        p = hearth(str(d), "--ids", "1,2", "-n", "2", "-q", check=False)
+        assert_no_sanitizer_report(p, "safetensors mutation %d" % i)
