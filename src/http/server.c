@@ -443,7 +443,7 @@ void http_reply_reader(http_request *req, int status, const char *content_type, 
     rc->ctx = ctx;
     rc->free_ctx = free_ctx;
     struct MHD_Response *r = MHD_create_response_from_callback(
-        length < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)length, 256 * 1024, reader_cb, rc, reader_free);
+        length < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)length, 1024 * 1024, reader_cb, rc, reader_free);
     if (!r)
         reader_free(rc);
     finish_reply(req, status, r, content_type, length);
