@@ -324,6 +324,7 @@ void hub_tree(http_request *req, hub_call *call)
     json_t *out = json_array();
     for (size_t i = (size_t)offset; i < list.n && (int64_t)(i - (size_t)offset) < page; i++) {
         json_t *j = entry_json(&list.items[i]);
+        hub_xet_annotate_entry(call->hub, j, &list.items[i]);
         if (expand)
             add_last_commit(r, sha, j, list.items[i].path);
         json_array_append_new(out, j);
@@ -425,6 +426,7 @@ void hub_paths_info(http_request *req, hub_call *call)
         if (repo_stat(r, sha, clean, &ent, &e) != 0)
             continue;
         json_t *entry = entry_json(&ent);
+        hub_xet_annotate_entry(call->hub, entry, &ent);
         if (expand)
             add_last_commit(r, sha, entry, clean);
         json_array_append_new(out, entry);

@@ -125,4 +125,46 @@ int hub_git_rpc_begin(http_request *req, hub_call *call, const char *service_nam
 /* Streaming uploads: set call->handler up for a PUT of an LFS object or of a multipart part. */
 int hub_lfs_upload_begin(http_request *req, hub_call *call, bool part);
 
+/* ---- Xet (hub/xet.c) ------------------------------------------------------------------------ */
+
+/* What a CAS access token grants: one repo, read or read+write, until exp (unix seconds). */
+typedef struct hub_xet_grant {
+    bool write;
+    int64_t repo_id;
+    char uid[25];
+    int64_t exp;
+} hub_xet_grant;
+
+/* Whether the store serves Xet (probed once per store; HEARTH_DISABLE_XET=1 turns it off).
+ * Nothing advertises Xet otherwise. */
+bool hub_xet_enabled(hub *h);
+/* "xet1_<r|w>_<repo id>_<uid>_<exp>_<hmac>", appended to out. */
+void hub_xet_token_make(const hub *h, bool write, int64_t repo_id, const char *uid, int64_t exp,
+                        buf *out);
+/* 0 with *out filled, or -1 when the token is malformed, forged or expired at `now`. */
+int hub_xet_token_check(const hub *h, const char *token, int64_t now, hub_xet_grant *out);
+/* Checks an upload shard (xorbs uploaded, verification entries, SHA-256, every file hash) and
+ * registers its files in the store, linked to the grant's repo; nothing is registered unless
+ * every file checks out. 0 or -1 + e (400 BadShard for bad input). */
+int hub_xet_shard_apply(hub *h, const hub_xet_grant *grant, const uint8_t *data, size_t len,
+                        size_t *registered, size_t *n_files, err *e);
+/* resolve: X-Xet-Hash and Link rel="xet-auth" / "xet-reconstruction-info" for a Xet-backed
+ * LFS object (nothing otherwise). */
+void hub_xet_resolve_headers(http_request *req, hub_call *call, const char *oid,
+                             const char *commit);
+/* tree / paths-info: adds "xetHash" to an LFS entry whose object is Xet-backed. */
+void hub_xet_annotate_entry(hub *h, json_t *entry, const repo_entry *ent);
+/* LFS batch with transfer "xet": the upload action (write-token URL + X-Xet-* headers). */
+json_t *hub_xet_upload_actions(http_request *req, hub_call *call);
+void hub_xet_token(http_request *req, hub_call *call);
+void hub_cas_reconstruction(http_request *req, hub_call *call);
+void hub_cas_batch_reconstruction(http_request *req, hub_call *call);
+void hub_cas_file_head(http_request *req, hub_call *call);
+void hub_cas_xorb_upload(http_request *req, hub_call *call);
+void hub_cas_xorb_head(http_request *req, hub_call *call);
+void hub_cas_xorb_get(http_request *req, hub_call *call);
+void hub_cas_chunk(http_request *req, hub_call *call);
+void hub_cas_shard_upload(http_request *req, hub_call *call);
+void hub_cas_telemetry(http_request *req, hub_call *call);
+
 #endif

@@ -166,6 +166,7 @@ static void serve_file(http_request *req, hub_call *call, bool resolve_lfs)
         http_add_header(req, "ETag", etag);
         http_add_header(req, "X-Linked-Etag", etag);
         http_add_header(req, "X-Linked-Size", size);
+        hub_xet_resolve_headers(req, call, ent.lfs.oid, sha);
         hub_close_git(r);
         send_stored(req, call->hub, ent.lfs.oid, ctype);
         repo_entry_free(&ent);

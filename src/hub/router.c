@@ -20,6 +20,9 @@
 #define MAX_SEGMENTS 256
 #define JSON_BODY_MAX (16u << 20)
 #define COMMIT_BODY_MAX (512u << 20)
+/* A xorb holds at most 64 MiB of chunk data plus 8 bytes a chunk (8192 chunks at most). */
+#define XET_XORB_BODY_MAX (XET_XORB_MAX_BYTES + (1u << 20))
+#define XET_SHARD_BODY_MAX (256u << 20)
 
 typedef struct segments {
     char *items[MAX_SEGMENTS];  /* decoded */
@@ -205,6 +208,46 @@ static void route_repo_api(http_request *req, hub_call *call, const segments *s,
             use(call, hub_commit, COMMIT_BODY_MAX);
     } else if (is(what, "settings") && is(m, "PUT")) {
         use(call, hub_repo_settings, JSON_BODY_MAX);
+    } else if ((is(what, "xet-read-token") || is(what, "xet-write-token")) && is(m, "GET")) {
+        call->rev = take_rev(s, &i);
+        call->extra = strdup(what);
+        use(call, hub_xet_token, 0);
+    }
+}
+
+/* The Xet CAS under /cas (spec §9.2). Its calls carry a CAS token, not a Hub token: the
+ * handlers check it, so the router skips Hub authentication (signed_url). */
+static void route_cas(http_request *req, hub_call *call, const segments *s, const char *m)
+{
+    const char *version = s->items[1], *what = s->n > 2 ? s->items[2] : NULL;
+    bool get = is(m, "GET") || is(m, "HEAD");
+    call->signed_url = true;
+    if (is(version, "xorb") && s->n == 3 && get) {
+        call->extra = strdup(s->items[2]);
+        use(call, hub_cas_xorb_get, 0);
+        return;
+    }
+    call->rev = strdup(version);
+    if (is(what, "reconstructions") && s->n == 4 && is(m, "GET")) {
+        call->extra = strdup(s->items[3]);
+        use(call, hub_cas_reconstruction, 0);
+    } else if (is(what, "reconstructions") && s->n == 3 && is(version, "v1") &&
+               (is(m, "GET") || is(m, "POST"))) {
+        use(call, hub_cas_batch_reconstruction, JSON_BODY_MAX);
+    } else if (is(what, "shards") && s->n == 3 && is(m, "POST")) {
+        use(call, hub_cas_shard_upload, XET_SHARD_BODY_MAX);
+    } else if (is(version, "v1") && is(what, "xorbs") && s->n == 5) {
+        call->extra = strdup(s->items[4]);
+        if (is(m, "POST"))
+            use(call, hub_cas_xorb_upload, XET_XORB_BODY_MAX);
+        else if (get)
+            use(call, hub_cas_xorb_head, 0);
+    } else if (is(version, "v1") && is(what, "chunks") && s->n == 5 && get) {
+        call->extra = strdup(s->items[4]);
+        use(call, hub_cas_chunk, 0);
+    } else if (is(version, "v1") && is(what, "files") && s->n == 4 && get) {
+        call->extra = strdup(s->items[3]);
+        use(call, hub_cas_file_head, 0);
     }
 }
 
@@ -287,6 +330,12 @@ static int route(http_request *req, hub_call *call, const segments *s)
     const char *b = s->n > 1 ? s->items[1] : NULL;
     if (is(a, "health") && s->n == 1)
         use(call, health, 0);
+    else if (is(a, "cas") && (is(b, "v1") || is(b, "v2") || is(b, "xorb")))
+        route_cas(req, call, s, m);
+    else if (is(a, "v1") && is(b, "telemetry") && s->n == 2 && is(m, "POST")) {
+        call->signed_url = true; /* hf_xet's statistics, sent with the CAS token */
+        use(call, hub_cas_telemetry, JSON_BODY_MAX);
+    }
     else if (!is(a, "api"))
         return route_web(req, call, s, m);
     else if (is(b, "admin") && s->n == 3 && is(s->items[2], "stats") && is(m, "GET"))

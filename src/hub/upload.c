@@ -233,6 +233,8 @@ void hub_lfs_batch(http_request *req, hub_call *call)
     json_t *objects = json_object_get(body, "objects");
     json_t *transfers = json_object_get(body, "transfers");
     bool can_multipart = offers(transfers, "multipart");
+    /* Xet only for clients that list it (npm client, Py 0.30-1.19 with hf_xet). */
+    bool xet = upload && offers(transfers, "xet") && hub_xet_enabled(call->hub);
     json_t *out = json_array();
     size_t i;
     json_t *o;
@@ -256,7 +258,9 @@ void hub_lfs_batch(http_request *req, hub_call *call)
             if (!have || have_size != size) {
                 bool multipart = can_multipart && size >= call->hub->multipart_threshold;
                 json_object_set_new(item, "authenticated", json_true());
-                json_object_set_new(item, "actions", upload_actions(req, call, oid, size, multipart));
+                json_object_set_new(item, "actions",
+                                    xet ? hub_xet_upload_actions(req, call)
+                                        : upload_actions(req, call, oid, size, multipart));
             }
         } else if (!have) {
             json_object_set_new(item, "error", json_pack("{s:i, s:s}", "code", 404, "message",
@@ -276,7 +280,7 @@ void hub_lfs_batch(http_request *req, hub_call *call)
         json_array_append_new(out, item);
     }
     json_decref(body);
-    reply_lfs(req, 200, json_pack("{s:s, s:o, s:s}", "transfer", "basic", "objects", out,
+    reply_lfs(req, 200, json_pack("{s:s, s:o, s:s}", "transfer", xet ? "xet" : "basic", "objects", out,
                                   "hash_algo", "sha256"));
 }
 

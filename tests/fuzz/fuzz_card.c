@@ -1,6 +1,6 @@
 /* Fuzz target: README front matter (YAML through libyaml into JSON), .gitattributes and
  * .gitignore matching, git-lfs pointer parsing. */
-// fuzz-modules: base http db auth repo store git hub
+// fuzz-modules: base http db auth repo store git hub xet
 #include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,0 +1,931 @@
+/* xet — the Xet protocol (spec/hub-api.md §9): CAS access tokens on the hub, and the CAS API
+ * itself, served by Hearth under <base>/cas in front of the dedup store.
+ *
+ * Tokens. `xet-read-token` / `xet-write-token` hand out a short-lived CAS token bound to one
+ * repo (its row id and immutable uid), a scope and an expiry, HMAC-signed with the hub secret:
+ * "xet1_<r|w>_<repo id>_<repo uid>_<exp>_<hmac>". Every CAS call checks it (Authorization:
+ * Bearer); nothing is kept server-side, so tokens survive restarts and need no cleanup. A write
+ * token also reads.
+ *
+ * CAS. Xorbs are global (content-addressed, checked chunk by chunk by the store); files are
+ * not: a file registered from a shard is linked to the token's repo (db_repo_object_add), and a
+ * reconstruction is only given for a file linked to the token's repo, exactly as LFS objects
+ * are scoped. Reconstructions point at signed URLs served by Hearth itself
+ * (<casUrl>/xorb/<hash>?r=<ranges>&exp=..&sig=..), each granting exactly the byte ranges of
+ * one pack that the reconstruction needs: packs are shared between repos, so a URL must not
+ * open a whole pack. Those URLs take one Range (sendfile) or several (multipart/byteranges).
+ *
+ * Xet is advertised (X-Xet-Hash on resolve, xetHash in trees, "xet" in the LFS batch) only
+ * when the store supports it (hub_xet_enabled); otherwise every client uses plain HTTP.
+ */
+#include "hub/internal.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#define XET_TOKEN_TTL 3600         /* seconds a CAS access token lives */
+#define XET_URL_TTL 3600           /* seconds a signed xorb range URL lives */
+#define XET_MAX_RANGES 256         /* ranges accepted in one xorb GET */
+#define XET_BATCH_MAX_FILES 256    /* files in one batch reconstruction */
+
+/* ---- is Xet available? ------------------------------------------------------------------ */
+
+static pthread_mutex_t enabled_lock = PTHREAD_MUTEX_INITIALIZER;
+static const store *enabled_store;
+static bool enabled_value;
+
+bool hub_xet_enabled(hub *h)
+{
+    const char *off = getenv("HEARTH_DISABLE_XET");
+    if (off && text_truthy(off))
+        return false;
+    pthread_mutex_lock(&enabled_lock);
+    if (enabled_store != h->store) {
+        /* A store without Xet answers 501 to Xet calls; one with it says "unknown xorb". */
+        xet_hash zero = {{0}};
+        xet_chunk *chunks = NULL;
+        size_t n = 0;
+        err e = ERR_INIT;
+        int rc = store_xorb_chunks(h->store, &zero, &chunks, &n, &e);
+        free(chunks);
+        enabled_value = !(rc < 0 && e.status == 501);
+        enabled_store = h->store;
+    }
+    bool v = enabled_value;
+    pthread_mutex_unlock(&enabled_lock);
+    return v;
+}
+
+/* ---- tokens -------------------------------------------------------------------------------- */
+
+static void token_sign(const hub *h, bool write, int64_t repo_id, const char *uid, int64_t exp,
+                       char sig[65])
+{
+    char id[32];
+    snprintf(id, sizeof id, "%lld", (long long)repo_id);
+    hub_sign(h, write ? "xet-write" : "xet-read", uid, id, 0, exp, sig);
+}
+
+void hub_xet_token_make(const hub *h, bool write, int64_t repo_id, const char *uid, int64_t exp,
+                        buf *out)
+{
+    char sig[65];
+    token_sign(h, write, repo_id, uid, exp, sig);
+    buf_printf(out, "xet1_%c_%lld_%s_%lld_%s", write ? 'w' : 'r', (long long)repo_id, uid,
+               (long long)exp, sig);
+}
+
+/* Parses and checks a token string. 0, or -1 when it is malformed, forged or expired. */
+int hub_xet_token_check(const hub *h, const char *token, int64_t now, hub_xet_grant *out)
+{
+    memset(out, 0, sizeof *out);
+    char scope = 0, uid[64] = "", sig[80] = "";
+    long long id = -1, exp = -1;
+    int used = 0;
+    if (!token || strlen(token) > 200 ||
+        sscanf(token, "xet1_%c_%lld_%24[0-9a-f]_%lld_%64[0-9a-f]%n", &scope, &id, uid, &exp, sig,
+               &used) != 5 ||
+        token[used] != '\0' || (scope != 'r' && scope != 'w') || id < 0 || exp < 0 ||
+        strlen(uid) != 24 || strlen(sig) != 64)
+        return -1;
+    char want[65];
+    token_sign(h, scope == 'w', id, uid, exp, want);
+    if (!hash_equal_ct(want, sig) || exp < now)
+        return -1;
+    out->write = scope == 'w';
+    out->repo_id = id;
+    memcpy(out->uid, uid, 25); /* 24 hex digits, checked above, and the NUL */
+    out->exp = exp;
+    return 0;
+}
+
+static void cas_url(http_request *req, buf *out) { buf_printf(out, "%s/cas", http_base_url(req)); }
+
+/* The refresh route clients call for a token: /api/{type}s/{id}/xet-{read,write}-token/{rev}. */
+static void token_route(http_request *req, const char *type, const char *ns, const char *name,
+                        bool write, const char *rev, buf *out)
+{
+    buf_printf(out, "%s/api/%ss/", http_base_url(req), type);
+    text_percent_encode(out, ns, false);
+    buf_putc(out, '/');
+    text_percent_encode(out, name, false);
+    buf_printf(out, "/xet-%s-token/", write ? "write" : "read");
+    text_percent_encode(out, rev, false);
+}
+
+/* GET /api/{type}s/{id}/xet-{read,write}-token/{rev}[?create_pr=1] (call->extra = which). */
+void hub_xet_token(http_request *req, hub_call *call)
+{
+    hub *h = call->hub;
+    bool write = call->extra && !strcmp(call->extra, "xet-write-token");
+    bool create_pr = text_truthy(http_query(req, "create_pr"));
+    if (hub_load_repo(req, call, write && !create_pr) != 0)
+        return;
+    if (write && create_pr && !call->caller.authenticated) {
+        http_reply_errorf(req, 401, "", "You must be authenticated to open a pull request");
+        return;
+    }
+    if (!hub_xet_enabled(h)) {
+        http_reply_errorf(req, 501, "", "this Hearth server has no Xet storage; upload with "
+                                        "HF_HUB_DISABLE_XET=1");
+        return;
+    }
+    /* Py >= 1.20 asks for ".../xet-write-token/None?create_pr=1": no revision to check. Reads
+     * name the commit a resolve answered with; writes may target a branch not yet created. */
+    if (!write && call->rev && *call->rev && strcmp(call->rev, "None") != 0) {
+        repo *r = hub_open_git(req, call);
+        if (!r)
+            return;
+        char sha[41];
+        int rc = hub_resolve_rev(req, call, r, sha);
+        hub_close_git(r);
+        if (rc != 0)
+            return;
+    }
+    int64_t exp = (int64_t)time(NULL) + XET_TOKEN_TTL;
+    buf token = BUF_INIT, url = BUF_INIT;
+    char exp_text[32];
+    hub_xet_token_make(h, write, call->repo.id, call->repo.uid, exp, &token);
+    cas_url(req, &url);
+    snprintf(exp_text, sizeof exp_text, "%lld", (long long)exp);
+    /* huggingface_hub reads the headers, hf_xet and the npm client the JSON body. */
+    http_add_header(req, "X-Xet-Cas-Url", url.data);
+    http_add_header(req, "X-Xet-Access-Token", token.data);
+    http_add_header(req, "X-Xet-Token-Expiration", exp_text);
+    http_reply_json(req, 200, json_pack("{s:s, s:I, s:s}", "accessToken", token.data, "exp",
+                                        (json_int_t)exp, "casUrl", url.data));
+    buf_free(&token);
+    buf_free(&url);
+}
+
+json_t *hub_xet_upload_actions(http_request *req, hub_call *call)
+{
+    int64_t exp = (int64_t)time(NULL) + XET_TOKEN_TTL;
+    buf token = BUF_INIT, url = BUF_INIT, href = BUF_INIT;
+    char exp_text[32], session[33];
+    uint8_t rnd[16];
+    hash_random(rnd, sizeof rnd);
+    hex_encode(rnd, sizeof rnd, session);
+    hub_xet_token_make(call->hub, true, call->repo.id, call->repo.uid, exp, &token);
+    cas_url(req, &url);
+    snprintf(exp_text, sizeof exp_text, "%lld", (long long)exp);
+    token_route(req, call->type, call->ns, call->name, true, "main", &href);
+    json_t *actions = json_pack(
+        "{s:{s:s, s:{s:s, s:s, s:s, s:s}, s:i}}", "upload", "href", href.data, "header",
+        "X-Xet-Cas-Url", url.data, "X-Xet-Access-Token", token.data, "X-Xet-Token-Expiration",
+        exp_text, "X-Xet-Session-Id", session, "expires_in", XET_TOKEN_TTL);
+    buf_free(&token);
+    buf_free(&url);
+    buf_free(&href);
+    return actions;
+}
+
+/* ---- advertising Xet-backed files ---------------------------------------------------------- */
+
+static int xet_hash_of(hub *h, const char *oid, char out[XET_HASH_STRING_LEN + 1])
+{
+    if (!hub_xet_enabled(h))
+        return 1;
+    xet_hash fh;
+    err e = ERR_INIT;
+    if (store_file_xet_hash(h->store, oid, &fh, &e) != 0)
+        return 1;
+    xet_hash_to_string(&fh, out);
+    return 0;
+}
+
+void hub_xet_resolve_headers(http_request *req, hub_call *call, const char *oid,
+                             const char *commit)
+{
+    char hash[XET_HASH_STRING_LEN + 1];
+    if (xet_hash_of(call->hub, oid, hash) != 0)
+        return;
+    buf link = BUF_INIT, route = BUF_INIT;
+    token_route(req, call->type, call->ns, call->name, false, commit, &route);
+    buf_printf(&link, "<%s>; rel=\"xet-auth\", <%s/cas/v1/reconstructions/%s>; "
+                      "rel=\"xet-reconstruction-info\"",
+               route.data, http_base_url(req), hash);
+    http_add_header(req, "X-Xet-Hash", hash);
+    http_add_header(req, "Link", link.data);
+    buf_free(&link);
+    buf_free(&route);
+}
+
+void hub_xet_annotate_entry(hub *h, json_t *entry, const repo_entry *ent)
+{
+    if (!ent->is_lfs || ent->is_dir)
+        return;
+    char hash[XET_HASH_STRING_LEN + 1];
+    if (xet_hash_of(h, ent->lfs.oid, hash) == 0)
+        json_object_set_new(entry, "xetHash", json_string(hash));
+}
+
+/* ---- CAS: common ----------------------------------------------------------------------------- */
+
+/* Checks the Bearer CAS token: 401 when missing, malformed, forged or expired; 403 when a
+ * write needs a write token. Returns 0 or -1 after replying. */
+static int cas_auth(http_request *req, hub_call *call, bool want_write, hub_xet_grant *tok)
+{
+    const char *auth = http_header(req, "Authorization");
+    const char *token = auth && !strncasecmp(auth, "Bearer ", 7) ? auth + 7 : NULL;
+    if (!token || hub_xet_token_check(call->hub, token, (int64_t)time(NULL), tok) != 0) {
+        http_reply_errorf(req, 401, "", "missing, invalid or expired Xet access token; ask the "
+                                        "hub's xet-read-token / xet-write-token route for one");
+        return -1;
+    }
+    if (want_write && !tok->write) {
+        http_reply_errorf(req, 403, "", "this Xet access token is read-only");
+        return -1;
+    }
+    if (!hub_xet_enabled(call->hub)) {
+        http_reply_errorf(req, 501, "", "this Hearth server has no Xet storage");
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_hash(http_request *req, const char *s, xet_hash *out)
+{
+    if (!s || xet_hash_from_string(s, strlen(s), out) != 0) {
+        http_reply_errorf(req, 400, "", "not a Xet hash: %s", s ? s : "(missing)");
+        return -1;
+    }
+    return 0;
+}
+
+/* The file a hash names, if the token's repo may read it: 0, or -1 after replying 404. */
+static int cas_file(http_request *req, hub_call *call, const hub_xet_grant *tok, const xet_hash *fh,
+                    char oid[65], int64_t *size)
+{
+    err e = ERR_INIT;
+    int rc = store_file_by_xet_hash(call->hub->store, fh, oid, size, &e);
+    if (rc < 0) {
+        http_reply_error(req, &e);
+        return -1;
+    }
+    if (rc > 0 || db_repo_object_has(call->hub->db, tok->repo_id, oid, &e) != 0) {
+        http_reply_errorf(req, 404, "", "file not found in this repository's Xet storage");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- CAS: reconstructions ----------------------------------------------------------------- */
+
+typedef struct merged_range {
+    xet_hash xorb;
+    uint32_t chunk_start, chunk_end;
+    uint64_t byte_start, byte_end; /* [start, end) */
+} merged_range;
+
+static int cmp_range(const void *a, const void *b)
+{
+    const merged_range *x = a, *y = b;
+    int c = memcmp(x->xorb.bytes, y->xorb.bytes, XET_HASH_LEN);
+    if (c)
+        return c;
+    return x->chunk_start < y->chunk_start ? -1 : x->chunk_start > y->chunk_start;
+}
+
+/* Sorts the terms' ranges by xorb and chunk and merges overlapping or touching ones (as
+ * xet-core's server does), so each term lies inside one fetch range. Returns the count. */
+static size_t merge_ranges(const store_reconstruction *rec, merged_range *out)
+{
+    for (size_t i = 0; i < rec->n; i++) {
+        const store_term *t = &rec->terms[i];
+        out[i] = (merged_range){t->xorb, t->chunk_start, t->chunk_end, t->byte_start, t->byte_end};
+    }
+    qsort(out, rec->n, sizeof *out, cmp_range);
+    size_t n = 0;
+    for (size_t i = 0; i < rec->n; i++) {
+        if (n && xet_hash_equal(&out[n - 1].xorb, &out[i].xorb) &&
+            out[i].chunk_start <= out[n - 1].chunk_end) {
+            if (out[i].chunk_end > out[n - 1].chunk_end)
+                out[n - 1].chunk_end = out[i].chunk_end;
+            if (out[i].byte_end > out[n - 1].byte_end)
+                out[n - 1].byte_end = out[i].byte_end;
+        } else {
+            out[n++] = out[i];
+        }
+    }
+    return n;
+}
+
+/* <casUrl>/xorb/<hash>?r=a-b,c-d&exp=..&sig=.. (inclusive ranges), signed over hash + ranges. */
+static void xorb_url(http_request *req, const hub *h, const char *hash, const merged_range *r,
+                     size_t n, buf *out)
+{
+    buf ranges = BUF_INIT;
+    for (size_t i = 0; i < n; i++)
+        buf_printf(&ranges, "%s%" PRIu64 "-%" PRIu64, i ? "," : "", r[i].byte_start,
+                   r[i].byte_end - 1);
+    int64_t exp = (int64_t)time(NULL) + XET_URL_TTL;
+    char sig[65];
+    hub_sign(h, "xorb", hash, ranges.data, 0, exp, sig);
+    buf_printf(out, "%s/cas/xorb/%s?r=%s&exp=%lld&sig=%s", http_base_url(req), hash, ranges.data,
+               (long long)exp, sig);
+    buf_free(&ranges);
+}
+
+static json_t *terms_json(const store_reconstruction *rec)
+{
+    json_t *terms = json_array();
+    for (size_t i = 0; i < rec->n; i++) {
+        const store_term *t = &rec->terms[i];
+        char hash[XET_HASH_STRING_LEN + 1];
+        xet_hash_to_string(&t->xorb, hash);
+        json_array_append_new(terms, json_pack("{s:s, s:I, s:{s:I, s:I}}", "hash", hash,
+                                               "unpacked_length", (json_int_t)t->unpacked_len,
+                                               "range", "start", (json_int_t)t->chunk_start,
+                                               "end", (json_int_t)t->chunk_end));
+    }
+    return terms;
+}
+
+/* v2: {xorb: [{url, ranges: [{chunks, bytes}]}]}; v1: {xorb: [{range, url, url_range}]}.
+ * Adds into `into` (so a batch can share one fetch_info). */
+static void fetch_json(http_request *req, const hub *h, const store_reconstruction *rec, bool v2,
+                       json_t *into)
+{
+    if (!rec->n)
+        return;
+    merged_range *m = malloc(rec->n * sizeof *m);
+    if (!m)
+        abort();
+    size_t n = merge_ranges(rec, m);
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && xet_hash_equal(&m[j].xorb, &m[i].xorb))
+            j++;
+        char hash[XET_HASH_STRING_LEN + 1];
+        xet_hash_to_string(&m[i].xorb, hash);
+        json_t *list = json_object_get(into, hash);
+        if (!list) {
+            list = json_array();
+            json_object_set_new(into, hash, list);
+        }
+        if (v2) {
+            buf url = BUF_INIT;
+            xorb_url(req, h, hash, m + i, j - i, &url);
+            json_t *ranges = json_array();
+            for (size_t k = i; k < j; k++)
+                json_array_append_new(
+                    ranges, json_pack("{s:{s:I, s:I}, s:{s:I, s:I}}", "chunks", "start",
+                                      (json_int_t)m[k].chunk_start, "end",
+                                      (json_int_t)m[k].chunk_end, "bytes", "start",
+                                      (json_int_t)m[k].byte_start, "end",
+                                      (json_int_t)(m[k].byte_end - 1)));
+            json_array_append_new(list, json_pack("{s:s, s:o}", "url", url.data, "ranges", ranges));
+            buf_free(&url);
+        } else {
+            for (size_t k = i; k < j; k++) {
+                buf url = BUF_INIT;
+                xorb_url(req, h, hash, m + k, 1, &url);
+                json_array_append_new(
+                    list, json_pack("{s:{s:I, s:I}, s:s, s:{s:I, s:I}}", "range", "start",
+                                    (json_int_t)m[k].chunk_start, "end",
+                                    (json_int_t)m[k].chunk_end, "url", url.data, "url_range",
+                                    "start", (json_int_t)m[k].byte_start, "end",
+                                    (json_int_t)(m[k].byte_end - 1)));
+                buf_free(&url);
+            }
+        }
+        i = j;
+    }
+    free(m);
+}
+
+/* GET /cas/v1|v2/reconstructions/{file_hash} (call->rev = "v1" | "v2", call->extra = hash). */
+void hub_cas_reconstruction(http_request *req, hub_call *call)
+{
+    hub_xet_grant tok;
+    xet_hash fh;
+    char oid[65];
+    int64_t size;
+    if (cas_auth(req, call, false, &tok) != 0 || parse_hash(req, call->extra, &fh) != 0 ||
+        cas_file(req, call, &tok, &fh, oid, &size) != 0)
+        return;
+    bool v2 = call->rev && !strcmp(call->rev, "v2");
+    int64_t first = 0, last = size - 1;
+    const char *range = http_header(req, "Range");
+    if (range) {
+        switch (http_parse_range(range, size, &first, &last)) {
+        case HTTP_RANGE_OK:
+            break;
+        case HTTP_RANGE_UNSATISFIABLE:
+            if (size == 0 && text_starts_with(range, "bytes=0-")) {
+                first = 0;
+                last = -1;
+                break;
+            }
+            http_reply_errorf(req, 416, "", "range not satisfiable (file size %lld)",
+                              (long long)size);
+            return;
+        case HTTP_RANGE_NONE:
+            http_reply_errorf(req, 400, "", "malformed Range header: %s", range);
+            return;
+        }
+    }
+    store_reconstruction rec = {0};
+    if (size > 0) {
+        err e = ERR_INIT;
+        if (store_reconstruct(call->hub->store, &fh, (uint64_t)first, (uint64_t)last, &rec, &e) != 0) {
+            http_reply_error(req, &e);
+            return;
+        }
+    }
+    json_t *fetch = json_object();
+    fetch_json(req, call->hub, &rec, v2, fetch);
+    json_t *reply = json_pack("{s:I, s:o}", "offset_into_first_range",
+                              (json_int_t)rec.offset_into_first, "terms", terms_json(&rec));
+    json_object_set_new(reply, v2 ? "xorbs" : "fetch_info", fetch);
+    store_reconstruction_free(&rec);
+    http_reply_json(req, 200, reply);
+}
+
+/* GET /cas/v1/reconstructions?file_id=h&file_id=h2 (xet-core), or POST with
+ * [{"prefix": "default", "hash": h}, ...] (the spec). */
+void hub_cas_batch_reconstruction(http_request *req, hub_call *call)
+{
+    hub_xet_grant tok;
+    if (cas_auth(req, call, false, &tok) != 0)
+        return;
+    const char *ids[XET_BATCH_MAX_FILES];
+    size_t n = 0;
+    json_t *body = NULL;
+    if (!strcmp(http_method(req), "POST")) {
+        const buf *b = http_body(req);
+        body = b->len ? json_loadb(b->data, b->len, 0, NULL) : NULL;
+        if (!json_is_array(body) || json_array_size(body) > XET_BATCH_MAX_FILES) {
+            json_decref(body);
+            http_reply_errorf(req, 400, "", "expected a JSON array of at most %d {hash} objects",
+                              XET_BATCH_MAX_FILES);
+            return;
+        }
+        size_t i;
+        json_t *item;
+        json_array_foreach(body, i, item)
+        {
+            const char *hh = json_string_value(json_object_get(item, "hash"));
+            if (hh)
+                ids[n++] = hh;
+        }
+    } else {
+        n = http_query_all(req, "file_id", ids, XET_BATCH_MAX_FILES);
+    }
+    json_t *files = json_object(), *fetch = json_object();
+    for (size_t i = 0; i < n; i++) {
+        xet_hash fh;
+        char oid[65];
+        int64_t size;
+        err e = ERR_INIT;
+        if (xet_hash_from_string(ids[i], strlen(ids[i]), &fh) != 0 ||
+            store_file_by_xet_hash(call->hub->store, &fh, oid, &size, &e) != 0 ||
+            db_repo_object_has(call->hub->db, tok.repo_id, oid, &e) != 0)
+            continue; /* unknown files are left out, as xet-core does */
+        store_reconstruction rec = {0};
+        if (size > 0 &&
+            store_reconstruct(call->hub->store, &fh, 0, (uint64_t)size - 1, &rec, &e) != 0)
+            continue;
+        char key[XET_HASH_STRING_LEN + 1];
+        xet_hash_to_string(&fh, key);
+        json_object_set_new(files, key, terms_json(&rec));
+        fetch_json(req, call->hub, &rec, false, fetch);
+        store_reconstruction_free(&rec);
+    }
+    json_decref(body);
+    http_reply_json(req, 200, json_pack("{s:o, s:o}", "files", files, "fetch_info", fetch));
+}
+
+/* HEAD /cas/v1/files/{file_hash}: 200 with the file's size as Content-Length, or 404. */
+static ssize_t read_nothing(void *ctx, uint64_t pos, char *out, size_t max) { return -1; }
+
+void hub_cas_file_head(http_request *req, hub_call *call)
+{
+    hub_xet_grant tok;
+    xet_hash fh;
+    char oid[65];
+    int64_t size;
+    if (cas_auth(req, call, false, &tok) != 0 || parse_hash(req, call->extra, &fh) != 0 ||
+        cas_file(req, call, &tok, &fh, oid, &size) != 0)
+        return;
+    char size_text[32];
+    snprintf(size_text, sizeof size_text, "%lld", (long long)size);
+    http_add_header(req, "X-Xet-File-Size", size_text);
+    if (http_is_head(req))
+        http_reply_reader(req, 200, "application/octet-stream", size, read_nothing, NULL, NULL);
+    else
+        http_reply_json(req, 200, json_pack("{s:I}", "size", (json_int_t)size));
+}
+
+/* ---- CAS: xorbs ------------------------------------------------------------------------------ */
+
+/* POST /cas/v1/xorbs/{prefix}/{xorb_hash}: the store parses every chunk and checks the hash. */
+void hub_cas_xorb_upload(http_request *req, hub_call *call)
+{
+    hub_xet_grant tok;
+    xet_hash xh;
+    if (cas_auth(req, call, true, &tok) != 0 || parse_hash(req, call->extra, &xh) != 0)
+        return;
+    const buf *body = http_body(req);
+    bool inserted = false;
+    err e = ERR_INIT;
+    if (store_xorb_put(call->hub->store, &xh, (const uint8_t *)buf_str(body), body->len, &inserted,
+                       &e) != 0) {
+        http_reply_error(req, &e);
+        return;
+    }
+    log_info("xet: xorb %s (%zu bytes) %s", call->extra, body->len,
+             inserted ? "stored" : "already known");
+    http_reply_json(req, 200, json_pack("{s:b}", "was_inserted", inserted));
+}
+
+/* HEAD (or GET) /cas/v1/xorbs/{prefix}/{xorb_hash}: 200 or 404. */
+void hub_cas_xorb_head(http_request *req, hub_call *call)
+{
+    hub_xet_grant tok;
+    xet_hash xh;
+    if (cas_auth(req, call, false, &tok) != 0 || parse_hash(req, call->extra, &xh) != 0)
+        return;
+    uint64_t len = 0;
+    err e = ERR_INIT;
+    int rc = store_xorb_stat(call->hub->store, &xh, &len, &e);
+    if (rc < 0) {
+        http_reply_error(req, &e);
+        return;
+    }
+    if (rc > 0) {
+        http_reply_errorf(req, 404, "", "xorb not found");
+        return;
+    }
+    if (http_is_head(req))
+        http_reply_reader(req, 200, "application/octet-stream", (int64_t)len, read_nothing, NULL,
+                          NULL);
+    else
+        http_reply_json(req, 200, json_pack("{s:I}", "length", (json_int_t)len));
+}
+
+/* GET /cas/v1/chunks/{prefix}/{chunk_hash}: a shard naming the pack that holds the chunk. */
+void hub_cas_chunk(http_request *req, hub_call *call)
+{
+    hub_xet_grant tok;
+    xet_hash ch;
+    if (cas_auth(req, call, false, &tok) != 0 || parse_hash(req, call->extra, &ch) != 0)
+        return;
+    buf shard = BUF_INIT;
+    err e = ERR_INIT;
+    int rc = store_chunk_shard(call->hub->store, &ch, &shard, &e);
+    if (rc < 0)
+        http_reply_error(req, &e);
+    else if (rc > 0)
+        http_reply_errorf(req, 404, "", "chunk not found");
+    else
+        http_reply_bytes(req, 200, "application/octet-stream", buf_str(&shard), shard.len);
+    buf_free(&shard);
+}
+
+/* ---- CAS: signed xorb range URLs ---------------------------------------------------------- */
+
+typedef struct byte_range {
+    uint64_t first, last; /* inclusive */
+} byte_range;
+
+/* Parses "a-b,c-d" (inclusive, a <= b) into out; returns the count, or -1 when malformed. */
+static int parse_ranges(const char *s, byte_range *out, int max)
+{
+    int n = 0;
+    while (s && *s) {
+        unsigned long long a, b;
+        int used = 0;
+        while (*s == ' ')
+            s++;
+        if (n == max || sscanf(s, "%llu-%llu%n", &a, &b, &used) != 2 || a > b ||
+            s[0] == '-' || s[0] == '+')
+            return -1;
+        for (int i = 0; i < used; i++)
+            if (!(s[i] >= '0' && s[i] <= '9') && s[i] != '-')
+                return -1;
+        out[n++] = (byte_range){a, b};
+        s += used;
+        while (*s == ' ')
+            s++;
+        if (*s == ',')
+            s++;
+        else if (*s)
+            return -1;
+    }
+    return n;
+}
+
+typedef struct segment {
+    const char *mem; /* header text, or NULL for a file region */
+    int fd;
+    int64_t offset;
+    uint64_t len;
+} segment;
+
+typedef struct multipart {
+    segment *segs;
+    size_t n;
+    buf text; /* all header text; segments point into it */
+} multipart;
+
+static void multipart_free(void *p)
+{
+    multipart *m = p;
+    for (size_t i = 0; i < m->n; i++)
+        if (!m->segs[i].mem && m->segs[i].fd >= 0)
+            close(m->segs[i].fd);
+    free(m->segs);
+    buf_free(&m->text);
+    free(m);
+}
+
+static ssize_t multipart_read(void *ctx, uint64_t pos, char *out, size_t max)
+{
+    multipart *m = ctx;
+    uint64_t at = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        segment *s = &m->segs[i];
+        if (pos < at + s->len) {
+            uint64_t off = pos - at;
+            size_t want = (size_t)(s->len - off < max ? s->len - off : max);
+            if (s->mem) {
+                memcpy(out, s->mem + off, want);
+                return (ssize_t)want;
+            }
+            ssize_t got = pread(s->fd, out, want, s->offset + (int64_t)off);
+            return got > 0 ? got : -1;
+        }
+        at += s->len;
+    }
+    return -1;
+}
+
+/* GET /cas/xorb/{hash}?r=..&exp=..&sig=..: bytes of a pack, only inside the signed ranges. */
+void hub_cas_xorb_get(http_request *req, hub_call *call)
+{
+    hub *h = call->hub;
+    xet_hash xh;
+    const char *signed_ranges = http_query(req, "r");
+    if (parse_hash(req, call->extra, &xh) != 0)
+        return;
+    if (!signed_ranges || !hub_check_signature(h, req, "xorb", call->extra, signed_ranges, 0)) {
+        http_reply_errorf(req, 403, "", "invalid or expired xorb URL; ask for a new "
+                                        "reconstruction");
+        return;
+    }
+    byte_range allowed[XET_MAX_RANGES], want[XET_MAX_RANGES];
+    int n_allowed = parse_ranges(signed_ranges, allowed, XET_MAX_RANGES);
+    const char *range = http_header(req, "Range");
+    int n_want;
+    if (!range) {
+        n_want = n_allowed == 1 ? 1 : -1;
+        want[0] = allowed[0];
+    } else {
+        n_want = text_starts_with(range, "bytes=")
+                     ? parse_ranges(range + 6, want, XET_MAX_RANGES) : -1;
+    }
+    if (n_allowed <= 0 || n_want <= 0) {
+        http_reply_errorf(req, 416, "", "expected Range: bytes=a-b[,c-d...] within the signed "
+                                        "ranges");
+        return;
+    }
+    for (int i = 0; i < n_want; i++) {
+        bool inside = false;
+        for (int k = 0; k < n_allowed && !inside; k++)
+            inside = want[i].first >= allowed[k].first && want[i].last <= allowed[k].last;
+        if (!inside) {
+            http_reply_errorf(req, 416, "", "range %llu-%llu is outside this URL's ranges",
+                              (unsigned long long)want[i].first, (unsigned long long)want[i].last);
+            return;
+        }
+    }
+    uint64_t total = 0;
+    err e = ERR_INIT;
+    if (store_xorb_stat(h->store, &xh, &total, &e) != 0) {
+        http_reply_errorf(req, 404, "", "xorb not found");
+        return;
+    }
+    if (n_want == 1) {
+        int fd;
+        int64_t off;
+        if (store_xorb_region(h->store, &xh, want[0].first, want[0].last + 1, &fd, &off, &e) != 0) {
+            http_reply_error(req, &e);
+            return;
+        }
+        char cr[96];
+        snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu", (unsigned long long)want[0].first,
+                 (unsigned long long)want[0].last, (unsigned long long)total);
+        http_add_header(req, "Content-Range", cr);
+        http_reply_fd(req, range ? 206 : 200, "application/octet-stream", fd, off,
+                      (int64_t)(want[0].last - want[0].first + 1));
+        return;
+    }
+    /* multipart/byteranges (RFC 9110 §14.6): a part header, the bytes, CRLF; a closing line. */
+    static const char boundary[] = "hearth_xorb_ranges";
+    multipart *m = calloc(1, sizeof *m);
+    if (!m)
+        abort();
+    m->segs = calloc((size_t)n_want * 2 + 1, sizeof *m->segs);
+    if (!m->segs)
+        abort();
+    size_t *text_at = calloc((size_t)n_want * 2 + 1, sizeof *text_at);
+    if (!text_at)
+        abort();
+    uint64_t length = 0;
+    for (int i = 0; i < n_want; i++) {
+        size_t start = m->text.len;
+        buf_printf(&m->text, "%s--%s\r\nContent-Type: application/octet-stream\r\n"
+                             "Content-Range: bytes %llu-%llu/%llu\r\n\r\n",
+                   i ? "\r\n" : "", boundary, (unsigned long long)want[i].first,
+                   (unsigned long long)want[i].last, (unsigned long long)total);
+        text_at[m->n] = start;
+        m->segs[m->n++] = (segment){"", -1, 0, m->text.len - start};
+        segment *s = &m->segs[m->n];
+        s->mem = NULL;
+        s->len = want[i].last - want[i].first + 1;
+        if (store_xorb_region(h->store, &xh, want[i].first, want[i].last + 1, &s->fd, &s->offset,
+                              &e) != 0) {
+            s->fd = -1;
+            m->n++;
+            free(text_at);
+            multipart_free(m);
+            http_reply_error(req, &e);
+            return;
+        }
+        m->n++;
+    }
+    size_t start = m->text.len;
+    buf_printf(&m->text, "\r\n--%s--\r\n", boundary);
+    text_at[m->n] = start;
+    m->segs[m->n++] = (segment){"", -1, 0, m->text.len - start};
+    /* The text buffer is final now: point the header segments into it. */
+    for (size_t i = 0; i < m->n; i++) {
+        if (m->segs[i].mem)
+            m->segs[i].mem = m->text.data + text_at[i];
+        length += m->segs[i].len;
+    }
+    free(text_at);
+    char ctype[96];
+    snprintf(ctype, sizeof ctype, "multipart/byteranges; boundary=%s", boundary);
+    http_reply_reader(req, 206, ctype, (int64_t)length, multipart_read, m, multipart_free);
+}
+
+/* ---- CAS: shards ------------------------------------------------------------------------------ */
+
+/* Chunk lists of the xorbs a shard names, fetched from the store once each. */
+typedef struct xorb_cache {
+    store *store;
+    struct {
+        xet_hash hash;
+        xet_chunk *chunks;
+        size_t n;
+    } *items;
+    size_t n, cap;
+    err e;
+} xorb_cache;
+
+static int cached_chunks(void *ctx, const xet_hash *xorb, const xet_chunk **chunks, size_t *n)
+{
+    xorb_cache *c = ctx;
+    for (size_t i = 0; i < c->n; i++)
+        if (xet_hash_equal(&c->items[i].hash, xorb)) {
+            *chunks = c->items[i].chunks;
+            *n = c->items[i].n;
+            return 0;
+        }
+    xet_chunk *list = NULL;
+    size_t count = 0;
+    err e = ERR_INIT;
+    if (store_xorb_chunks(c->store, xorb, &list, &count, &e) != 0) {
+        if (e.status != 404 && !err_is_set(&c->e))
+            c->e = e;
+        return -1;
+    }
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 16;
+        c->items = realloc(c->items, c->cap * sizeof *c->items);
+        if (!c->items)
+            abort();
+    }
+    c->items[c->n].hash = *xorb;
+    c->items[c->n].chunks = list;
+    c->items[c->n].n = count;
+    c->n++;
+    *chunks = list;
+    *n = count;
+    return 0;
+}
+
+static void xorb_cache_free(xorb_cache *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->items[i].chunks);
+    free(c->items);
+}
+
+/* Checks a whole upload shard and registers its files for the token's repo. Nothing is
+ * registered unless every file checks out. *registered counts new files. */
+int hub_xet_shard_apply(hub *h, const hub_xet_grant *tok, const uint8_t *data, size_t len,
+                        size_t *registered, size_t *n_files, err *e)
+{
+    xet_shard shard;
+    *registered = 0;
+    if (xet_shard_parse(data, len, &shard, e) != 0)
+        return -1;
+    *n_files = shard.n_files;
+    int rc = 0;
+    xorb_cache cache = {.store = h->store};
+    uint64_t *sizes = calloc(shard.n_files + 1, sizeof *sizes);
+    if (!sizes)
+        abort();
+    /* Every xorb the shard introduces must have been uploaded first. */
+    for (size_t i = 0; i < shard.n_xorbs && rc == 0; i++) {
+        uint64_t xlen;
+        int st = store_xorb_stat(h->store, &shard.xorbs[i].xorb_hash, &xlen, e);
+        if (st != 0) {
+            char hs[XET_HASH_STRING_LEN + 1];
+            xet_hash_to_string(&shard.xorbs[i].xorb_hash, hs);
+            if (st > 0)
+                err_set(e, 400, "BadShard", "the shard names xorb %s, which was not uploaded",
+                        hs);
+            rc = -1;
+        }
+    }
+    for (size_t i = 0; i < shard.n_files && rc == 0; i++) {
+        const xet_shard_file *f = &shard.files[i];
+        char hs[XET_HASH_STRING_LEN + 1];
+        xet_hash_to_string(&f->file_hash, hs);
+        if (!(f->flags & XET_SHARD_FILE_WITH_VERIFICATION) || !f->verification) {
+            rc = err_set(e, 400, "BadShard", "file %s has no verification entries", hs);
+        } else if (!f->has_sha256) {
+            rc = err_set(e, 400, "BadShard", "file %s has no SHA-256 (metadata extension); "
+                                             "it could not be committed", hs);
+        } else if (xet_shard_verify_file(f, cached_chunks, &cache, true, &sizes[i], e) != 0) {
+            if (err_is_set(&cache.e))
+                *e = cache.e;
+            rc = -1;
+        }
+    }
+    for (size_t i = 0; i < shard.n_files && rc == 0; i++) {
+        const xet_shard_file *f = &shard.files[i];
+        char oid[65];
+        hex_encode(f->sha256, 32, oid);
+        int64_t before = -1;
+        err ignored = ERR_INIT;
+        bool known = store_stat(h->store, oid, &before, &ignored) == 0;
+        if (store_file_register(h->store, oid, &f->file_hash, sizes[i], f->terms, f->n_terms, e) != 0 ||
+            db_repo_object_add(h->db, tok->repo_id, oid, (int64_t)sizes[i], e) != 0) {
+            rc = -1;
+            break;
+        }
+        if (!known)
+            (*registered)++;
+        log_info("xet: file %s (%llu bytes) registered for repo %s", oid,
+                 (unsigned long long)sizes[i], tok->uid);
+    }
+    free(sizes);
+    xorb_cache_free(&cache);
+    xet_shard_free(&shard);
+    return rc;
+}
+
+/* POST /cas/v1/shards and /cas/v2/shards (call->rev = "v1" | "v2"). */
+void hub_cas_shard_upload(http_request *req, hub_call *call)
+{
+    hub_xet_grant tok;
+    if (cas_auth(req, call, true, &tok) != 0)
+        return;
+    const buf *body = http_body(req);
+    size_t registered = 0, n_files = 0;
+    err e = ERR_INIT;
+    if (hub_xet_shard_apply(call->hub, &tok, (const uint8_t *)buf_str(body), body->len,
+                            &registered, &n_files, &e) != 0) {
+        http_reply_error(req, &e);
+        return;
+    }
+    int result = registered || n_files == 0 ? 1 : 0;
+    if (call->rev && !strcmp(call->rev, "v2")) {
+        buf out = BUF_INIT;
+        buf_printf(&out, "{\"type\":\"validating\",\"verified\":%zu,\"total\":%zu}\n", n_files,
+                   n_files);
+        buf_puts(&out, "{\"type\":\"committing\",\"stage\":\"uploading\"}\n");
+        buf_puts(&out, "{\"type\":\"committing\",\"stage\":\"syncing\"}\n");
+        buf_puts(&out, "{\"type\":\"result\"}\n");
+        http_reply_bytes(req, 200, "application/x-ndjson", out.data, out.len);
+        buf_free(&out);
+        return;
+    }
+    http_reply_json(req, 200, json_pack("{s:i}", "result", result));
+}
+
+/* POST /v1/telemetry: hf_xet reports transfer statistics to the CAS host's root; accepted and
+ * dropped. */
+void hub_cas_telemetry(http_request *req, hub_call *call) { http_reply_bytes(req, 204, NULL, "", 0); }
