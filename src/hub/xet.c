@@ -831,6 +831,148 @@ static void xorb_cache_free(xorb_cache *c)
     free(c->items);
 }
 
+/* ---- CAS: the SHA-256 a shard claims --------------------------------------------------------
+ *
+ * A shard names each file's SHA-256 (the LFS oid its commit line will use), and nothing in
+ * the Xet hashes ties that field to the bytes. Trusting it would let one client register
+ * someone else's oid with its own content (every later upload of the real bytes is then
+ * discarded as a duplicate) or, for an oid already stored, link that file to its repo without
+ * knowing its bytes. So: an oid already stored must carry the same Xet file hash, and a new
+ * one is checked against the content, read back from the packs that hold the chunks (found
+ * through the store's global dedup index, one pack walk per run of consecutive chunks). */
+
+typedef struct pack_view {
+    xet_hash hash;
+    xet_hash *chunks;  /* chunk hashes in pack order */
+    uint64_t *offsets; /* serialized offset of each chunk record in the pack */
+    size_t n;
+    int fd;
+    int64_t base;
+    size_t at; /* index of the chunk read last */
+} pack_view;
+
+static void pack_view_close(pack_view *pv)
+{
+    if (pv->fd >= 0)
+        close(pv->fd);
+    free(pv->chunks);
+    free(pv->offsets);
+    *pv = (pack_view){.fd = -1};
+}
+
+/* Loads the pack that holds `chunk` and points pv->at at it. 0 or -1 + e. */
+static int pack_view_find(hub *h, const xet_hash *chunk, pack_view *pv, err *e)
+{
+    pack_view_close(pv);
+    buf reply = BUF_INIT;
+    int rc = store_chunk_shard(h->store, chunk, &reply, e);
+    xet_shard shard = {0};
+    bool parsed = false;
+    if (rc > 0)
+        rc = err_set(e, 400, "BadShard", "a chunk of the file is not stored");
+    if (rc == 0 && xet_shard_parse((const uint8_t *)buf_str(&reply), reply.len, &shard, e) == 0)
+        parsed = true;
+    else if (rc == 0)
+        rc = -1;
+    if (rc == 0 && shard.n_xorbs != 1)
+        rc = err_set(e, 500, "", "the store's dedup shard names %zu packs", shard.n_xorbs);
+    if (rc == 0) {
+        const xet_shard_xorb *x = &shard.xorbs[0];
+        pv->hash = x->xorb_hash;
+        pv->n = x->n_chunks;
+        pv->chunks = calloc(pv->n ? pv->n : 1, sizeof *pv->chunks);
+        pv->offsets = calloc(pv->n ? pv->n : 1, sizeof *pv->offsets);
+        if (!pv->chunks || !pv->offsets)
+            abort();
+        for (size_t i = 0; i < pv->n; i++)
+            pv->chunks[i] = x->chunks[i].hash;
+        rc = store_xorb_region(h->store, &pv->hash, 0, x->serialized_bytes, &pv->fd, &pv->base, e);
+        if (rc != 0)
+            pv->fd = -1;
+        uint64_t off = 0;
+        for (size_t i = 0; rc == 0 && i < pv->n; i++) {
+            uint8_t head[XET_CHUNK_HEADER_LEN];
+            xet_chunk_header ch;
+            if (pread(pv->fd, head, sizeof head, pv->base + (int64_t)off) != (ssize_t)sizeof head ||
+                xet_chunk_header_decode(head, &ch, e) != 0)
+                rc = err_set(e, 500, "", "a pack of the store is damaged; run hearth admin fsck");
+            pv->offsets[i] = off;
+            off += XET_CHUNK_HEADER_LEN + ch.compressed_len;
+        }
+        pv->at = pv->n;
+        for (size_t i = 0; rc == 0 && i < pv->n && pv->at == pv->n; i++)
+            if (xet_hash_equal(&pv->chunks[i], chunk))
+                pv->at = i;
+        if (rc == 0 && pv->at == pv->n)
+            rc = err_set(e, 500, "", "the store's dedup shard lacks the chunk it was asked for");
+    }
+    if (parsed)
+        xet_shard_free(&shard);
+    buf_free(&reply);
+    return rc;
+}
+
+/* Hashes one chunk's bytes into sha (and checks them against the chunk hash). */
+static int hash_chunk(const pack_view *pv, const xet_hash *want, hash_ctx *sha, uint8_t *record,
+                      uint8_t *plain, err *e)
+{
+    uint8_t *head = record;
+    xet_chunk_header ch;
+    int64_t at = pv->base + (int64_t)pv->offsets[pv->at];
+    if (pread(pv->fd, head, XET_CHUNK_HEADER_LEN, at) != XET_CHUNK_HEADER_LEN ||
+        xet_chunk_header_decode(head, &ch, e) != 0 ||
+        pread(pv->fd, record + XET_CHUNK_HEADER_LEN, ch.compressed_len, at + XET_CHUNK_HEADER_LEN) !=
+            (ssize_t)ch.compressed_len ||
+        xet_chunk_decode(&ch, record + XET_CHUNK_HEADER_LEN, plain, e) != 0)
+        return err_set(e, 500, "", "a pack of the store is damaged; run hearth admin fsck");
+    xet_hash got;
+    xet_chunk_hash(plain, ch.uncompressed_len, &got);
+    if (!xet_hash_equal(&got, want))
+        return err_set(e, 500, "", "a stored chunk does not match its hash; run hearth admin fsck");
+    hash_update(sha, plain, ch.uncompressed_len);
+    return 0;
+}
+
+/* Does the content of a verified shard file hash to its claimed SHA-256? 0, or -1 + e (400
+ * when it does not). */
+static int check_sha256(hub *h, const xet_shard_file *f, xorb_cache *cache, const char *oid,
+                        err *e)
+{
+    hash_ctx *sha = hash_sha256_new();
+    uint8_t *record = malloc(XET_CHUNK_HEADER_LEN + XET_CHUNK_MAX_COMPRESSED);
+    uint8_t *plain = malloc(XET_CHUNK_MAX);
+    if (!record || !plain)
+        abort();
+    pack_view pv = {.fd = -1};
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < f->n_terms; t++) {
+        const xet_chunk *chunks;
+        size_t n;
+        if (cached_chunks(cache, &f->terms[t].xorb_hash, &chunks, &n) != 0) {
+            rc = err_set(e, 400, "BadShard", "a term names an unknown xorb");
+            break;
+        }
+        for (uint32_t i = f->terms[t].chunk_start; rc == 0 && i < f->terms[t].chunk_end; i++) {
+            const xet_hash *want = &chunks[i].hash;
+            if (pv.fd >= 0 && pv.at + 1 < pv.n && xet_hash_equal(&pv.chunks[pv.at + 1], want))
+                pv.at++;
+            else if (!(pv.fd >= 0 && pv.at < pv.n && xet_hash_equal(&pv.chunks[pv.at], want)))
+                rc = pack_view_find(h, want, &pv, e);
+            if (rc == 0)
+                rc = hash_chunk(&pv, want, sha, record, plain, e);
+        }
+    }
+    char got[65];
+    hash_final_hex(sha, got);
+    if (rc == 0 && strcmp(got, oid) != 0)
+        rc = err_set(e, 400, "BadShard", "the shard says the file's SHA-256 is %s, but its "
+                                         "content hashes to %s", oid, got);
+    pack_view_close(&pv);
+    free(record);
+    free(plain);
+    return rc;
+}
+
 /* Checks a whole upload shard and registers its files for the token's repo. Nothing is
  * registered unless every file checks out. *registered counts new files. */
 int hub_xet_shard_apply(hub *h, const hub_xet_grant *tok, const uint8_t *data, size_t len,
@@ -874,24 +1016,45 @@ int hub_xet_shard_apply(hub *h, const hub_xet_grant *tok, const uint8_t *data, s
             rc = -1;
         }
     }
+    /* The claimed SHA-256 of every file, before anything is registered. */
+    bool *known = calloc(shard.n_files + 1, sizeof *known);
+    if (!known)
+        abort();
     for (size_t i = 0; i < shard.n_files && rc == 0; i++) {
         const xet_shard_file *f = &shard.files[i];
         char oid[65];
         hex_encode(f->sha256, 32, oid);
-        int64_t before = -1;
-        err ignored = ERR_INIT;
-        bool known = store_stat(h->store, oid, &before, &ignored) == 0;
+        int64_t have = -1;
+        int st = store_stat(h->store, oid, &have, e);
+        xet_hash stored;
+        if (st < 0) {
+            rc = -1;
+        } else if (st == 0) {
+            known[i] = true;
+            if (store_file_xet_hash(h->store, oid, &stored, e) != 0 ||
+                !xet_hash_equal(&stored, &f->file_hash) || (uint64_t)have != sizes[i])
+                rc = err_set(e, 400, "BadShard", "the shard's SHA-256 %s names a stored file "
+                                                 "with other content", oid);
+        } else {
+            rc = check_sha256(h, f, &cache, oid, e);
+        }
+    }
+    for (size_t i = 0; i < shard.n_files && rc == 0; i++) {
+        const xet_shard_file *f = &shard.files[i];
+        char oid[65];
+        hex_encode(f->sha256, 32, oid);
         if (store_file_register(h->store, oid, &f->file_hash, sizes[i], f->terms, f->n_terms, e) != 0 ||
             db_repo_object_add(h->db, tok->repo_id, oid, (int64_t)sizes[i], e) != 0) {
             rc = -1;
             break;
         }
-        if (!known)
+        if (!known[i])
             (*registered)++;
         log_info("xet: file %s (%llu bytes) registered for repo %s", oid,
                  (unsigned long long)sizes[i], tok->uid);
     }
     free(sizes);
+    free(known);
     xorb_cache_free(&cache);
     xet_shard_free(&shard);
     return rc;

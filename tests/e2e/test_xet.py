@@ -435,6 +435,13 @@ def other_local_cas(tmp_path):
     return make_local_cas(tmp_path, 10)
 
 
+def sha_field(hexdigest: str) -> bytes:
+    """A SHA-256 as a shard stores it: xet-core's DataHash::from_be_bytes, i.e. each 8-byte
+    group of the digest reversed."""
+    d = bytes.fromhex(hexdigest)
+    return b"".join(d[i:i + 8][::-1] for i in range(0, 32, 8))
+
+
 def _xorb_body(blob: bytes) -> bytes:
     """The xorb as a client uploads it: without the XETBLOB footer a local CAS appends."""
     i = blob.find(b"XETBLOB")
@@ -476,6 +483,18 @@ def test_bad_shards_are_refused(xet, api, user, uid, local_cas):
     bad = bytearray(shard)
     bad[48] ^= 1                                          # the file hash
     assert post(bytes(bad), "v1").status_code == 400
+    # the SHA-256 field (metadata extension, each 8-byte group byte-reversed) must be the content's
+    sha_at = ver_at + 48 * n_terms
+    assert shard[sha_at:sha_at + 32] == sha_field(sha)
+    bad = bytearray(shard)
+    bad[sha_at:sha_at + 32] = sha_field(hashlib.sha256(b"someone else's file").hexdigest())
+    r = post(bytes(bad))
+    assert r.status_code == 400 and "SHA-256" in r.text
+    # ... and may not name a stored file with other content (that would link it to this repo)
+    other = b"\0" * 4096 + os.urandom(64)
+    api.upload_file(path_or_fileobj=other, path_in_repo="other.bin", repo_id=f"{user}/xet-probe")
+    bad[sha_at:sha_at + 32] = sha_field(sha256_hex(other))
+    assert post(bytes(bad)).status_code == 400
     assert not committed()
     # the real shard registers the file for this repo, and the commit line then works
     r = post(shard)
