@@ -1048,8 +1048,9 @@ int hub_xet_shard_apply(hub *h, const hub_xet_grant *tok, const uint8_t *data, s
             rc = -1;
             break;
         }
-        if (!known[i])
-            (*registered)++;
+        if (known[i])
+            continue;
+        (*registered)++;
         log_info("xet: file %s (%llu bytes) registered for repo %s", oid,
                  (unsigned long long)sizes[i], tok->uid);
     }
