@@ -301,18 +301,35 @@ typedef struct own_slot {
     uint32_t idx;
 } own_slot;
 
+/* Chunks handed from the receiving thread to the storing thread, with their bytes. */
+typedef struct batch {
+    pending items[BATCH_CHUNKS];
+    size_t n;
+    size_t used;
+    uint8_t *data;           /* BATCH_CHUNKS * XET_CHUNK_MAX */
+} batch;
+
+/* Ingest runs on two threads: the request's thread hashes the file (SHA-256), finds chunk
+ * boundaries and fills a batch; a storing thread hashes the chunks (BLAKE3), looks them up
+ * and writes the new ones, while the next batch fills. Small files never start the thread. */
 struct store_writer {
     store *s;
     hash_ctx *sha;
     int64_t size;
     char owner[25];          /* lease owner id */
     xet_chunker chunker;
-    uint8_t *chunk;          /* current chunk, XET_CHUNK_MAX bytes */
-    size_t chunk_len;
-    uint8_t *batch_data;     /* BATCH_CHUNKS * XET_CHUNK_MAX */
-    pending batch[BATCH_CHUNKS];
-    size_t nbatch;
-    size_t batch_used;
+    size_t chunk_len;        /* bytes of the current chunk, at filling->data + filling->used */
+    batch batches[2];
+    batch *filling;
+    /* the storing thread */
+    pthread_t thread;
+    bool started, busy, stop;
+    batch *queued;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int thread_rc;
+    err thread_err;
+    /* below: owned by whichever thread stores (the storing thread while it runs) */
     own_pack *packs;
     size_t npacks;
     term *terms;
@@ -334,10 +351,14 @@ store_writer *store_writer_new(store *s, err *e)
     w->s = s;
     w->sha = hash_sha256_new();
     xet_chunker_init(&w->chunker, XET_CHUNKER_HF_XET);
-    w->chunk = malloc(XET_CHUNK_MAX);
-    w->batch_data = malloc((size_t)BATCH_CHUNKS * XET_CHUNK_MAX);
-    if (!w->chunk || !w->batch_data)
-        abort();
+    for (int i = 0; i < 2; i++) {
+        w->batches[i].data = malloc((size_t)BATCH_CHUNKS * XET_CHUNK_MAX);
+        if (!w->batches[i].data)
+            abort();
+    }
+    w->filling = &w->batches[0];
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
     uint8_t rnd[12];
     hash_random(rnd, sizeof rnd);
     hex_encode(rnd, sizeof rnd, w->owner);
@@ -521,17 +542,29 @@ static bool already_leased(store_writer *w, int64_t pack)
     return false;
 }
 
-/* Looks the batch up in one query, leases the packs it dedups against, writes new chunks. */
-static int flush_batch(store_writer *w, err *e)
+/* Hashes the batch's chunks, looks them up in one query, leases the packs it dedups against
+ * and writes the new chunks. */
+static int store_batch(store_writer *w, batch *b, err *e)
 {
-    if (!w->nbatch)
+    if (!b->n)
         return 0;
+    for (size_t i = 0; i < b->n; i++) {
+        pending *c = &b->items[i];
+        xet_chunk_hash(b->data + c->data_off, c->len, &c->hash);
+        if (w->nall == w->cap_all) {
+            w->cap_all = w->cap_all ? w->cap_all * 2 : 256;
+            w->all = realloc(w->all, w->cap_all * sizeof *w->all);
+            if (!w->all)
+                abort();
+        }
+        w->all[w->nall++] = (xet_chunk){c->hash, c->len};
+    }
     store *s = w->s;
     int64_t found_pack[BATCH_CHUNKS] = {0};
     uint32_t found_idx[BATCH_CHUNKS] = {0};
     buf sql = BUF_INIT;
     buf_puts(&sql, "SELECT hash, pack, idx FROM chunks WHERE hash IN (");
-    for (size_t i = 0; i < w->nbatch; i++)
+    for (size_t i = 0; i < b->n; i++)
         buf_puts(&sql, i ? ",?" : "?");
     buf_puts(&sql, ")");
     pthread_mutex_lock(&s->lock);
@@ -541,12 +574,12 @@ static int flush_batch(store_writer *w, err *e)
     if (!st) {
         rc = -1;
     } else {
-        for (size_t i = 0; i < w->nbatch; i++)
-            sqlite3_bind_blob(st, (int)i + 1, w->batch[i].hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
+        for (size_t i = 0; i < b->n; i++)
+            sqlite3_bind_blob(st, (int)i + 1, b->items[i].hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
         while (sqlite3_step(st) == SQLITE_ROW) {
             const void *h = sqlite3_column_blob(st, 0);
-            for (size_t i = 0; i < w->nbatch; i++)
-                if (!memcmp(h, w->batch[i].hash.bytes, XET_HASH_LEN)) {
+            for (size_t i = 0; i < b->n; i++)
+                if (!memcmp(h, b->items[i].hash.bytes, XET_HASH_LEN)) {
                     found_pack[i] = sqlite3_column_int64(st, 1);
                     found_idx[i] = (uint32_t)sqlite3_column_int64(st, 2);
                 }
@@ -554,7 +587,7 @@ static int flush_batch(store_writer *w, err *e)
         sqlite3_finalize(st);
         /* Lease the packs before relying on them, so gc leaves them alone until we finish. */
         sqlite3_stmt *lease = NULL;
-        for (size_t i = 0; i < w->nbatch && rc == 0; i++) {
+        for (size_t i = 0; i < b->n && rc == 0; i++) {
             if (!found_pack[i] || already_leased(w, found_pack[i]))
                 continue;
             if (!lease)
@@ -577,7 +610,7 @@ static int flush_batch(store_writer *w, err *e)
         }
         sqlite3_finalize(lease);
         /* A lease taken after gc deleted the pack would be useless: re-check it exists. */
-        for (size_t i = 0; i < w->nbatch && rc == 0; i++) {
+        for (size_t i = 0; i < b->n && rc == 0; i++) {
             if (!found_pack[i])
                 continue;
             sqlite3_stmt *chk = store_sql_prepare(s, "SELECT 1 FROM packs WHERE id = ?", e);
@@ -592,43 +625,103 @@ static int flush_batch(store_writer *w, err *e)
         }
     }
     pthread_mutex_unlock(&s->lock);
-    for (size_t i = 0; i < w->nbatch && rc == 0; i++) {
-        const pending *c = &w->batch[i];
+    for (size_t i = 0; i < b->n && rc == 0; i++) {
+        const pending *c = &b->items[i];
         own_slot *mine = map_find(w, &c->hash);
         if (mine)
             add_term(w, -(int64_t)mine->pack, mine->idx, c->len);
         else if (found_pack[i])
             add_term(w, found_pack[i], found_idx[i], c->len);
         else
-            rc = append_chunk(w, c, w->batch_data + c->data_off, e);
+            rc = append_chunk(w, c, b->data + c->data_off, e);
     }
-    w->nbatch = 0;
-    w->batch_used = 0;
+    b->n = 0;
+    b->used = 0;
     return rc;
 }
 
-/* The current chunk is complete: hash it and queue it. */
+static void *storing_thread(void *arg)
+{
+    store_writer *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->busy && !w->stop)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (!w->busy)
+            break;
+        batch *b = w->queued;
+        pthread_mutex_unlock(&w->mu);
+        err e = ERR_INIT;
+        int rc = w->thread_rc == 0 ? store_batch(w, b, &e) : 0;
+        b->n = b->used = 0;
+        pthread_mutex_lock(&w->mu);
+        if (rc != 0 && w->thread_rc == 0) {
+            w->thread_rc = rc;
+            w->thread_err = e;
+        }
+        w->busy = false;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Waits until the storing thread is idle; returns its error, if it had one. */
+static int wait_idle(store_writer *w, err *e)
+{
+    if (!w->started)
+        return 0;
+    pthread_mutex_lock(&w->mu);
+    while (w->busy)
+        pthread_cond_wait(&w->cv, &w->mu);
+    int rc = w->thread_rc;
+    if (rc && e)
+        *e = w->thread_err;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+/* Hands the filling batch to the storing thread (starting it if needed) and fills the other. */
+static int submit_batch(store_writer *w, err *e)
+{
+    if (!w->started) {
+        if (pthread_create(&w->thread, NULL, storing_thread, w) != 0)
+            return store_batch(w, w->filling, e); /* no thread: store it here */
+        w->started = true;
+    }
+    if (wait_idle(w, e) != 0)
+        return -1;
+    pthread_mutex_lock(&w->mu);
+    w->queued = w->filling;
+    w->busy = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    w->filling = w->filling == &w->batches[0] ? &w->batches[1] : &w->batches[0];
+    return 0;
+}
+
+static void stop_thread(store_writer *w)
+{
+    if (!w->started)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    w->started = false;
+}
+
+/* The current chunk is complete: it joins the filling batch. */
 static int end_chunk(store_writer *w, err *e)
 {
     if (!w->chunk_len)
         return 0;
-    if (w->nbatch == BATCH_CHUNKS && flush_batch(w, e) != 0)
-        return -1;
-    pending *c = &w->batch[w->nbatch++];
-    xet_chunk_hash(w->chunk, w->chunk_len, &c->hash);
-    c->len = (uint32_t)w->chunk_len;
-    c->data_off = (uint32_t)w->batch_used;
-    memcpy(w->batch_data + w->batch_used, w->chunk, w->chunk_len);
-    w->batch_used += w->chunk_len;
-    if (w->nall == w->cap_all) {
-        w->cap_all = w->cap_all ? w->cap_all * 2 : 256;
-        w->all = realloc(w->all, w->cap_all * sizeof *w->all);
-        if (!w->all)
-            abort();
-    }
-    w->all[w->nall++] = (xet_chunk){c->hash, c->len};
+    batch *b = w->filling;
+    b->items[b->n++] = (pending){.len = (uint32_t)w->chunk_len, .data_off = (uint32_t)b->used};
+    b->used += w->chunk_len;
     w->chunk_len = 0;
-    return 0;
+    return b->n == BATCH_CHUNKS ? submit_batch(w, e) : 0;
 }
 
 int store_writer_write(store_writer *w, const void *data, size_t len, err *e)
@@ -639,7 +732,8 @@ int store_writer_write(store_writer *w, const void *data, size_t len, err *e)
     while (len) {
         bool ends = false;
         size_t take = xet_chunker_next(&w->chunker, p, len, &ends);
-        memcpy(w->chunk + w->chunk_len, p, take);
+        batch *b = w->filling;
+        memcpy(b->data + b->used + w->chunk_len, p, take);
         w->chunk_len += take;
         p += take;
         len -= take;
@@ -666,6 +760,7 @@ static void release_leases(store_writer *w)
 
 static void writer_free(store_writer *w, bool remove_packs)
 {
+    stop_thread(w);
     for (size_t i = 0; i < w->npacks; i++) {
         own_pack *p = &w->packs[i];
         if (p->fd >= 0)
@@ -687,8 +782,10 @@ static void writer_free(store_writer *w, bool remove_packs)
     free(w->all);
     free(w->map);
     free(w->leased);
-    free(w->chunk);
-    free(w->batch_data);
+    free(w->batches[0].data);
+    free(w->batches[1].data);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
     buf_free(&w->record);
     free(w);
 }
@@ -831,7 +928,7 @@ int store_writer_finish(store_writer *w, const char *expected_oid, int64_t expec
         return -1;
     }
     xet_hash xet;
-    if (end_chunk(w, e) != 0 || flush_batch(w, e) != 0 ||
+    if (end_chunk(w, e) != 0 || wait_idle(w, e) != 0 || store_batch(w, w->filling, e) != 0 ||
         xet_file_hash(w->all, w->nall, &xet) != 0) {
         if (!err_is_set(e))
             err_set(e, 500, "", "out of memory");
