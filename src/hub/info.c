@@ -133,6 +133,7 @@ static json_t *repo_json(http_request *req, hub_call *call, const db_repo *row, 
                                                       "size", (json_int_t)f->lfs.size,
                                                       "pointerSize",
                                                       (json_int_t)f->lfs.pointer_size));
+                    hub_xet_annotate_entry(call->hub, s, f);
                 }
                 json_array_append_new(siblings, s);
             }

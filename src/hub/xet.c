@@ -837,9 +837,10 @@ static void xorb_cache_free(xorb_cache *c)
  * the Xet hashes ties that field to the bytes. Trusting it would let one client register
  * someone else's oid with its own content (every later upload of the real bytes is then
  * discarded as a duplicate) or, for an oid already stored, link that file to its repo without
- * knowing its bytes. So: an oid already stored must carry the same Xet file hash, and a new
- * one is checked against the content, read back from the packs that hold the chunks (found
- * through the store's global dedup index, one pack walk per run of consecutive chunks). */
+ * knowing its bytes. So: a new oid, or a stored one under another Xet file hash, is checked
+ * against the content, read back from the packs that hold the chunks (found through the
+ * store's global dedup index, one pack walk per run of consecutive chunks); a stored oid
+ * under the same Xet file hash (the same chunks) needs no reading. */
 
 typedef struct pack_view {
     xet_hash hash;
@@ -1030,11 +1031,16 @@ int hub_xet_shard_apply(hub *h, const hub_xet_grant *tok, const uint8_t *data, s
         if (st < 0) {
             rc = -1;
         } else if (st == 0) {
+            /* Stored already. The same Xet hash means the same chunks, so the same bytes; a
+             * different one may still be the same bytes cut by another chunker (the npm
+             * client's), which reading them back settles. */
             known[i] = true;
-            if (store_file_xet_hash(h->store, oid, &stored, e) != 0 ||
-                !xet_hash_equal(&stored, &f->file_hash) || (uint64_t)have != sizes[i])
+            if ((uint64_t)have != sizes[i])
                 rc = err_set(e, 400, "BadShard", "the shard's SHA-256 %s names a stored file "
-                                                 "with other content", oid);
+                                                 "of another size", oid);
+            else if (store_file_xet_hash(h->store, oid, &stored, e) != 0 ||
+                     !xet_hash_equal(&stored, &f->file_hash))
+                rc = check_sha256(h, f, &cache, oid, e);
         } else {
             rc = check_sha256(h, f, &cache, oid, e);
         }
