@@ -26,6 +26,8 @@
 
 typedef struct run_options {
     const char *model, *prompt, *ids, *data_dir, *quantize;
+    const char *stop[4];
+    int n_stop;
     int n_predict, threads, ctx, dump_logits;
     bool chat, tokenize, quiet, render, ignore_eos;
     infer_sampler_params sp;
@@ -54,6 +56,7 @@ static void usage(FILE *out)
           "  --quantize q8_0|q4_0   quantise a safetensors model's matrices on load\n"
           "  -q, --quiet            no model line, no statistics\n"
           "  --ignore-eos           keep generating past end-of-sequence tokens (benchmarks)\n"
+          "  --stop STR             stop once the output ends with STR (up to 4; STR is kept)\n"
           "  --data DIR             hub data directory, for MODEL given as a repo id\n"
           "  --tokenize             tokenize JSON strings from stdin (one per line)\n"
           "  --render-template      render {\"template\", \"vars\"} JSON lines from stdin\n"
@@ -117,6 +120,13 @@ static int parse_args(int argc, char **argv, run_options *o)
             o->ids = v;
         } else if (!strcmp(a, "--chat")) {
             o->chat = true;
+        } else if (!strcmp(a, "--stop")) {
+            if (!TAKE()) return -1;
+            if (o->n_stop == 4) {
+                fputs("hearth run: at most 4 --stop strings\n", stderr);
+                return -1;
+            }
+            o->stop[o->n_stop++] = v;
         } else if (!strcmp(a, "--quantize")) {
             if (!TAKE()) return -1;
             o->quantize = v;
@@ -289,7 +299,7 @@ static int run_turn(run_state *st, const int32_t *prompt, size_t n, buf *reply)
     int vocab = infer_model_vocab_size(st->m);
     infer_stream stream;
     infer_stream_init(&stream);
-    buf piece = BUF_INIT;
+    buf piece = BUF_INIT, text = BUF_INIT;
     int rc = 0;
     double t0 = now_s();
     const float *l = infer_session_forward(st->s, prompt + common, (int)(n - common), &e);
@@ -321,7 +331,13 @@ static int run_turn(run_state *st, const int32_t *prompt, size_t n, buf *reply)
                 fflush(stdout);
                 if (reply)
                     buf_append(reply, piece.data, piece.len);
+                buf_append(&text, piece.data, piece.len);
             }
+            bool stop = false;
+            for (int k = 0; k < o->n_stop && !stop; k++)
+                stop = text.len && text_ends_with(text.data, o->stop[k]);
+            if (stop)
+                break;
         }
         if (step + 1 < o->n_predict)
             l = infer_session_forward(st->s, &next, 1, &e);
@@ -343,6 +359,7 @@ static int run_turn(run_state *st, const int32_t *prompt, size_t n, buf *reply)
     }
     st->t_gen += now_s() - t1;
     buf_free(&piece);
+    buf_free(&text);
     infer_stream_free(&stream);
     return rc;
 }

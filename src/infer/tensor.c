@@ -7,7 +7,9 @@
  * __builtin_cpu_supports so that one binary runs on any x86-64 (and on anything else through
  * the portable path). Activations are always F32.
  */
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 #include <math.h>
 #include <string.h>
 

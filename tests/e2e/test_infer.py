@@ -511,3 +511,15 @@ def test_mutated_safetensors_never_crash(models, tmp_path):
         (d / "model.safetensors").write_bytes(blob + src[8 + n:])
         p = hearth(str(d), "--ids", "1,2", "-n", "2", "-q", check=False)
         assert_no_sanitizer_report(p, "safetensors mutation %d" % i)
+
+
+def test_stop_string_ends_generation(models):
+    from tokenizers import Tokenizer
+    path, _, _ = models("qwen2-f32-", arch="qwen2", dtype="f32")
+    tok = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
+    ids = tok.encode("Once upon a time").ids
+    steps = run_dump(path, ids, n=6)
+    first3 = tok.decode([r["token"] for r in steps[:3]])
+    assert first3
+    out = hearth(path, "--ids", ",".join(map(str, ids)), "-n", "6", "-q", "--stop", first3).stdout.decode()
+    assert out.rstrip("\n") == first3
