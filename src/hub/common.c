@@ -169,6 +169,16 @@ int hub_resolve_rev(http_request *req, hub_call *call, repo *r, char sha[41])
     return 0;
 }
 
+repo *hub_open_at_rev(http_request *req, hub_call *call, bool want_write, char sha[41])
+{
+    if (hub_load_repo(req, call, want_write) != 0)
+        return NULL;
+    repo *r = hub_open_git(req, call);
+    if (r && hub_resolve_rev(req, call, r, sha) != 0)
+        return NULL; /* the handle stays in the thread's cache */
+    return r;
+}
+
 json_t *hub_json_body(http_request *req)
 {
     const buf *body = http_body(req);

@@ -172,16 +172,10 @@ static int apply_expand(http_request *req, const char *type, json_t *j, const ch
 
 void hub_repo_info(http_request *req, hub_call *call)
 {
-    if (hub_load_repo(req, call, false) != 0)
-        return;
-    repo *r = hub_open_git(req, call);
+    char sha[41];
+    repo *r = hub_open_at_rev(req, call, false, sha);
     if (!r)
         return;
-    char sha[41];
-    if (hub_resolve_rev(req, call, r, sha) != 0) {
-        hub_close_git(r);
-        return;
-    }
     const char *expand[64];
     size_t nexpand = http_query_all(req, "expand", expand, ARRAY_LEN(expand));
     bool blobs = text_truthy(http_query(req, "blobs"));
@@ -292,18 +286,12 @@ out:
 
 void hub_tree(http_request *req, hub_call *call)
 {
-    if (hub_load_repo(req, call, false) != 0)
+    char sha[41];
+    repo *r = hub_open_at_rev(req, call, false, sha);
+    if (!r)
         return;
     if (call->path[0] && !path_is_valid_repo_path(call->path, strlen(call->path))) {
         http_reply_errorf(req, 404, "EntryNotFound", "Invalid path: %s", call->path);
-        return;
-    }
-    repo *r = hub_open_git(req, call);
-    if (!r)
-        return;
-    char sha[41];
-    if (hub_resolve_rev(req, call, r, sha) != 0) {
-        hub_close_git(r);
         return;
     }
     bool recursive = text_truthy(http_query(req, "recursive"));

@@ -55,6 +55,9 @@ int hub_load_repo(http_request *req, hub_call *call, bool want_write);
 repo *hub_open_git(http_request *req, hub_call *call);
 void hub_close_git(repo *r);
 void hub_git_dir(const hub *h, const char *uid, buf *out);
+/* hub_load_repo + hub_open_git + hub_resolve_rev: the git handle with call->rev resolved into
+ * sha, or NULL after replying. */
+repo *hub_open_at_rev(http_request *req, hub_call *call, bool want_write, char sha[41]);
 /* Resolves call->rev (default "main"); replies 404 RevisionNotFound on failure. */
 int hub_resolve_rev(http_request *req, hub_call *call, repo *r, char sha[41]);
 /* "<base>/<prefix>ns/name", with prefix "datasets/" / "spaces/" / "" for models. */

@@ -56,16 +56,10 @@ static void html_escape(buf *out, const char *s)
 
 void hub_commits(http_request *req, hub_call *call)
 {
-    if (hub_load_repo(req, call, false) != 0)
-        return;
-    repo *r = hub_open_git(req, call);
+    char sha[41];
+    repo *r = hub_open_at_rev(req, call, false, sha);
     if (!r)
         return;
-    char sha[41];
-    if (hub_resolve_rev(req, call, r, sha) != 0) {
-        hub_close_git(r);
-        return;
-    }
     int64_t limit = text_parse_i64(http_query(req, "limit"));
     if (limit <= 0)
         limit = 50;

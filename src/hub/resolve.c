@@ -136,16 +136,10 @@ static void send_stored(http_request *req, hub *h, const char *oid, const char *
 /* Shared by resolve and raw: resolve_lfs chooses whether LFS pointers are followed. */
 static void serve_file(http_request *req, hub_call *call, bool resolve_lfs)
 {
-    if (hub_load_repo(req, call, false) != 0)
-        return;
-    repo *r = hub_open_git(req, call);
+    char sha[41];
+    repo *r = hub_open_at_rev(req, call, false, sha);
     if (!r)
         return;
-    char sha[41];
-    if (hub_resolve_rev(req, call, r, sha) != 0) {
-        hub_close_git(r);
-        return;
-    }
     http_add_header(req, "X-Repo-Commit", sha);
     repo_entry ent = {0};
     err e = ERR_INIT;
