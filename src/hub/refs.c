@@ -150,7 +150,9 @@ void hub_branch_create(http_request *req, hub_call *call)
     json_decref(body);
 }
 
-void hub_branch_delete(http_request *req, hub_call *call)
+/* DELETE of a branch or tag named by call->rev. */
+static void delete_ref(http_request *req, hub_call *call,
+                       int (*remove)(repo *r, const char *name, err *e))
 {
     if (hub_load_repo(req, call, true) != 0)
         return;
@@ -158,11 +160,16 @@ void hub_branch_delete(http_request *req, hub_call *call)
     if (!r)
         return;
     err e = ERR_INIT;
-    if (repo_branch_delete(r, call->rev, &e) != 0)
+    if (remove(r, call->rev, &e) != 0)
         http_reply_error(req, &e);
     else
         http_reply_json(req, 200, json_object());
     hub_close_git(r);
+}
+
+void hub_branch_delete(http_request *req, hub_call *call)
+{
+    delete_ref(req, call, repo_branch_delete);
 }
 
 void hub_tag_create(http_request *req, hub_call *call)
@@ -191,20 +198,7 @@ void hub_tag_create(http_request *req, hub_call *call)
     json_decref(body);
 }
 
-void hub_tag_delete(http_request *req, hub_call *call)
-{
-    if (hub_load_repo(req, call, true) != 0)
-        return;
-    repo *r = hub_open_git(req, call);
-    if (!r)
-        return;
-    err e = ERR_INIT;
-    if (repo_tag_delete(r, call->rev, &e) != 0)
-        http_reply_error(req, &e);
-    else
-        http_reply_json(req, 200, json_object());
-    hub_close_git(r);
-}
+void hub_tag_delete(http_request *req, hub_call *call) { delete_ref(req, call, repo_tag_delete); }
 
 void hub_super_squash(http_request *req, hub_call *call)
 {
