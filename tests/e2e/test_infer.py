@@ -523,3 +523,28 @@ def test_stop_string_ends_generation(models):
     assert first3
     out = hearth(path, "--ids", ",".join(map(str, ids)), "-n", "6", "-q", "--stop", first3).stdout.decode()
     assert out.rstrip("\n") == first3
+
+
+@pytest.mark.parametrize("kind", ["llama2", "llama3", "qwen"])
+def test_gguf_tokenizer_matches_llamacpp(models, tmp_path, kind):
+    """GGUF vocabularies (SentencePiece-style `llama` with scores, byte-level `gpt2` with merges)
+    tokenize as llama.cpp tokenizes them, special tokens included."""
+    import llamacpp
+    try:
+        llamacpp.install()
+    except llamacpp.Unavailable as ex:
+        pytest.skip("llama.cpp comparison skipped: %s" % ex)
+    arch = "qwen2" if kind == "qwen" else "llama"
+    _, gguf_path, _ = models("tok-%s" % kind, arch=arch, tokenizer=kind, gguf_type="f32", layers=1)
+    strings = corpus_mod.corpus(2000)
+    stdin = "".join(json.dumps(s) + "\n" for s in strings).encode()
+    d = llamacpp.install()
+    (tmp_path / "strings.jsonl").write_bytes(stdin)
+    p = subprocess.run(["node", os.path.join(d, "tokenize.mjs"), gguf_path, str(tmp_path / "strings.jsonl")],
+                       capture_output=True, timeout=300)
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+    theirs = [json.loads(line) for line in p.stdout.decode().splitlines()]
+    ours = [json.loads(line)["ids"] for line in hearth(gguf_path, "--tokenize", stdin=stdin).stdout.decode().splitlines()]
+    bad = ["%r: ours %s, llama.cpp %s" % (s, a[:16], b[:16]) for s, a, b in zip(strings, ours, theirs) if a != b]
+    assert len(theirs) == len(strings)
+    assert not bad, "%d of %d differ; first:\n%s" % (len(bad), len(strings), "\n".join(bad[:10]))

@@ -24,7 +24,7 @@ def install():
         raise Unavailable("node/npm are not installed")
     src = os.path.join(HERE, "llamacpp")
     os.makedirs(DEST, exist_ok=True)
-    for f in ("package.json", "greedy.mjs", "bench.mjs"):
+    for f in ("package.json", "greedy.mjs", "bench.mjs", "tokenize.mjs"):
         shutil.copyfile(os.path.join(src, f), os.path.join(DEST, f))
     marker = os.path.join(DEST, "node_modules", "@node-llama-cpp", "linux-x64", "package.json")
     if not os.path.exists(marker):

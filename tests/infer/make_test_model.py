@@ -418,16 +418,35 @@ def write_gguf(path, arch, cfg, weights, tok_json, tok_info, qtype):
     for i in range(n):
         tokens.append(inv.get(i, "[PAD%d]" % i))
         types.append(3 if i in added and added[i]["special"] else (4 if i in added else (1 if i in inv else 5)))
-    wr.add_tokenizer_model("gpt2")
-    wr.add_tokenizer_pre({"llama3": "llama-bpe", "qwen": "qwen2", "gpt2": "gpt-2"}[tok_info["kind"]])
-    wr.add_token_list(tokens)
-    wr.add_token_types(types)
-    merges = data["model"]["merges"]
-    wr.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
-    if tok_info["bos"]:
+    merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
+    if tok_info["kind"] in ("llama2", "metaspace"):
+        # SentencePiece-style ("llama" model): merge priority through scores, byte tokens typed 6.
+        rank = {}
+        for r, m in enumerate(merges):
+            rank.setdefault(m.replace(" ", ""), r)
+        scores = [-float(rank.get(tok, len(merges))) if tok in rank else 0.0 for tok in tokens]
+        for i, tok in enumerate(tokens):
+            if len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">") and types[i] == 1:
+                types[i] = 6
+        wr.add_tokenizer_model("llama")
+        wr.add_token_list(tokens)
+        wr.add_token_scores(scores)
+        wr.add_token_types(types)
         wr.add_bos_token_id(t.token_to_id(tok_info["bos"]))
-    wr.add_eos_token_id(t.token_to_id(tok_info["eos"]))
-    wr.add_add_bos_token(tok_info["kind"] == "llama3")
+        wr.add_eos_token_id(t.token_to_id(tok_info["eos"]))
+        wr.add_unk_token_id(0)
+        wr.add_add_bos_token(True)
+        wr.add_add_space_prefix(True)
+    else:
+        wr.add_tokenizer_model("gpt2")
+        wr.add_tokenizer_pre({"llama3": "llama-bpe", "qwen": "qwen2", "gpt2": "gpt-2"}[tok_info["kind"]])
+        wr.add_token_list(tokens)
+        wr.add_token_types(types)
+        wr.add_token_merges(merges)
+        if tok_info["bos"]:
+            wr.add_bos_token_id(t.token_to_id(tok_info["bos"]))
+        wr.add_eos_token_id(t.token_to_id(tok_info["eos"]))
+        wr.add_add_bos_token(tok_info["kind"] == "llama3")
     Q = gguf.GGMLQuantizationType
     for name, w in weights.items():
         if arch == "gpt2" and w.ndim == 2 and name not in ("wte.weight", "wpe.weight"):
