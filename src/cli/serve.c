@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/base.h"
 #include "http/http.h"
@@ -95,13 +96,17 @@ int cli_serve_main(int argc, char **argv)
     }
     int bound = http_server_port(server);
     log_info("Hearth is serving %s on http://%s:%d", data, host, bound);
+    char self[4096] = "hearth";
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0)
+        self[n] = '\0';
     printf("Hearth is serving http://%s:%d (data in %s)\n"
            "Make a user and a token:\n"
-           "  hearth admin --data %s create-user NAME\n"
-           "  hearth admin --data %s create-token NAME --write\n"
+           "  %s admin --data %s create-user NAME\n"
+           "  %s admin --data %s create-token NAME --write\n"
            "then: HF_ENDPOINT=http://%s:%d HF_TOKEN=<token> python -c 'import huggingface_hub "
            "as h; print(h.whoami())'\n",
-           host, bound, data, data, data, host, bound);
+           host, bound, data, self, data, self, data, host, bound);
     fflush(stdout);
     int sig = 0;
     sigwait(&stop, &sig);
