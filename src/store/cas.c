@@ -222,7 +222,8 @@ int store_xorb_put(store *s, const xet_hash *xorb, const uint8_t *data, size_t l
                          strerror(errno));
             break;
         }
-        pc[np++] = (pack_chunk){c->hash, bytes, c->serialized_len, c->uncompressed_len};
+        pc[np++] = (pack_chunk){c->hash, bytes, c->serialized_len, c->uncompressed_len,
+                                store_record_check(data + c->offset, c->serialized_len)};
         bytes += c->serialized_len;
         raw += c->uncompressed_len;
     }
@@ -265,7 +266,7 @@ int store_xorb_put(store *s, const xet_hash *xorb, const uint8_t *data, size_t l
         }
         int64_t pack = sqlite3_last_insert_rowid(s->sql);
         sqlite3_stmt *a = store_sql_prepare(s, "INSERT INTO pack_chunks (pack, idx, hash, offset,"
-                                               " length, raw) VALUES (?, ?, ?, ?, ?, ?)", e);
+                                               " length, raw, check_) VALUES (?, ?, ?, ?, ?, ?, ?)", e);
         sqlite3_stmt *b = store_sql_prepare(s, "INSERT OR IGNORE INTO chunks (hash, pack, idx)"
                                                " VALUES (?, ?, ?)", e);
         for (size_t i = 0; rc == 0 && a && b && i < np; i++) {
@@ -276,6 +277,7 @@ int store_xorb_put(store *s, const xet_hash *xorb, const uint8_t *data, size_t l
             sqlite3_bind_int64(a, 4, (int64_t)pc[i].offset);
             sqlite3_bind_int64(a, 5, pc[i].length);
             sqlite3_bind_int64(a, 6, pc[i].raw);
+            sqlite3_bind_int64(a, 7, (int64_t)pc[i].check);
             sqlite3_reset(b);
             sqlite3_bind_blob(b, 1, pc[i].hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
             sqlite3_bind_int64(b, 2, pack);

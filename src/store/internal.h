@@ -31,14 +31,19 @@ typedef struct pack_chunk {
     uint64_t offset;     /* of its header in the pack file */
     uint32_t length;     /* header + payload */
     uint32_t raw;        /* decoded bytes */
+    uint64_t check;      /* XXH3-64 of the record as stored (header + payload) */
 } pack_chunk;
+
+/* The fast integrity check of a stored record; downloads verify it, fsck the BLAKE3 hash. */
+uint64_t store_record_check(const void *record, size_t len);
 
 /* Loads chunks [start, end) of pack `pack` (end 0 = to the last). Caller holds the lock and
  * frees *out. */
 int store_load_pack_chunks(store *s, int64_t pack, uint32_t start, uint32_t end,
                            pack_chunk **out, size_t *n, err *e);
 
-/* Reads and decodes one chunk record from fd into out (raw bytes), checking its hash. */
+/* Reads and decodes one chunk record from fd into out (raw bytes), checking its BLAKE3 hash
+ * (fsck: the full check). */
 int store_read_chunk(int fd, const pack_chunk *c, uint8_t *out, uint8_t *scratch, err *e);
 
 #endif

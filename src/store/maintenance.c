@@ -295,7 +295,7 @@ static int rewrite_pack(store *s, const pack_info *p, store_gc_result *out, err 
             break;
         }
         map[i] = (uint32_t)nkept;
-        kept[nkept++] = (pack_chunk){pc[i].hash, offset, pc[i].length, pc[i].raw};
+        kept[nkept++] = (pack_chunk){pc[i].hash, offset, pc[i].length, pc[i].raw, pc[i].check};
         offset += pc[i].length;
         raw += pc[i].raw;
     }
@@ -340,7 +340,7 @@ static int rewrite_pack(store *s, const pack_info *p, store_gc_result *out, err 
             }
             int64_t id = sqlite3_last_insert_rowid(s->sql);
             sqlite3_stmt *a = store_sql_prepare(s, "INSERT INTO pack_chunks (pack, idx, hash, offset,"
-                                                   " length, raw) VALUES (?, ?, ?, ?, ?, ?)", e);
+                                                   " length, raw, check_) VALUES (?, ?, ?, ?, ?, ?, ?)", e);
             sqlite3_stmt *b = store_sql_prepare(s, "UPDATE chunks SET pack = ?, idx = ? WHERE hash = ?"
                                                    " AND pack = ?", e);
             for (size_t i = 0; rc == 0 && a && b && i < nkept; i++) {
@@ -351,6 +351,7 @@ static int rewrite_pack(store *s, const pack_info *p, store_gc_result *out, err 
                 sqlite3_bind_int64(a, 4, (int64_t)kept[i].offset);
                 sqlite3_bind_int64(a, 5, kept[i].length);
                 sqlite3_bind_int64(a, 6, kept[i].raw);
+                sqlite3_bind_int64(a, 7, (int64_t)kept[i].check);
                 sqlite3_reset(b);
                 sqlite3_bind_int64(b, 1, id);
                 sqlite3_bind_int64(b, 2, (int64_t)i);
