@@ -171,9 +171,10 @@ static void attend_heads(void *ctx, int64_t begin, int64_t end)
     infer_session *s = j->s;
     const infer_config *c = &s->m->cfg;
     int hd = c->head_dim, kvd = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
-    float scale = 1.0f / sqrtf((float)hd);
+    float scale = c->attn_scale > 0 ? c->attn_scale : 1.0f / sqrtf((float)hd);
     int start = 0;
-    if (c->sliding_window > 0 && j->pos >= c->sliding_window)
+    bool sliding = c->arch == ARCH_GPT2 ? false : s->m->layers[j->layer].sliding;
+    if (sliding && j->pos >= c->sliding_window)
         start = j->pos - c->sliding_window + 1;
     size_t layer_off = (size_t)j->layer * (size_t)s->max_seq * (size_t)kvd;
     for (int64_t h = begin; h < end; h++) {
@@ -184,6 +185,8 @@ static void attend_heads(void *ctx, int64_t begin, int64_t end)
         for (int t = start; t <= j->pos; t++) {
             const float *k = s->key_cache + layer_off + (size_t)t * kvd + (size_t)kvh * hd;
             att[t] = infer_vec_dot(q, k, hd) * scale;
+            if (c->attn_softcap > 0)
+                att[t] = tanhf(att[t] / c->attn_softcap) * c->attn_softcap;
             if (att[t] > maxv)
                 maxv = att[t];
         }
@@ -220,6 +223,11 @@ static void attention(infer_session *s, int layer, int n, const float *q, int q_
     }
 }
 
+static float gelu_tanh(float x)
+{
+    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+
 /* ---- llama family ---------------------------------------------------------------------------- */
 
 static void llama_chunk(infer_session *s, const int32_t *tokens, int n)
@@ -230,6 +238,9 @@ static void llama_chunk(infer_session *s, const int32_t *tokens, int n)
     for (int t = 0; t < n; t++)
         infer_dequant_row(m->embed.type, m->embed.data + m->embed.row_bytes * (size_t)tokens[t],
                           s->x + (size_t)t * dim, dim);
+    if (c->embed_scale > 0)
+        for (size_t i = 0; i < (size_t)n * dim; i++)
+            s->x[i] *= c->embed_scale;
     for (int l = 0; l < c->n_layers; l++) {
         const infer_layer *L = &m->layers[l];
         for (int t = 0; t < n; t++)
@@ -245,18 +256,21 @@ static void llama_chunk(infer_session *s, const int32_t *tokens, int n)
                 float *qh = s->q + (size_t)t * qd + (size_t)h * hd;
                 if (L->q_norm)
                     rmsnorm(qh, qh, L->q_norm, hd, c->norm_eps);
-                rope(qh, hd, s->pos + t, m->rope_inv_freq, c->rope_interleaved);
+                rope(qh, hd, s->pos + t, L->rope_inv_freq, c->rope_interleaved);
             }
             for (int h = 0; h < c->n_kv_heads; h++) {
                 float *kh = s->k + (size_t)t * kvd + (size_t)h * hd;
                 if (L->k_norm)
                     rmsnorm(kh, kh, L->k_norm, hd, c->norm_eps);
-                rope(kh, hd, s->pos + t, m->rope_inv_freq, c->rope_interleaved);
+                rope(kh, hd, s->pos + t, L->rope_inv_freq, c->rope_interleaved);
             }
         }
         attention(s, l, n, s->q, qd, s->k, s->v, kvd);
         infer_matmul(s->pool, s->xb, s->att_out, &L->wo, n);
         add_bias(s->xb, L->bo, dim, n, dim);
+        if (L->post_attn_norm)
+            for (int t = 0; t < n; t++)
+                rmsnorm(s->xb + (size_t)t * dim, s->xb + (size_t)t * dim, L->post_attn_norm, dim, c->norm_eps);
         for (size_t i = 0; i < (size_t)n * dim; i++)
             s->x[i] += s->xb[i];
 
@@ -266,23 +280,24 @@ static void llama_chunk(infer_session *s, const int32_t *tokens, int n)
         infer_matmul(s->pool, s->hb2, s->xb, &L->w_up, n);
         for (size_t i = 0; i < (size_t)n * c->ffn_dim; i++) {
             float g = s->hb[i];
-            s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];
+            s->hb[i] = (c->gelu_mlp ? gelu_tanh(g) : g / (1.0f + expf(-g))) * s->hb2[i];
         }
         infer_matmul(s->pool, s->xb, s->hb, &L->w_down, n);
+        if (L->post_ffn_norm)
+            for (int t = 0; t < n; t++)
+                rmsnorm(s->xb + (size_t)t * dim, s->xb + (size_t)t * dim, L->post_ffn_norm, dim, c->norm_eps);
         for (size_t i = 0; i < (size_t)n * dim; i++)
             s->x[i] += s->xb[i];
     }
     float *last = s->x + (size_t)(n - 1) * dim;
     rmsnorm(s->xb, last, m->final_norm, dim, c->norm_eps);
     infer_matmul(s->pool, s->logits, s->xb, &m->output, 1);
+    if (c->final_softcap > 0)
+        for (int i = 0; i < c->vocab_size; i++)
+            s->logits[i] = tanhf(s->logits[i] / c->final_softcap) * c->final_softcap;
 }
 
 /* ---- gpt2 ------------------------------------------------------------------------------------ */
-
-static float gelu_tanh(float x)
-{
-    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-}
 
 static void gpt2_chunk(infer_session *s, const int32_t *tokens, int n)
 {

@@ -166,11 +166,24 @@ typedef struct infer_config {
     int sliding_window;          /* 0 = none */
     bool qk_norm;
     bool tied_embeddings;
+    /* Gemma: (1+w) norms, GeGLU, embeddings × √hidden, own attention scale, soft-capping,
+     * norms after attention and around the MLP, sliding layers with their own RoPE base. */
+    bool gemma, gelu_mlp, post_norms;
+    float embed_scale;           /* 0 = 1 */
+    float attn_scale;            /* 0 = 1/√head_dim */
+    float attn_softcap, final_softcap;   /* 0 = none */
+    float rope_local_theta;      /* RoPE base of sliding layers (Gemma 3); 0 = rope_theta */
+    int sliding_pattern;         /* Gemma 3: every n-th layer is global; 0 = see sliding_all/alt */
+    bool sliding_alternate;      /* Gemma 2: even layers slide */
+    uint8_t *layer_sliding;      /* per layer, from config `layer_types` (owned by the model) */
 } infer_config;
 
 typedef struct infer_layer {
     float *attn_norm, *attn_norm_bias, *ffn_norm, *ffn_norm_bias;
     float *q_norm, *k_norm;
+    float *post_attn_norm, *pre_ffn_norm, *post_ffn_norm;   /* Gemma 2/3 */
+    bool sliding;                /* this layer attends within cfg.sliding_window */
+    const float *rope_inv_freq;  /* this layer's RoPE frequencies */
     float *bq, *bk, *bv, *bo, *bqkv, *b_up, *b_down;
     infer_matrix wq, wk, wv, wo, wqkv, w_gate, w_up, w_down;
 } infer_layer;
@@ -184,6 +197,7 @@ struct infer_model {
     float *final_norm, *final_norm_bias;
     infer_layer *layers;
     float *rope_inv_freq;        /* head_dim/2 frequencies after scaling */
+    float *rope_local_inv_freq;  /* sliding layers' frequencies (Gemma 3), or NULL */
     void **owned;                /* converted copies (norms, biases, transposed gpt2 weights) */
     size_t nowned;
     infer_tokenizer *tokenizer;

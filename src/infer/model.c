@@ -67,6 +67,16 @@ static float *bind_vec(binder *b, const char *name, int64_t n, bool required)
     return v;
 }
 
+/* Gemma's RMSNorm multiplies by (1 + w): fold the 1 in once. */
+static float *bind_norm(binder *b, const char *name, int64_t n, bool required)
+{
+    float *v = bind_vec(b, name, n, required);
+    if (v && b->m->cfg.gemma && !b->m->is_gguf)
+        for (int64_t i = 0; i < n; i++)
+            v[i] += 1.0f;
+    return v;
+}
+
 static bool bind_mat(binder *b, const char *name, int64_t rows, int64_t cols, bool required,
                      infer_matrix *out)
 {
@@ -147,7 +157,7 @@ static int bind_llama(infer_model *m, err *e)
     for (int i = 0; i < c->n_layers && !b.failed; i++) {
         infer_layer *L = &m->layers[i];
 #define N(hf, gg) nm(n, sizeof n, f, i, g ? gg : hf)
-        L->attn_norm = bind_vec(&b, N("input_layernorm.weight", "attn_norm.weight"), c->dim, true);
+        L->attn_norm = bind_norm(&b, N("input_layernorm.weight", "attn_norm.weight"), c->dim, true);
         bind_mat(&b, N("self_attn.q_proj.weight", "attn_q.weight"), qd, c->dim, true, &L->wq);
         bind_mat(&b, N("self_attn.k_proj.weight", "attn_k.weight"), kvd, c->dim, true, &L->wk);
         bind_mat(&b, N("self_attn.v_proj.weight", "attn_v.weight"), kvd, c->dim, true, &L->wv);
@@ -157,16 +167,28 @@ static int bind_llama(infer_model *m, err *e)
         L->bv = bind_vec(&b, N("self_attn.v_proj.bias", "attn_v.bias"), kvd, false);
         L->bo = bind_vec(&b, N("self_attn.o_proj.bias", "attn_output.bias"), c->dim, false);
         if (c->qk_norm) {
-            L->q_norm = bind_vec(&b, N("self_attn.q_norm.weight", "attn_q_norm.weight"), c->head_dim, true);
-            L->k_norm = bind_vec(&b, N("self_attn.k_norm.weight", "attn_k_norm.weight"), c->head_dim, true);
+            L->q_norm = bind_norm(&b, N("self_attn.q_norm.weight", "attn_q_norm.weight"), c->head_dim, true);
+            L->k_norm = bind_norm(&b, N("self_attn.k_norm.weight", "attn_k_norm.weight"), c->head_dim, true);
         }
-        L->ffn_norm = bind_vec(&b, N("post_attention_layernorm.weight", "ffn_norm.weight"), c->dim, true);
+        if (c->post_norms) {
+            L->post_attn_norm = bind_norm(&b, N("post_attention_layernorm.weight", "post_attention_norm.weight"),
+                                          c->dim, true);
+            L->ffn_norm = bind_norm(&b, N("pre_feedforward_layernorm.weight", "ffn_norm.weight"), c->dim, true);
+            L->post_ffn_norm = bind_norm(&b, N("post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
+                                         c->dim, true);
+        } else {
+            L->ffn_norm = bind_norm(&b, N("post_attention_layernorm.weight", "ffn_norm.weight"), c->dim, true);
+        }
+        L->sliding = c->sliding_window > 0 &&
+                     (c->layer_sliding ? c->layer_sliding[i]
+                      : c->sliding_pattern ? (i + 1) % c->sliding_pattern != 0
+                      : c->sliding_alternate ? i % 2 == 0 : true);
         bind_mat(&b, N("mlp.gate_proj.weight", "ffn_gate.weight"), c->ffn_dim, c->dim, true, &L->w_gate);
         bind_mat(&b, N("mlp.up_proj.weight", "ffn_up.weight"), c->ffn_dim, c->dim, true, &L->w_up);
         bind_mat(&b, N("mlp.down_proj.weight", "ffn_down.weight"), c->dim, c->ffn_dim, true, &L->w_down);
 #undef N
     }
-    m->final_norm = bind_vec(&b, g ? "output_norm.weight" : "model.norm.weight", c->dim, true);
+    m->final_norm = bind_norm(&b, g ? "output_norm.weight" : "model.norm.weight", c->dim, true);
     if (!bind_mat(&b, g ? "output.weight" : "lm_head.weight", c->vocab_size, c->dim,
                   false, &m->output) && !b.failed) {
         m->output = m->embed;
@@ -320,7 +342,8 @@ static int config_from_json(infer_model *m, json_t *root, err *e)
         c->vocab_size = jint(root, "vocab_size", 50257);
         c->tied_embeddings = true;
     } else if (!strcmp(type, "llama") || !strcmp(type, "mistral") || !strcmp(type, "qwen2") ||
-               !strcmp(type, "qwen3")) {
+               !strcmp(type, "qwen3") || !strcmp(type, "gemma") || !strcmp(type, "gemma2") ||
+               !strcmp(type, "gemma3_text")) {
         c->arch = ARCH_LLAMA;
         c->dim = jint(root, "hidden_size", 0);
         c->n_layers = jint(root, "num_hidden_layers", 0);
@@ -332,14 +355,47 @@ static int config_from_json(infer_model *m, json_t *root, err *e)
         c->max_seq = jint(root, "max_position_embeddings", 2048);
         c->norm_eps = (float)jnum(root, "rms_norm_eps", 1e-6);
         c->rope_theta = (float)jnum(root, "rope_theta", 10000);
-        c->qk_norm = !strcmp(type, "qwen3");
+        c->qk_norm = !strcmp(type, "qwen3") || !strcmp(type, "gemma3_text");
         c->tied_embeddings = json_is_true(json_object_get(root, "tie_word_embeddings"));
-        json_t *act = json_object_get(root, "hidden_act");
-        if (act && !(json_is_string(act) && !strcmp(json_string_value(act), "silu")))
-            return err_set(e, 400, "BadModel", "hidden_act %s is not supported (silu only)",
-                           json_is_string(act) ? json_string_value(act) : "?");
+        c->gemma = !strncmp(type, "gemma", 5);
+        json_t *act = json_object_get(root, c->gemma ? "hidden_activation" : "hidden_act");
+        if (c->gemma && !json_is_string(act))
+            act = json_object_get(root, "hidden_act");
+        const char *actname = json_string_value(act);
+        if (actname && (!strcmp(actname, "gelu_pytorch_tanh") || !strcmp(actname, "gelu_tanh") ||
+                        (c->gemma && !strcmp(actname, "gelu"))))
+            c->gelu_mlp = true;   /* Gemma 1 configs say "gelu" but run the tanh approximation */
+        else if (act && !(actname && !strcmp(actname, "silu")))
+            return err_set(e, 400, "BadModel", "activation %s is not supported (silu, gelu_pytorch_tanh)",
+                           actname ? actname : "?");
+        if (c->gemma) {
+            c->embed_scale = sqrtf((float)c->dim);
+            c->post_norms = strcmp(type, "gemma") != 0;
+            double qs = jnum(root, "query_pre_attn_scalar", 0);
+            if (qs > 0)
+                c->attn_scale = (float)(1.0 / sqrt(qs));
+            c->attn_softcap = (float)jnum(root, "attn_logit_softcapping", 0);
+            c->final_softcap = (float)jnum(root, "final_logit_softcapping", 0);
+            if (!strcmp(type, "gemma2"))
+                c->sliding_alternate = true;
+            if (!strcmp(type, "gemma3_text")) {
+                c->rope_local_theta = (float)jnum(root, "rope_local_base_freq", 10000);
+                c->sliding_pattern = jint(root, "sliding_window_pattern", 6);
+                json_t *lt = json_object_get(root, "layer_types");
+                if (json_is_array(lt) && (int)json_array_size(lt) == c->n_layers) {
+                    c->layer_sliding = own(m, calloc((size_t)c->n_layers, 1));
+                    for (int i = 0; i < c->n_layers; i++)
+                        c->layer_sliding[i] = json_is_string(json_array_get(lt, (size_t)i)) &&
+                                              !strcmp(json_string_value(json_array_get(lt, (size_t)i)),
+                                                      "sliding_attention");
+                }
+            }
+            if (!json_object_get(root, "tie_word_embeddings"))
+                c->tied_embeddings = true;
+        }
         json_t *sw = json_object_get(root, "sliding_window");
-        bool use_sw = strcmp(type, "mistral") ? json_is_true(json_object_get(root, "use_sliding_window")) : true;
+        bool use_sw = !strcmp(type, "mistral") || !strcmp(type, "gemma2") || !strcmp(type, "gemma3_text") ||
+                      json_is_true(json_object_get(root, "use_sliding_window"));
         if (json_is_integer(sw) && use_sw)
             c->sliding_window = (int)json_integer_value(sw);
         json_t *rs = json_object_get(root, "rope_scaling");
@@ -361,7 +417,7 @@ static int config_from_json(infer_model *m, json_t *root, err *e)
         }
     } else {
         return err_set(e, 400, "BadModel", "model_type '%s' is not supported (llama, mistral, "
-                       "qwen2, qwen3, gpt2)", type);
+                       "qwen2, qwen3, gemma, gemma2, gemma3_text, gpt2)", type);
     }
     m->bos_id = jint(root, "bos_token_id", -1);
     add_eos_json(m, json_object_get(root, "eos_token_id"));
@@ -450,6 +506,11 @@ static void rope_frequencies(infer_model *m)
 {
     const infer_config *c = &m->cfg;
     int half = c->head_dim / 2;
+    if (c->rope_local_theta > 0) {   /* Gemma 3 sliding layers: their own base, no scaling */
+        m->rope_local_inv_freq = own(m, malloc((size_t)half * sizeof(float)));
+        for (int j = 0; j < half; j++)
+            m->rope_local_inv_freq[j] = (float)pow((double)c->rope_local_theta, -2.0 * j / c->head_dim);
+    }
     m->rope_inv_freq = own(m, malloc((size_t)half * sizeof(float)));
     const infer_tensor_entry *rf = m->is_gguf ? infer_tensor_find(&m->tensors, "rope_freqs.weight") : NULL;
     float *factors = NULL;
@@ -601,8 +662,12 @@ int infer_model_load(infer_model **out, const char *path, const infer_load_optio
         infer_model_free(m);
         return -1;
     }
-    if (m->cfg.arch == ARCH_LLAMA)
+    if (m->cfg.arch == ARCH_LLAMA) {
         rope_frequencies(m);
+        for (int i = 0; i < m->cfg.n_layers; i++)
+            m->layers[i].rope_inv_freq = m->layers[i].sliding && m->rope_local_inv_freq ? m->rope_local_inv_freq
+                                                                                        : m->rope_inv_freq;
+    }
     if (opt && opt->max_seq > 0 && opt->max_seq < m->cfg.max_seq)
         m->cfg.max_seq = opt->max_seq;
     *out = m;

@@ -140,6 +140,9 @@ ARCH_DEFAULTS = {
     "qwen2": dict(tokenizer="qwen", rope_theta=1000000.0, tie=True),
     "qwen3": dict(tokenizer="qwen", rope_theta=1000000.0, tie=True),
     "gpt2": dict(tokenizer="gpt2", tie=True),
+    "gemma": dict(tokenizer="llama2", rope_theta=10000.0, tie=True),
+    "gemma2": dict(tokenizer="llama2", rope_theta=10000.0, tie=True),
+    "gemma3": dict(tokenizer="llama2", rope_theta=1000000.0, tie=True),
 }
 
 
@@ -183,10 +186,13 @@ def random_weights(arch, cfg, rng):
             w[p + "self_attn.q_proj.bias"] = bias(H * HD)
             w[p + "self_attn.k_proj.bias"] = bias(KV * HD)
             w[p + "self_attn.v_proj.bias"] = bias(KV * HD)
-        if arch == "qwen3":
+        if arch in ("qwen3", "gemma3"):
             w[p + "self_attn.q_norm.weight"] = norm(HD)
             w[p + "self_attn.k_norm.weight"] = norm(HD)
         w[p + "post_attention_layernorm.weight"] = norm(D)
+        if arch in ("gemma2", "gemma3"):
+            w[p + "pre_feedforward_layernorm.weight"] = norm(D)
+            w[p + "post_feedforward_layernorm.weight"] = norm(D)
         w[p + "mlp.gate_proj.weight"] = lin(F, D)
         w[p + "mlp.up_proj.weight"] = lin(F, D)
         w[p + "mlp.down_proj.weight"] = lin(D, F)
@@ -209,7 +215,8 @@ def make_config(arch, vocab_size, tok_info, tok_json, layers=2, hidden=64, heads
                 "bos_token_id": bos, "eos_token_id": eos, "torch_dtype": "float32"}
     d = ARCH_DEFAULTS[arch]
     names = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-             "qwen3": "Qwen3ForCausalLM"}
+             "qwen3": "Qwen3ForCausalLM", "gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM",
+             "gemma3": "Gemma3ForCausalLM"}
     cfg = {"architectures": [names[arch]], "model_type": arch, "vocab_size": vocab_size,
            "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
            "num_key_value_heads": kv_heads, "intermediate_size": ffn, "max_position_embeddings": ctx,
@@ -220,6 +227,25 @@ def make_config(arch, vocab_size, tok_info, tok_json, layers=2, hidden=64, heads
         cfg["head_dim"] = 2 * hidden // heads   # Qwen3: heads × head_dim ≠ hidden
     if arch == "mistral":
         cfg["sliding_window"] = None
+    if arch.startswith("gemma"):
+        # Gemma: GeGLU, (1+w) norms, √hidden embedding scale; 2/3 add soft-capping (2), q/k norms (3),
+        # post-norms and sliding-window layers with a small window so that the tests exercise it.
+        del cfg["hidden_act"]
+        cfg["hidden_activation"] = "gelu_pytorch_tanh"
+        cfg["rms_norm_eps"] = 1e-6
+        if arch in ("gemma2", "gemma3"):
+            cfg["query_pre_attn_scalar"] = 24
+            cfg["sliding_window"] = 6
+        if arch == "gemma2":
+            cfg["attn_logit_softcapping"] = 50.0
+            cfg["final_logit_softcapping"] = 30.0
+        if arch == "gemma3":
+            cfg["model_type"] = "gemma3_text"
+            cfg["rope_local_base_freq"] = 10000.0
+            cfg["sliding_window_pattern"] = 2
+            cfg["rope_scaling"] = {"rope_type": "linear", "factor": 8.0}
+            cfg["attn_logit_softcapping"] = None
+            cfg["final_logit_softcapping"] = None
     return cfg
 
 

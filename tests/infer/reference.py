@@ -118,6 +118,79 @@ def attention(q, k, v, n_kv, window=None):
     return out
 
 
+def forward_gemma(cfg, w, ids):
+    """Gemma 1/2/3 as in transformers' modeling_gemma*.py: RMSNorm times (1 + w), embeddings
+    times sqrt(hidden), GeGLU (tanh GELU), attention scaled by query_pre_attn_scalar^-0.5 with
+    optional tanh soft-capping, post-attention and pre/post-feed-forward norms (2, 3), q/k norms
+    and local/global RoPE bases (3), sliding-window layers (2: even layers, 3: all but every n-th)."""
+    mt = cfg["model_type"]
+    D, H, KV = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or D // H
+    eps = cfg["rms_norm_eps"]
+    T = len(ids)
+
+    def norm(x, name):
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * (1.0 + w[name])
+
+    def gelu(x):
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+    x = w["model.embed_tokens.weight"][ids] * np.sqrt(D)
+    scale = cfg.get("query_pre_attn_scalar", hd) ** -0.5
+    cap = cfg.get("attn_logit_softcapping")
+    pos = np.arange(T)
+    for i in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % i
+        if mt == "gemma2":
+            sliding = i % 2 == 0
+        elif mt == "gemma3_text":
+            sliding = (i + 1) % cfg.get("sliding_window_pattern", 6) != 0
+        else:
+            sliding = False
+        if mt == "gemma3_text" and sliding:
+            inv = 1.0 / (cfg["rope_local_base_freq"] ** (np.arange(0, hd, 2) / hd))
+        else:
+            inv = rope_inv_freq(cfg, hd)
+        ang = pos[:, None] * inv[None, :]
+        cos = np.cos(np.concatenate([ang, ang], -1))[:, None, :]
+        sin = np.sin(np.concatenate([ang, ang], -1))[:, None, :]
+        n = norm(x, p + "input_layernorm.weight")
+        q = (n @ w[p + "self_attn.q_proj.weight"].T).reshape(T, H, hd)
+        k = (n @ w[p + "self_attn.k_proj.weight"].T).reshape(T, KV, hd)
+        v = (n @ w[p + "self_attn.v_proj.weight"].T).reshape(T, KV, hd)
+        if p + "self_attn.q_norm.weight" in w:
+            q = norm(q, p + "self_attn.q_norm.weight")
+            k = norm(k, p + "self_attn.k_norm.weight")
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        out = np.zeros((T, H, hd))
+        for h in range(H):
+            s = (q[:, h] @ k[:, h // (H // KV)].T) * scale
+            if cap:
+                s = np.tanh(s / cap) * cap
+            mask = np.triu(np.ones((T, T), bool), 1)
+            if sliding:
+                mask |= np.tril(np.ones((T, T), bool), -cfg["sliding_window"])
+            s[mask] = -np.inf
+            s = np.exp(s - s.max(-1, keepdims=True))
+            s /= s.sum(-1, keepdims=True)
+            out[:, h] = s @ v[:, h // (H // KV)]
+        a = out.reshape(T, H * hd) @ w[p + "self_attn.o_proj.weight"].T
+        if mt == "gemma":
+            x = x + a
+            n = norm(x, p + "post_attention_layernorm.weight")
+        else:
+            x = x + norm(a, p + "post_attention_layernorm.weight")
+            n = norm(x, p + "pre_feedforward_layernorm.weight")
+        m = (gelu(n @ w[p + "mlp.gate_proj.weight"].T) * (n @ w[p + "mlp.up_proj.weight"].T)) @ \
+            w[p + "mlp.down_proj.weight"].T
+        x = x + (m if mt == "gemma" else norm(m, p + "post_feedforward_layernorm.weight"))
+    x = norm(x, "model.norm.weight")
+    logits = x[-1] @ w["model.embed_tokens.weight"].T
+    fcap = cfg.get("final_logit_softcapping")
+    return np.tanh(logits / fcap) * fcap if fcap else logits
+
+
 def forward_llama(cfg, w, ids):
     D, H, KV = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd = cfg.get("head_dim") or D // H
@@ -176,7 +249,8 @@ def forward_gpt2(cfg, w, ids):
 
 def greedy(cfg, w, ids, n, top):
     """Yields one dict a step, like `hearth run --dump-logits`."""
-    fwd = forward_gpt2 if cfg["model_type"] == "gpt2" else forward_llama
+    mt = cfg["model_type"]
+    fwd = forward_gpt2 if mt == "gpt2" else forward_gemma if mt.startswith("gemma") else forward_llama
     ids = list(ids)
     for step in range(n):
         logits = fwd(cfg, w, ids)
