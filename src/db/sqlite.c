@@ -8,15 +8,27 @@
 #include "db/db.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define STMT_CACHE 48
+#define REPO_CACHE 16
+
+/* Every request looks its repo up by id. Each connection remembers its last few answers,
+ * valid while the process-wide generation is unchanged; any write to the repos table in this
+ * process bumps it. (Only the server writes repos; `hearth admin` never does.) */
+static _Atomic uint64_t repos_generation = 1;
 
 typedef struct conn {
     sqlite3 *sql;
+    struct {
+        db_repo row;     /* meta_json / tags_json NULL */
+        uint64_t generation;
+    } repos[REPO_CACHE];
+    unsigned next_repo;
     struct {
         const char *text;
         sqlite3_stmt *stmt;
@@ -251,6 +263,10 @@ static char *dup_text(sqlite3_stmt *s, int col)
 static int exec_done(conn *c, sqlite3_stmt *s, const char *what, err *e)
 {
     int rc = sqlite3_step(s);
+    /* A write that may have changed a repo row: forget cached rows (after the change is made,
+     * so that nothing read before it survives). */
+    if (strstr(sqlite3_sql(s), "repo"))
+        atomic_fetch_add(&repos_generation, 1);
     int out = rc == SQLITE_DONE ? 0 : db_fail(e, c->sql, what);
     stmt_done(c, s);
     return out;
@@ -449,6 +465,15 @@ int db_repo_get(db *d, const char *type, const char *ns, const char *name, db_re
     if (!c)
         return -1;
     /* The hot lookup of every request: the derived metadata is not read (NULL in out). */
+    uint64_t gen = atomic_load(&repos_generation);
+    for (int i = 0; i < REPO_CACHE; i++) {
+        db_repo *r = &c->repos[i].row;
+        if (c->repos[i].generation == gen && r->id && !strcmp(r->name, name) &&
+            !strcmp(r->ns, ns) && !strcmp(r->type, type)) {
+            *out = *r;
+            return 0;
+        }
+    }
     sqlite3_stmt *s = stmt(c,
                            "SELECT id, uid, type, ns, name, private, gated, sdk, owner_id,"
                            " created_ms, modified_ms, head_sha, NULL, NULL"
@@ -463,6 +488,9 @@ int db_repo_get(db *d, const char *type, const char *ns, const char *name, db_re
     if (rc == SQLITE_ROW) {
         read_repo(s, out);
         out_rc = 0;
+        unsigned k = c->next_repo++ % REPO_CACHE;
+        c->repos[k].row = *out;
+        c->repos[k].generation = gen;
     } else if (rc != SQLITE_DONE) {
         out_rc = db_fail(e, c->sql, "repo lookup");
     }
@@ -547,6 +575,7 @@ int db_repo_move(db *d, const db_repo *r, const char *new_ns, const char *new_na
         db_fail(e, c->sql, "move repo");
         goto fail;
     }
+    atomic_fetch_add(&repos_generation, 1);
     return 0;
 fail:
     sqlite3_exec(c->sql, "ROLLBACK", NULL, NULL, NULL);
