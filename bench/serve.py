@@ -57,7 +57,7 @@ def upload_lfs(base, token, repo, path, file_path):
                                            "objects": [{"oid": oid, "size": size}]}).encode()))
     obj = batch["objects"][0]
     if "actions" in obj:
-        subprocess.run(["curl", "-sS", "-f", "-X", "PUT", "--data-binary", f"@{file_path}",
+        subprocess.run(["curl", "-sS", "-f", "-X", "PUT", "-T", file_path,
                         obj["actions"]["upload"]["href"], "-o", "/dev/null"], check=True)
     lines = [{"key": "header", "value": {"summary": f"add {path}", "description": ""}},
              {"key": "lfsFile", "value": {"path": path, "algo": "sha256", "oid": oid, "size": size}}]

@@ -26,7 +26,7 @@ def put_file(base, token, repo, path, file_path):
                                            "objects": [{"oid": oid, "size": size}]}).encode()))
     href = batch["objects"][0]["actions"]["upload"]["href"]
     t0 = time.monotonic()
-    subprocess.run(["curl", "-sS", "-f", "-X", "PUT", "--data-binary", f"@{file_path}", href,
+    subprocess.run(["curl", "-sS", "-f", "-X", "PUT", "-T", file_path, href,
                     "-o", "/dev/null"], check=True)
     elapsed = time.monotonic() - t0
     lines = [{"key": "header", "value": {"summary": f"add {path}"}},
