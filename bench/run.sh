@@ -9,6 +9,10 @@ echo "== file serving (bench/serve.py): Hearth resolve vs nginx"
 python3 bench/serve.py
 echo "== git clone (bench/git_clone.py): Hearth smart HTTP vs git http-backend behind nginx"
 python3 bench/git_clone.py
+echo "== dedup store (bench/store.py): ingest vs openssl dgst, download from several packs vs nginx"
+python3 bench/store.py
+echo "== Xet (bench/xet.py): hf_xet vs the same client over LFS"
+tests/.venv/bin/python bench/xet.py
 for extra in bench/infer*.sh bench/infer*.py; do
     [ -e "$extra" ] || continue
     echo "== $extra"
