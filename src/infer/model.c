@@ -434,11 +434,12 @@ static int config_from_gguf(infer_model *m, err *e)
     int rc = 0;
     if (!strcmp(arch, "gpt2"))
         c->arch = ARCH_GPT2;
-    else if (!strcmp(arch, "llama") || !strcmp(arch, "qwen2") || !strcmp(arch, "qwen3"))
+    else if (!strcmp(arch, "llama") || !strcmp(arch, "qwen2") || !strcmp(arch, "qwen3") ||
+             !strcmp(arch, "gemma") || !strcmp(arch, "gemma2") || !strcmp(arch, "gemma3"))
         c->arch = ARCH_LLAMA;
     else
         rc = err_set(e, 400, "BadModel", "GGUF architecture '%s' is not supported (llama, qwen2, "
-                     "qwen3, gpt2)", arch);
+                     "qwen3, gemma, gemma2, gemma3, gpt2)", arch);
     if (rc) {
         free(arch);
         return rc;
@@ -466,8 +467,23 @@ static int config_from_gguf(infer_model *m, err *e)
     }
     free(st);
     c->vocab_size = (int)K("vocab_size", 0);
+    if (!strncmp(arch, "gemma", 5)) {
+        /* llama.cpp's conventions: norms stored as (1+w) already, GeGLU, √hidden embedding
+         * scale, 1/√head_dim attention scale; Gemma 2 soft-caps and alternates sliding layers;
+         * Gemma 3 slides on 5 of every 6 layers with a 10000 RoPE base there. */
+        c->gemma = c->gelu_mlp = true;
+        c->embed_scale = sqrtf((float)c->dim);
+        c->post_norms = strcmp(arch, "gemma") != 0;
+        c->attn_softcap = (float)K("attn_logit_softcapping", 0);
+        c->final_softcap = (float)K("final_logit_softcapping", 0);
+        c->sliding_alternate = !strcmp(arch, "gemma2");
+        if (!strcmp(arch, "gemma3")) {
+            c->sliding_pattern = 6;
+            c->rope_local_theta = 10000;
+        }
+    }
 #undef K
-    c->qk_norm = !strcmp(arch, "qwen3");
+    c->qk_norm = !strcmp(arch, "qwen3") || !strcmp(arch, "gemma3");
     /* llama.cpp's converter permutes q/k rows for `llama` only (see spec 6.4). */
     c->rope_interleaved = !strcmp(arch, "llama");
     free(arch);

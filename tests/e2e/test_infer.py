@@ -88,7 +88,7 @@ HF_CASES = [
     ("mistral", "f32", {"layers": 1, "ctx": 64, "head_dim": 32, "hidden": 64, "heads": 4, "kv_heads": 1}),
     ("gemma", "f32", {"head_dim": 32}),
     ("gemma2", "f32", {"layers": 4, "head_dim": 32}),
-    ("gemma3", "f32", {"layers": 4}),
+    ("gemma3", "f32", {"layers": 6}),
     ("gemma3", "bf16", {"layers": 2}),
 ]
 
@@ -110,6 +110,8 @@ GGUF_CASES = [
     ("llama", "q4_k", {"hidden": 256, "ffn": 512, "heads": 4, "kv_heads": 2}),
     ("llama", "q6_k", {"hidden": 256, "ffn": 512, "heads": 4, "kv_heads": 2}),
     ("qwen2", "q8_0", {}), ("qwen3", "f16", {}), ("gpt2", "f32", {}), ("gpt2", "q8_0", {}),
+    ("gemma", "f32", {"head_dim": 32}), ("gemma2", "f16", {"layers": 4, "head_dim": 32}),
+    ("gemma3", "q8_0", {"layers": 6}),
 ]
 
 
@@ -416,7 +418,7 @@ def test_chat_generates_with_template(models, tmp_path):
 # ---- llama.cpp as a peer -------------------------------------------------------------------------
 
 LLAMACPP_CASES = [("llama", "f32"), ("llama", "f16"), ("qwen2", "f32"), ("qwen3", "f16"), ("gpt2", "f32"),
-                  ("mistral", "f32")]
+                  ("mistral", "f32"), ("gemma", "f32"), ("gemma2", "f32"), ("gemma3", "f32")]
 
 
 @pytest.mark.parametrize("arch,qtype", LLAMACPP_CASES, ids=["%s-%s" % c for c in LLAMACPP_CASES])
@@ -429,7 +431,9 @@ def test_greedy_tokens_match_llamacpp(models, arch, qtype):
     except llamacpp.Unavailable as ex:
         pytest.skip("llama.cpp comparison skipped: %s" % ex)
     tok = "llama3" if arch in ("llama", "mistral") else None
-    _, gguf_path, _ = models("cpp-%s-%s" % (arch, qtype), arch=arch, tokenizer=tok, gguf_type=qtype, seed=3)
+    shape = {"layers": 6} if arch.startswith("gemma") else {}
+    _, gguf_path, _ = models("cpp-%s-%s" % (arch, qtype), arch=arch, tokenizer=tok, gguf_type=qtype, seed=3,
+                             **shape)
     theirs = json.loads(llamacpp.node("greedy.mjs", gguf_path, ",".join(map(str, PROMPT_IDS)), 32, 2))
     ours = [row["token"] for row in run_dump(gguf_path, PROMPT_IDS)]
     assert ours == theirs, "hearth %s\nllama.cpp %s" % (ours, theirs)

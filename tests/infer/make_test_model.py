@@ -234,7 +234,7 @@ def make_config(arch, vocab_size, tok_info, tok_json, layers=2, hidden=64, heads
         cfg["hidden_activation"] = "gelu_pytorch_tanh"
         cfg["rms_norm_eps"] = 1e-6
         if arch in ("gemma2", "gemma3"):
-            cfg["query_pre_attn_scalar"] = 24
+            cfg["query_pre_attn_scalar"] = cfg["head_dim"]   # as in Gemma 2B/9B (llama.cpp assumes it)
             cfg["sliding_window"] = 6
         if arch == "gemma2":
             cfg["attn_logit_softcapping"] = 50.0
@@ -242,7 +242,7 @@ def make_config(arch, vocab_size, tok_info, tok_json, layers=2, hidden=64, heads
         if arch == "gemma3":
             cfg["model_type"] = "gemma3_text"
             cfg["rope_local_base_freq"] = 10000.0
-            cfg["sliding_window_pattern"] = 2
+            cfg["sliding_window_pattern"] = 6   # llama.cpp hard-codes 6 for gemma3
             cfg["rope_scaling"] = {"rope_type": "linear", "factor": 8.0}
             cfg["attn_logit_softcapping"] = None
             cfg["final_logit_softcapping"] = None
@@ -377,6 +377,8 @@ HF_TO_GGUF = [
     ("self_attn.v_proj.bias", "attn_v.bias"),
     ("self_attn.q_norm.weight", "attn_q_norm.weight"), ("self_attn.k_norm.weight", "attn_k_norm.weight"),
     ("post_attention_layernorm.weight", "ffn_norm.weight"),
+    ("pre_feedforward_layernorm.weight", "ffn_norm.weight"),
+    ("post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
     ("mlp.gate_proj.weight", "ffn_gate.weight"), ("mlp.up_proj.weight", "ffn_up.weight"),
     ("mlp.down_proj.weight", "ffn_down.weight"),
 ]
@@ -393,8 +395,21 @@ GPT2_TO_GGUF = [
 ]
 
 
+GEMMA_POST_NORMS = [("post_attention_layernorm.weight", "post_attention_norm.weight"),
+                    ("pre_feedforward_layernorm.weight", "ffn_norm.weight")]
+
+
+def gguf_table(arch):
+    if arch == "gpt2":
+        return GPT2_TO_GGUF
+    if arch in ("gemma2", "gemma3"):   # post-norm names differ from the llama family
+        return GEMMA_POST_NORMS + [(a, b) for a, b in HF_TO_GGUF if a != "post_attention_layernorm.weight"]
+    return [(a, b) for a, b in HF_TO_GGUF if not a.startswith(("pre_feedforward", "post_feedforward"))] + \
+        [("post_feedforward_layernorm.weight", "post_ffw_norm.weight")]
+
+
 def gguf_name(arch, hf):
-    table = GPT2_TO_GGUF if arch == "gpt2" else HF_TO_GGUF
+    table = gguf_table(arch)
     layer = None
     rest = hf
     for prefix in ("model.layers.", "h."):
@@ -410,6 +425,7 @@ def write_gguf(path, arch, cfg, weights, tok_json, tok_info, qtype):
     import gguf
     from tokenizers import Tokenizer
     garch = "llama" if arch in ("llama", "mistral") else arch
+    gemma = arch.startswith("gemma")
     wr = gguf.GGUFWriter(path, garch)
     wr.add_name("hearth-test-" + arch)
     if arch == "gpt2":
@@ -430,6 +446,16 @@ def write_gguf(path, arch, cfg, weights, tok_json, tok_info, qtype):
         wr.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
         wr.add_rope_freq_base(cfg["rope_theta"])
         wr.add_rope_dimension_count(cfg["head_dim"])
+        if gemma and cfg.get("sliding_window"):
+            wr.add_sliding_window(cfg["sliding_window"])
+        if cfg.get("attn_logit_softcapping"):
+            wr.add_float32("%s.attn_logit_softcapping" % garch, cfg["attn_logit_softcapping"])
+        if cfg.get("final_logit_softcapping"):
+            wr.add_float32("%s.final_logit_softcapping" % garch, cfg["final_logit_softcapping"])
+        rs = cfg.get("rope_scaling")
+        if rs and rs.get("rope_type") == "linear":
+            wr.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            wr.add_rope_scaling_factor(rs["factor"])
         if cfg["head_dim"] * cfg["num_attention_heads"] != cfg["hidden_size"]:
             wr.add_key_length(cfg["head_dim"])
             wr.add_value_length(cfg["head_dim"])
@@ -483,6 +509,8 @@ def write_gguf(path, arch, cfg, weights, tok_json, tok_info, qtype):
             w = permute_qk(w, cfg["num_attention_heads"], cfg["num_key_value_heads"])
         gname = gguf_name(arch, name)
         w = w.astype(np.float32)
+        if gemma and name.endswith("norm.weight"):
+            w = w + 1   # the converter folds Gemma's (1 + w) into the stored weight
         if w.ndim == 1 or qtype == "f32" or name == "wpe.weight":
             wr.add_tensor(gname, w)
         elif qtype == "f16":

@@ -42,10 +42,11 @@ def load_safetensors_dir(d):
 def load_gguf(path, cfg):
     """Weights from a GGUF file under their HF names, q/k un-permuted for the llama architecture."""
     import gguf
-    from make_test_model import HF_TO_GGUF, GPT2_TO_GGUF, unpermute_qk
+    from make_test_model import gguf_table, unpermute_qk
     r = gguf.GGUFReader(path)
     arch = cfg["model_type"]
-    table = dict((b, a) for a, b in (GPT2_TO_GGUF if arch == "gpt2" else HF_TO_GGUF))
+    arch = "gemma3" if arch == "gemma3_text" else arch
+    table = dict((b, a) for a, b in reversed(gguf_table(arch)))
     w = {}
     for t in r.tensors:
         a = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64)
@@ -64,6 +65,8 @@ def load_gguf(path, cfg):
             a = unpermute_qk(a, cfg["num_attention_heads"], cfg["num_key_value_heads"])
         if arch == "gpt2" and a.ndim == 2 and hf not in ("wte.weight", "wpe.weight"):
             a = a.T  # back to Conv1D [in, out]
+        if arch.startswith("gemma") and hf.endswith("norm.weight"):
+            a = a - 1  # undo the converter's (1 + w)
         w[hf] = a
     return w
 
