@@ -686,8 +686,10 @@ void hub_cas_xorb_get(http_request *req, hub_call *call)
     const char *range = http_header(req, "Range");
     int n_want;
     if (!range) {
+        /* No Range: the whole signed range, when there is exactly one. */
         n_want = n_allowed == 1 ? 1 : -1;
-        want[0] = allowed[0];
+        if (n_want == 1)
+            want[0] = allowed[0];
     } else {
         n_want = text_starts_with(range, "bytes=")
                      ? parse_ranges(range + 6, want, XET_MAX_RANGES) : -1;
@@ -723,7 +725,8 @@ void hub_cas_xorb_get(http_request *req, hub_call *call)
         char cr[96];
         snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu", (unsigned long long)want[0].first,
                  (unsigned long long)want[0].last, (unsigned long long)total);
-        http_add_header(req, "Content-Range", cr);
+        if (range)
+            http_add_header(req, "Content-Range", cr);
         http_reply_fd(req, range ? 206 : 200, "application/octet-stream", fd, off,
                       (int64_t)(want[0].last - want[0].first + 1));
         return;

@@ -384,6 +384,9 @@ def test_reconstruction_ranges_and_signed_urls(xet, api, user, uid, tmp_path):
     x = f["ranges"][0]
     end = x["bytes"]["end"]
     assert requests.get(f["url"], headers={"Range": f"bytes={end}-{end + 10}"}, timeout=30).status_code == 416
+    if len(f["ranges"]) == 1:  # without Range: the whole signed range
+        whole = requests.get(f["url"], timeout=60)
+        assert whole.status_code == 200 and len(whole.content) == end - x["bytes"]["start"] + 1
     bad = re.sub(r"sig=([0-9a-f])", lambda m: "sig=" + ("1" if m.group(1) == "0" else "0"), f["url"])
     assert requests.get(bad, headers={"Range": f"bytes={x['bytes']['start']}-{end}"}, timeout=30).status_code == 403
     widened = re.sub(r"r=\d+-", "r=0-", f["url"])
