@@ -143,12 +143,12 @@ static void add_bias(float *x, const float *b, int n, int rows, int stride)
 
 /* Rotates one head in place. NEOX pairs (i, i+d/2) as HF does; interleaved (2i, 2i+1) for GGUF
  * llama, whose q/k rows the converter permuted. */
-static void rope(float *h, int head_dim, int pos, const float *inv_freq, bool interleaved)
+static void rope(float *h, int head_dim, int pos, const float *inv_freq, bool interleaved, float mscale)
 {
     int half = head_dim / 2;
     for (int j = 0; j < half; j++) {
         float angle = (float)pos * inv_freq[j];
-        float co = cosf(angle), si = sinf(angle);
+        float co = cosf(angle) * mscale, si = sinf(angle) * mscale;
         int a = interleaved ? 2 * j : j, b = interleaved ? 2 * j + 1 : j + half;
         float x0 = h[a], x1 = h[b];
         h[a] = x0 * co - x1 * si;
@@ -235,6 +235,7 @@ static void llama_chunk(infer_session *s, const int32_t *tokens, int n)
     const infer_model *m = s->m;
     const infer_config *c = &m->cfg;
     int dim = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    float mscale = c->rope_mscale > 0 ? c->rope_mscale : 1.0f;
     for (int t = 0; t < n; t++)
         infer_dequant_row(m->embed.type, m->embed.data + m->embed.row_bytes * (size_t)tokens[t],
                           s->x + (size_t)t * dim, dim);
@@ -256,13 +257,13 @@ static void llama_chunk(infer_session *s, const int32_t *tokens, int n)
                 float *qh = s->q + (size_t)t * qd + (size_t)h * hd;
                 if (L->q_norm)
                     rmsnorm(qh, qh, L->q_norm, hd, c->norm_eps);
-                rope(qh, hd, s->pos + t, L->rope_inv_freq, c->rope_interleaved);
+                rope(qh, hd, s->pos + t, L->rope_inv_freq, c->rope_interleaved, mscale);
             }
             for (int h = 0; h < c->n_kv_heads; h++) {
                 float *kh = s->k + (size_t)t * kvd + (size_t)h * hd;
                 if (L->k_norm)
                     rmsnorm(kh, kh, L->k_norm, hd, c->norm_eps);
-                rope(kh, hd, s->pos + t, L->rope_inv_freq, c->rope_interleaved);
+                rope(kh, hd, s->pos + t, L->rope_inv_freq, c->rope_interleaved, mscale);
             }
         }
         attention(s, l, n, s->q, qd, s->k, s->v, kvd);

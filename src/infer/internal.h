@@ -160,8 +160,9 @@ typedef struct infer_config {
     float norm_eps;
     float rope_theta;
     bool rope_interleaved;       /* GGUF llama: pairs (2i, 2i+1); otherwise NEOX pairs (i, i+d/2) */
-    int rope_scaling;            /* 0 none, 1 linear, 2 llama3 */
-    float rope_factor, rope_low_freq, rope_high_freq;
+    int rope_scaling;            /* 0 none, 1 linear, 2 llama3, 3 yarn */
+    float rope_factor, rope_low_freq, rope_high_freq;   /* yarn: beta_fast, beta_slow */
+    float rope_mscale;           /* yarn attention factor on cos/sin; 0 = 1 */
     int rope_orig_ctx;
     int sliding_window;          /* 0 = none */
     bool qk_norm;

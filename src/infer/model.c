@@ -411,6 +411,20 @@ static int config_from_json(infer_model *m, json_t *root, err *e)
                 c->rope_orig_ctx = jint(rs, "original_max_position_embeddings", 8192);
             } else if (rt && !strcmp(rt, "linear")) {
                 c->rope_scaling = 1;
+            } else if (rt && !strcmp(rt, "yarn")) {
+                c->rope_scaling = 3;
+                c->rope_low_freq = (float)jnum(rs, "beta_fast", 32);
+                c->rope_high_freq = (float)jnum(rs, "beta_slow", 1);
+                c->rope_orig_ctx = jint(rs, "original_max_position_embeddings", c->max_seq);
+                double f = c->rope_factor, af = jnum(rs, "attention_factor", 0);
+                double ms = jnum(rs, "mscale", 0), msa = jnum(rs, "mscale_all_dim", 0);
+#define YARN_MSCALE(scale, m) ((scale) <= 1 ? 1.0 : 0.1 * (m) * log(scale) + 1.0)
+                if (af <= 0)
+                    af = ms && msa ? YARN_MSCALE(f, ms) / YARN_MSCALE(f, msa) : YARN_MSCALE(f, 1);
+#undef YARN_MSCALE
+                c->rope_mscale = (float)af;
+                if (json_is_false(json_object_get(rs, "truncate")))
+                    return err_set(e, 400, "BadModel", "yarn rope_scaling with truncate=false is not supported");
             } else if (rt && strcmp(rt, "default")) {
                 return err_set(e, 400, "BadModel", "rope_scaling type '%s' is not supported", rt);
             }
@@ -534,9 +548,30 @@ static void rope_frequencies(infer_model *m)
         factors = malloc((size_t)half * sizeof *factors);
         infer_dequant_row(rf->type, rf->data, factors, half);
     }
+    /* YaRN: blend interpolated and extrapolated frequencies over a ramp between the dimensions
+     * that rotate beta_fast and beta_slow times within the original context. */
+    double yarn_low = 0, yarn_high = 0;
+    if (c->rope_scaling == 3) {
+        double d = c->head_dim, base = c->rope_theta, ctx = c->rope_orig_ctx;
+#define CORR_DIM(rot) (d * log(ctx / ((rot) * 2 * M_PI)) / (2 * log(base)))
+        yarn_low = floor(CORR_DIM(c->rope_low_freq));
+        yarn_high = ceil(CORR_DIM(c->rope_high_freq));
+#undef CORR_DIM
+        if (yarn_low < 0)
+            yarn_low = 0;
+        if (yarn_high > d - 1)
+            yarn_high = d - 1;
+        if (yarn_low == yarn_high)
+            yarn_high += 0.001;
+    }
     for (int j = 0; j < half; j++) {
         double inv = pow((double)c->rope_theta, -2.0 * j / c->head_dim);
-        if (factors) {
+        if (c->rope_scaling == 3 && !factors) {
+            double ramp = (j - yarn_low) / (yarn_high - yarn_low);
+            ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+            double extrapolation = 1 - ramp;
+            inv = inv / c->rope_factor * (1 - extrapolation) + inv * extrapolation;
+        } else if (factors) {
             inv /= factors[j];
         } else if (c->rope_scaling == 1) {
             inv /= c->rope_factor;

@@ -121,11 +121,9 @@ int32_t infer_sampler_sample(infer_sampler *s, float *logits)
         return best;
 
     /* Softmax at temperature, then the filters over candidates sorted by probability. */
-    double sum = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++) {   /* unnormalised: the filters only compare and re-sum */
         s->cand[i].id = i;
         s->cand[i].p = expf((logits[i] - logits[best]) / p->temperature);
-        sum += s->cand[i].p;
     }
     int k = n;
     if (p->top_k > 0 && p->top_k < n)
@@ -152,7 +150,6 @@ int32_t infer_sampler_sample(infer_sampler *s, float *logits)
             j++;
         k = j;
     }
-    (void)sum;
     double total = 0;
     for (int i = 0; i < k; i++)
         total += s->cand[i].p;

@@ -1355,7 +1355,7 @@ int infer_tokenize(const infer_tokenizer *t, const char *text, size_t len, bool 
     if (add_special)
         for (size_t i = 0; i < t->n_suffix; i++)
             push_id(ids, n_ids, t->suffix[i]);
-    (void)e;
+    (void)e;   /* every input has an encoding today; e is for limits to come */
     return 0;
 }
 

@@ -86,6 +86,7 @@ HF_CASES = [
     ("llama", "f32", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}),
     ("mistral", "f32", {"layers": 1, "ctx": 64, "head_dim": 32, "hidden": 64, "heads": 4, "kv_heads": 1}),
+    ("qwen2", "f32", {"rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}}),
     ("gemma", "f32", {"head_dim": 32}),
     ("gemma2", "f32", {"layers": 4, "head_dim": 32}),
     ("gemma3", "f32", {"layers": 6}),

@@ -95,7 +95,34 @@ def rope_inv_freq(cfg, head_dim):
             scaled = np.where(wl > orig / lo, inv / f, inv)
             mid = (wl <= orig / lo) & (wl >= orig / hi)
             inv = np.where(mid, (1 - smooth) * inv / f + smooth * inv, scaled)
+        elif t == "yarn":
+            # transformers' _compute_yarn_parameters
+            import math
+            f = rs["factor"]
+            orig = rs.get("original_max_position_embeddings") or cfg["max_position_embeddings"]
+            base = cfg.get("rope_theta", 10000.0)
+
+            def corr(rot):
+                return head_dim * math.log(orig / (rot * 2 * math.pi)) / (2 * math.log(base))
+            low = max(math.floor(corr(rs.get("beta_fast") or 32)), 0)
+            high = min(math.ceil(corr(rs.get("beta_slow") or 1)), head_dim - 1)
+            if low == high:
+                high += 0.001
+            ramp = np.clip((np.arange(head_dim // 2) - low) / (high - low), 0, 1)
+            extra = 1 - ramp
+            inv = inv / f * (1 - extra) + inv * extra
     return inv
+
+
+def rope_attention_factor(cfg):
+    rs = cfg.get("rope_scaling") or {}
+    if rs.get("rope_type", rs.get("type")) != "yarn":
+        return 1.0
+    import math
+    f = rs["factor"]
+    if rs.get("attention_factor"):
+        return rs["attention_factor"]
+    return 0.1 * math.log(f) + 1.0 if f > 1 else 1.0
 
 
 def rotate_half(x):
@@ -202,8 +229,8 @@ def forward_llama(cfg, w, ids):
     x = w["model.embed_tokens.weight"][ids]
     inv = rope_inv_freq(cfg, hd)
     ang = np.arange(T)[:, None] * inv[None, :]
-    cos = np.cos(np.concatenate([ang, ang], -1))[:, None, :]
-    sin = np.sin(np.concatenate([ang, ang], -1))[:, None, :]
+    cos = np.cos(np.concatenate([ang, ang], -1))[:, None, :] * rope_attention_factor(cfg)
+    sin = np.sin(np.concatenate([ang, ang], -1))[:, None, :] * rope_attention_factor(cfg)
     window = cfg.get("sliding_window") if cfg["model_type"] == "mistral" or cfg.get("use_sliding_window") else None
     for i in range(cfg["num_hidden_layers"]):
         p = "model.layers.%d." % i
