@@ -29,7 +29,7 @@ typedef struct run_options {
     const char *stop[4];
     int n_stop;
     int n_predict, threads, ctx, dump_logits;
-    bool chat, tokenize, quiet, render, ignore_eos;
+    bool chat, tokenize, quiet, render, ignore_eos, kv_f32;
     infer_sampler_params sp;
 } run_options;
 
@@ -52,6 +52,7 @@ static void usage(FILE *out)
           "  --seed S               random seed (default 0: every run the same)\n"
           "  -t, --threads N        worker threads (default: one per core)\n"
           "  --ctx N                context length to allocate (default: model's, at most 4096)\n"
+          "  --kv f16|f32           KV cache type (default f16; f32 is exact)\n"
           "  --chat                 apply the model's chat template\n"
           "  --quantize q8_0|q4_0   quantise a safetensors model's matrices on load\n"
           "  -q, --quiet            no model line, no statistics\n"
@@ -130,6 +131,13 @@ static int parse_args(int argc, char **argv, run_options *o)
         } else if (!strcmp(a, "--quantize")) {
             if (!TAKE()) return -1;
             o->quantize = v;
+        } else if (!strcmp(a, "--kv")) {
+            if (!TAKE()) return -1;
+            if (strcmp(v, "f16") && strcmp(v, "f32")) {
+                fputs("hearth run: --kv f16|f32\n", stderr);
+                return -1;
+            }
+            o->kv_f32 = !strcmp(v, "f32");
         } else if (!strcmp(a, "--ignore-eos")) {
             o->ignore_eos = true;
         } else if (!strcmp(a, "--render-template")) {
@@ -464,7 +472,8 @@ static int generate(const run_options *o, infer_model *m)
     int ctx = o->ctx;
     if (ctx <= 0 && !o->chat && (size_t)infer_model_max_seq(m) > n_prompt + (size_t)o->n_predict)
         ctx = (int)n_prompt + o->n_predict;   /* allocate only what this run needs */
-    st.s = infer_session_new(m, o->threads, ctx, &e);
+    infer_session_options so = {.threads = o->threads, .max_seq = ctx, .kv_f32 = o->kv_f32};
+    st.s = infer_session_new(m, &so, &e);
     st.smp = st.s ? infer_sampler_new(&o->sp, infer_model_vocab_size(m)) : NULL;
     st.logits = malloc((size_t)infer_model_vocab_size(m) * sizeof *st.logits);
     int rc;

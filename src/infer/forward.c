@@ -1,6 +1,7 @@
 /* forward.c — the transformer forward pass, llama2.c-style.
  *
- * A session is one sequence: its KV cache (F32, [layer][position][kv_dim]) and scratch buffers
+ * A session is one sequence: its KV cache (F16 by default, F32 on request; [layer][position][kv_dim])
+ * and scratch buffers
  * sized for a chunk of up to CHUNK tokens. infer_session_forward takes a run of tokens (a whole
  * prompt, or the one token just sampled), pushes them through the layers CHUNK at a time and
  * returns the logits of the last one. Within a chunk every matrix is read once for all tokens
@@ -25,7 +26,8 @@ struct infer_session {
     const infer_model *m;
     infer_pool *pool;
     int pos, max_seq;
-    float *key_cache, *value_cache;       /* [layer][max_seq][kv_dim] */
+    void *key_cache, *value_cache;        /* [layer][max_seq][kv_dim], F16 or F32 */
+    bool kv_f32;
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2;   /* CHUNK rows each */
     float *scores;                        /* [n_heads][max_seq] */
     float *logits;
@@ -39,9 +41,10 @@ static void *xcalloc(size_t n, size_t size, bool *ok)
     return p;
 }
 
-infer_session *infer_session_new(const infer_model *m, int threads, int max_seq, err *e)
+infer_session *infer_session_new(const infer_model *m, const infer_session_options *opt, err *e)
 {
     const infer_config *c = &m->cfg;
+    int threads = opt ? opt->threads : 0, max_seq = opt ? opt->max_seq : 0;
     if (max_seq <= 0)
         max_seq = c->max_seq < 4096 ? c->max_seq : 4096;
     if (max_seq > c->max_seq)
@@ -58,8 +61,10 @@ infer_session *infer_session_new(const infer_model *m, int threads, int max_seq,
     if (c->arch == ARCH_GPT2)
         wide = 3 * (size_t)c->dim;
     bool ok = true;
-    s->key_cache = xcalloc((size_t)c->n_layers * (size_t)max_seq * kvd, sizeof(float), &ok);
-    s->value_cache = xcalloc((size_t)c->n_layers * (size_t)max_seq * kvd, sizeof(float), &ok);
+    s->kv_f32 = opt && opt->kv_f32;
+    size_t kv_elem = s->kv_f32 ? sizeof(float) : sizeof(uint16_t);
+    s->key_cache = xcalloc((size_t)c->n_layers * (size_t)max_seq * kvd, kv_elem, &ok);
+    s->value_cache = xcalloc((size_t)c->n_layers * (size_t)max_seq * kvd, kv_elem, &ok);
     s->x = xcalloc(CHUNK * (size_t)c->dim, sizeof(float), &ok);
     s->xb = xcalloc(CHUNK * wide, sizeof(float), &ok);
     s->q = xcalloc(CHUNK * wide, sizeof(float), &ok);
@@ -183,8 +188,9 @@ static void attend_heads(void *ctx, int64_t begin, int64_t end)
         int kvh = (int)h / group;
         float maxv = -INFINITY;
         for (int t = start; t <= j->pos; t++) {
-            const float *k = s->key_cache + layer_off + (size_t)t * kvd + (size_t)kvh * hd;
-            att[t] = infer_vec_dot(q, k, hd) * scale;
+            size_t at = layer_off + (size_t)t * kvd + (size_t)kvh * hd;
+            att[t] = (s->kv_f32 ? infer_vec_dot(q, (const float *)s->key_cache + at, hd)
+                                : infer_vec_dot_f16(q, (const uint16_t *)s->key_cache + at, hd)) * scale;
             if (c->attn_softcap > 0)
                 att[t] = tanhf(att[t] / c->attn_softcap) * c->attn_softcap;
             if (att[t] > maxv)
@@ -198,8 +204,11 @@ static void attend_heads(void *ctx, int64_t begin, int64_t end)
         float *out = j->out + h * hd;
         memset(out, 0, (size_t)hd * sizeof *out);
         for (int t = start; t <= j->pos; t++) {
-            const float *v = s->value_cache + layer_off + (size_t)t * kvd + (size_t)kvh * hd;
-            infer_vec_axpy(out, att[t] / sum, v, hd);
+            size_t at = layer_off + (size_t)t * kvd + (size_t)kvh * hd;
+            if (s->kv_f32)
+                infer_vec_axpy(out, att[t] / sum, (const float *)s->value_cache + at, hd);
+            else
+                infer_vec_axpy_f16(out, att[t] / sum, (const uint16_t *)s->value_cache + at, hd);
         }
     }
 }
@@ -212,10 +221,14 @@ static void attention(infer_session *s, int layer, int n, const float *q, int q_
     int kvd = c->n_kv_heads * c->head_dim, qd = c->n_heads * c->head_dim;
     size_t layer_off = (size_t)layer * (size_t)s->max_seq * (size_t)kvd;
     for (int t = 0; t < n; t++) {
-        memcpy(s->key_cache + layer_off + (size_t)(s->pos + t) * kvd, k + (size_t)t * kv_stride,
-               (size_t)kvd * sizeof(float));
-        memcpy(s->value_cache + layer_off + (size_t)(s->pos + t) * kvd, v + (size_t)t * kv_stride,
-               (size_t)kvd * sizeof(float));
+        size_t at = layer_off + (size_t)(s->pos + t) * kvd;
+        if (s->kv_f32) {
+            memcpy((float *)s->key_cache + at, k + (size_t)t * kv_stride, (size_t)kvd * sizeof(float));
+            memcpy((float *)s->value_cache + at, v + (size_t)t * kv_stride, (size_t)kvd * sizeof(float));
+        } else {
+            infer_f32_to_f16_row(k + (size_t)t * kv_stride, (uint16_t *)s->key_cache + at, kvd);
+            infer_f32_to_f16_row(v + (size_t)t * kv_stride, (uint16_t *)s->value_cache + at, kvd);
+        }
     }
     for (int t = 0; t < n; t++) {
         attn_job job = {s, layer, s->pos + t, q + (size_t)t * q_stride, s->att_out + (size_t)t * qd};

@@ -100,8 +100,13 @@ const char *infer_model_eos_token(const infer_model *m);
 
 typedef struct infer_session infer_session;
 
-/* threads <= 0: one per online core. max_seq <= 0: the model's limit (capped at 4096). */
-infer_session *infer_session_new(const infer_model *m, int threads, int max_seq, err *e);
+typedef struct infer_session_options {
+    int threads;      /* <= 0: one per online core */
+    int max_seq;      /* <= 0: the model's limit, capped at 4096 */
+    bool kv_f32;      /* keep the KV cache in F32 (exact; tests) instead of F16 (half the memory) */
+} infer_session_options;
+
+infer_session *infer_session_new(const infer_model *m, const infer_session_options *opt, err *e);
 void infer_session_free(infer_session *s);
 int infer_session_pos(const infer_session *s);
 /* Forgets every position from pos on (to reuse a shared prefix of the next prompt). */

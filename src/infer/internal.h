@@ -73,6 +73,10 @@ void infer_pool_run(infer_pool *p, int64_t n, void (*fn)(void *ctx, int64_t begi
 /* Small vector helpers for attention (SIMD when the CPU has it). */
 float infer_vec_dot(const float *a, const float *b, int n);
 void infer_vec_axpy(float *y, float a, const float *x, int n);
+/* The same against an F16 vector (the F16 KV cache), and F32 → F16 rows. */
+float infer_vec_dot_f16(const float *a, const uint16_t *b, int n);
+void infer_vec_axpy_f16(float *y, float a, const uint16_t *x, int n);
+void infer_f32_to_f16_row(const float *x, uint16_t *out, int n);
 
 /* y[rows] = W · x for each of n_tok inputs (x is n_tok × cols, y is n_tok × rows). */
 void infer_matmul(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok);

@@ -680,6 +680,27 @@ static bool have_avx512(void)
 
 AVX2 static float vec_dot_avx2(const float *a, const float *b, int n) { return dot_f32_avx2(a, b, n); }
 
+AVX2 static void vec_axpy_f16_avx2(float *y, float a, const uint16_t *x, int n)
+{
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
+                                                _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * half_f16c(x[i]);
+}
+
+AVX2 static void f32_to_f16_row_avx2(const float *x, uint16_t *out, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(out + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++)
+        out[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
 AVX2 static void vec_axpy_avx2(float *y, float a, const float *x, int n)
 {
     __m256 av = _mm256_set1_ps(a);
@@ -734,6 +755,9 @@ static void rows4_avx2(const float *w0, int nr, int64_t cols, const float *x, in
 {
 }
 static float vec_dot_avx2(const float *a, const float *b, int n) { return 0; }
+static void vec_axpy_f16_avx2(float *y, float a, const uint16_t *x, int n) {}
+static void f32_to_f16_row_avx2(const float *x, uint16_t *out, int n) {}
+static float dot_f16_avx2(const uint8_t *w, const float *x, int64_t n) { return 0; }
 static void vec_axpy_avx2(float *y, float a, const float *x, int n) {}
 static void rows4_avx512(const float *w0, int nr, int64_t cols, const float *x, int n_tok, float *y,
                          int64_t rows, int64_t r)
@@ -759,6 +783,36 @@ float infer_vec_dot(const float *a, const float *b, int n)
     for (int i = 0; i < n; i++)
         s += a[i] * b[i];
     return s;
+}
+
+float infer_vec_dot_f16(const float *a, const uint16_t *b, int n)
+{
+    if (have_avx2())
+        return dot_f16_avx2((const uint8_t *)b, a, n);
+    float s = 0;
+    for (int i = 0; i < n; i++)
+        s += a[i] * infer_f16_to_f32(b[i]);
+    return s;
+}
+
+void infer_vec_axpy_f16(float *y, float a, const uint16_t *x, int n)
+{
+    if (have_avx2()) {
+        vec_axpy_f16_avx2(y, a, x, n);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        y[i] += a * infer_f16_to_f32(x[i]);
+}
+
+void infer_f32_to_f16_row(const float *x, uint16_t *out, int n)
+{
+    if (have_avx2()) {
+        f32_to_f16_row_avx2(x, out, n);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        out[i] = infer_f32_to_f16(x[i]);
 }
 
 void infer_vec_axpy(float *y, float a, const float *x, int n)

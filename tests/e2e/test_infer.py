@@ -69,8 +69,10 @@ def compare_logits(ours, ref, label):
                 label, a["step"], la, lb)
 
 
-def run_dump(model, ids, n=32):
-    p = hearth(model, "--ids", ",".join(map(str, ids)), "-n", str(n), "--dump-logits", "5", "-q", "--threads", "2")
+def run_dump(model, ids, n=32, extra=("--kv", "f32")):
+    """Greedy steps with the top-5 logits; the exact F32 KV cache unless told otherwise."""
+    p = hearth(model, "--ids", ",".join(map(str, ids)), "-n", str(n), "--dump-logits", "5", "-q", "--threads", "2",
+               *extra)
     return [json.loads(line) for line in p.stdout.decode().splitlines()]
 
 
@@ -418,6 +420,16 @@ def test_chat_generates_with_template(models, tmp_path):
 
 # ---- llama.cpp as a peer -------------------------------------------------------------------------
 
+def test_f16_kv_cache_stays_close(models):
+    """The default F16 KV cache: logits within 1e-2 of the exact F32 cache, same greedy start."""
+    path, _, _ = models("llama-f32-", arch="llama", dtype="f32")
+    exact = run_dump(path, PROMPT_IDS, n=8)
+    half = run_dump(path, PROMPT_IDS, n=8, extra=())
+    assert half[0]["token"] == exact[0]["token"]
+    for a, b in zip(half[0]["top"], exact[0]["top"]):
+        assert a[0] == b[0] and abs(a[1] - b[1]) <= 1e-2 * max(abs(b[1]), 1.0)
+
+
 LLAMACPP_CASES = [("llama", "f32"), ("llama", "f16"), ("qwen2", "f32"), ("qwen3", "f16"), ("gpt2", "f32"),
                   ("mistral", "f32"), ("gemma", "f32"), ("gemma2", "f32"), ("gemma3", "f32")]
 
@@ -447,7 +459,7 @@ def test_quantize_on_load_matches_llamacpp_quantizer(models, arch, qtype):
     import gguf
     path, _, cfg = models("%s-f32-" % arch if arch != "qwen3" else "qwen3-f32-", arch=arch, dtype="f32")
     p = hearth(path, "--ids", ",".join(map(str, PROMPT_IDS)), "-n", "32", "--dump-logits", "5", "-q",
-               "--quantize", qtype)
+               "--quantize", qtype, "--kv", "f32")
     ours = [json.loads(line) for line in p.stdout.decode().splitlines()]
     qt = gguf.GGMLQuantizationType.Q8_0 if qtype == "q8_0" else gguf.GGMLQuantizationType.Q4_0
     w = reference.load_safetensors_dir(path)
