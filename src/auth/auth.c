@@ -78,6 +78,17 @@ int auth_identify(db *d, const char *authorization, auth_caller *out, err *e)
     return 0;
 }
 
+bool auth_name_is_reserved(const char *name)
+{
+    static const char *reserved[] = {"api",    "datasets", "spaces", "models", "cas",
+                                     "health", "v1",       "v2",     "xorb",   "admin",
+                                     "static", "avatars",  "settings", "login", "docs"};
+    for (size_t i = 0; i < ARRAY_LEN(reserved); i++)
+        if (!strcasecmp(name, reserved[i]))
+            return true;
+    return false;
+}
+
 bool auth_can_read(const auth_caller *c, const db_repo *r)
 {
     if (!r->is_private)

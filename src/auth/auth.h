@@ -30,6 +30,9 @@ int auth_token_create(db *d, const char *user_name, const char *role, const char
 int auth_identify(db *d, const char *authorization, auth_caller *out, err *e);
 bool auth_can_read(const auth_caller *c, const db_repo *r);
 bool auth_can_write(const auth_caller *c, const db_repo *r);
+/* Names that cannot be users (or namespaces), because URLs use them: api, datasets, spaces,
+ * cas, ... */
+bool auth_name_is_reserved(const char *name);
 /* May the caller create or own repos in namespace ns? */
 bool auth_can_write_namespace(const auth_caller *c, const char *ns);
 

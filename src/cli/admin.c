@@ -187,6 +187,11 @@ int cli_admin_main(int argc, char **argv)
                             "'_' or '.'\n");
             return 2;
         }
+        if (auth_name_is_reserved(name)) {
+            fprintf(stderr, "hearth admin create-user: '%s' is reserved (URLs use it); pick "
+                            "another name\n", name);
+            return 2;
+        }
         db *d = open_db(data);
         if (!d)
             return 1;
