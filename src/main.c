@@ -15,7 +15,7 @@ static const struct {
 } commands[] = {
     {"serve", cli_serve_main, "run the hub server (HTTP API, downloads, uploads)"},
     {"admin", cli_admin_main, "manage users, tokens and storage (create-user, create-token, ...)"},
-    {"run", infer_main, "generate text with a model (local dir, GGUF file, or hub repo id)"},
+    {"run", cli_run_main, "generate text with a model (local dir, GGUF file, or hub repo id)"},
     {"xet", xet_cli_main, "inspect Xet chunking and hashes of a file, xorb or shard"},
 };
 

@@ -5,5 +5,8 @@
 
 int cli_serve_main(int argc, char **argv);
 int cli_admin_main(int argc, char **argv);
+/* `hearth run`: MODEL may be a repo id on the hub in --data DIR (with --revision REV); it is
+ * turned into a snapshot directory before the inference engine sees it. */
+int cli_run_main(int argc, char **argv);
 
 #endif

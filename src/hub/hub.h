@@ -45,6 +45,10 @@ int hub_admin_gc(hub *h, int64_t grace_ms, double min_dead, json_t **result, err
  * report(ctx, line) is called per problem; returns the number of problems, or -1. */
 typedef void (*hub_report_fn)(void *ctx, const char *line);
 int64_t hub_admin_fsck(hub *h, hub_report_fn report, void *ctx, err *e);
+/* The files of a repo revision as a directory (DATA/snapshots/...), LFS files with their
+ * content; made once per commit. type is model/dataset/space; out_dir receives the path. */
+int hub_snapshot(hub *h, const char *type, const char *repo_id, const char *revision,
+                 buf *out_dir, err *e);
 /* Logical bytes, stored bytes and the dedup ratio, overall and (per_repo) for each repo. */
 int hub_admin_stats(hub *h, bool per_repo, json_t **result, err *e);
 
