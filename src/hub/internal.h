@@ -93,6 +93,24 @@ bool hub_gitattributes_lfs(const char *attributes, const char *path);
 bool hub_gitignore_match(const char *ignore, const char *path);
 extern const char hub_default_gitattributes[];
 
+/* ---- commits (hub/upload.c) ------------------------------------------------------------- */
+
+/* A parsed NDJSON commit body: the operations, their decoded contents and the header. */
+typedef struct hub_commit_plan {
+    repo_op *ops;
+    size_t nops, cap;
+    buf *blobs;            /* decoded contents, one per op */
+    char *summary;
+    char *description;
+    char *parent;
+} hub_commit_plan;
+
+/* Parses an NDJSON commit body (lfsFile lines must name objects repo_id holds). 400 / 422 on
+ * bad input, with the line number. The plan is filled even on failure: free it either way. */
+int hub_commit_parse(hub *h, int64_t repo_id, const char *body, size_t len,
+                     hub_commit_plan *plan, err *e);
+void hub_commit_plan_free(hub_commit_plan *plan);
+
 /* ---- route handlers ---------------------------------------------------------------------- */
 
 void hub_whoami(http_request *req, hub_call *call);

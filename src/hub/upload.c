@@ -566,16 +566,7 @@ void hub_lfs_multipart_complete(http_request *req, hub_call *call)
 
 /* ---- commit ------------------------------------------------------------------------------- */
 
-typedef struct commit_plan {
-    repo_op *ops;
-    size_t nops, cap;
-    buf *blobs;            /* decoded contents, one per op */
-    char *summary;
-    char *description;
-    char *parent;
-} commit_plan;
-
-static void plan_free(commit_plan *p)
+void hub_commit_plan_free(hub_commit_plan *p)
 {
     for (size_t i = 0; i < p->nops; i++) {
         free((char *)p->ops[i].path);
@@ -589,7 +580,7 @@ static void plan_free(commit_plan *p)
     free(p->parent);
 }
 
-static repo_op *plan_add(commit_plan *p, repo_op_kind kind, const char *path)
+static repo_op *plan_add(hub_commit_plan *p, repo_op_kind kind, const char *path)
 {
     if (p->nops == p->cap) {
         p->cap = p->cap ? p->cap * 2 : 16;
@@ -608,7 +599,7 @@ static repo_op *plan_add(commit_plan *p, repo_op_kind kind, const char *path)
 }
 
 /* Parses one NDJSON line into the plan; -1 with e set on bad input. */
-static int plan_line(hub *h, int64_t repo_id, commit_plan *p, json_t *line, size_t lineno,
+static int plan_line(hub *h, int64_t repo_id, hub_commit_plan *p, json_t *line, size_t lineno,
                      err *e)
 {
     const char *key = json_string_value(json_object_get(line, "key"));
@@ -701,6 +692,33 @@ static int plan_line(hub *h, int64_t repo_id, commit_plan *p, json_t *line, size
     return rc;
 }
 
+int hub_commit_parse(hub *h, int64_t repo_id, const char *body, size_t len,
+                     hub_commit_plan *plan, err *e)
+{
+    const char *p = body, *end = body + len;
+    size_t lineno = 0;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        lineno++;
+        if (n > 0 && !(n == 1 && p[0] == '\r')) {
+            json_error_t je;
+            json_t *line = memchr(p, '\0', n) ? NULL : json_loadb(p, n, 0, &je);
+            int rc = line ? plan_line(h, repo_id, plan, line, lineno, e)
+                          : err_set(e, 400, "", "line %zu is not valid JSON%s%s", lineno,
+                                    memchr(p, '\0', n) ? " (it holds a NUL byte)" : ": ",
+                                    memchr(p, '\0', n) ? "" : je.text);
+            json_decref(line);
+            if (rc != 0)
+                return -1;
+        }
+        p += n + (nl ? 1 : 0);
+    }
+    if (!plan->summary)
+        return err_set(e, 400, "", "the commit needs a header line with a \"summary\"");
+    return 0;
+}
+
 /* The next free pull-request number. */
 static int64_t next_pr(repo *r)
 {
@@ -729,35 +747,16 @@ void hub_commit(http_request *req, hub_call *call)
     }
     hub *h = call->hub;
     const buf *body = http_body(req);
-    commit_plan plan = {0};
+    hub_commit_plan plan = {0};
     err e = ERR_INIT;
-    size_t lineno = 0;
-    for (const char *p = buf_str(body); *p;) {
-        const char *nl = memchr(p, '\n', (size_t)(body->data + body->len - p));
-        size_t len = nl ? (size_t)(nl - p) : strlen(p);
-        lineno++;
-        if (len > 0 && !(len == 1 && p[0] == '\r')) {
-            json_error_t je;
-            json_t *line = json_loadb(p, len, 0, &je);
-            int rc = line ? plan_line(h, call->repo.id, &plan, line, lineno, &e)
-                          : err_set(&e, 400, "", "line %zu is not valid JSON: %s", lineno, je.text);
-            json_decref(line);
-            if (rc != 0) {
-                plan_free(&plan);
-                http_reply_error(req, &e);
-                return;
-            }
-        }
-        p += len + (nl ? 1 : 0);
-    }
-    if (!plan.summary) {
-        plan_free(&plan);
-        http_reply_errorf(req, 400, "", "the commit needs a header line with a \"summary\"");
+    if (hub_commit_parse(h, call->repo.id, buf_str(body), body->len, &plan, &e) != 0) {
+        hub_commit_plan_free(&plan);
+        http_reply_error(req, &e);
         return;
     }
     repo *r = hub_open_git(req, call);
     if (!r) {
-        plan_free(&plan);
+        hub_commit_plan_free(&plan);
         return;
     }
     buf message = BUF_INIT, branch = BUF_INIT;
@@ -821,5 +820,5 @@ out:
     buf_free(&message);
     buf_free(&branch);
     hub_close_git(r);
-    plan_free(&plan);
+    hub_commit_plan_free(&plan);
 }
