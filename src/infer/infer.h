@@ -1,11 +1,13 @@
 /* infer — the inference engine: loads a model (a Hugging Face directory with safetensors +
- * config.json + tokenizer.json, or a GGUF file), tokenizes, runs the transformer forward pass
- * one token at a time on the CPU, samples, and detokenizes as a stream.
+ * config.json + tokenizer.json, or a GGUF file), tokenizes, renders chat templates, runs the
+ * transformer forward pass on the CPU over runs of tokens (a prompt, then one token per step),
+ * samples, and detokenizes as a stream. docs/inference.md lists what it supports.
  *
  * Owns: the memory-mapped weights (a model keeps its files mapped until infer_model_free), the
  * tokenizer, the per-sequence run state (KV cache) of a session. Nothing global: two models or
- * two sessions of one model can live side by side; a session is used by one thread at a time
- * (it runs its own thread pool inside the forward pass).
+ * two sessions of one model can live side by side. A loaded model and its tokenizer are
+ * read-only and may be shared by threads; a session or a sampler is used by one thread at a
+ * time (a session runs its own thread pool inside the forward pass).
  *
  * Ownership: every *_new / *_load has one *_free. Results written into caller buffers (buf)
  * belong to the caller. Errors travel in an err (base.h): 400 for bad input files, 404 for a
@@ -27,7 +29,8 @@ int infer_main(int argc, char **argv);
 
 typedef struct infer_tokenizer infer_tokenizer;
 
-/* Loads tokenizer.json (and tokenizer_config.json when present) from a model directory. */
+/* Loads tokenizer.json from a model directory (infer_model_load also reads
+ * tokenizer_config.json for the bos/eos strings and the chat template). */
 int infer_tokenizer_load_dir(infer_tokenizer **out, const char *dir, err *e);
 /* Loads a tokenizer.json image held in memory. */
 int infer_tokenizer_load_json(infer_tokenizer **out, const char *json, size_t len, err *e);
