@@ -2,8 +2,10 @@
  *
  * The server owns one libmicrohttpd daemon: a small pool of threads, each running an epoll
  * loop over many connections (a thread per connection spends most of its time switching
- * threads). Handlers may block briefly (disk, git, SQLite) but must never wait on a client or
- * on a long-running process: that stalls the other connections of their thread. For each request the server calls
+ * threads). Handlers run on those loops and may block only briefly (a lookup, a small read).
+ * Handlers marked `offload` (commits, fsyncs, git processes, large verifications) run on a
+ * separate pool of worker threads while their connection is suspended, so that a slow
+ * operation never stalls the other connections of its loop. For each request the server calls
  * the application's dispatch function once the headers are in; dispatch either replies at once
  * (errors, small GETs) or returns a handler that receives the body — buffered up to a limit, or
  * streamed chunk by chunk for uploads — and replies when the body is complete.
@@ -41,6 +43,8 @@ typedef struct http_handler {
     void (*cleanup)(http_request *req, void *ctx, bool completed);
     /* Largest body accepted when buffering (body_chunk NULL); larger ones get 413. */
     size_t max_body;
+    /* Run handle() on a worker thread: it may block (fsync, git, long CPU work). */
+    bool offload;
     void *ctx;
 } http_handler;
 
@@ -57,6 +61,7 @@ typedef struct http_config {
     void *app;
     unsigned max_connections;
     unsigned threads;         /* event-loop threads; 0 = 4 */
+    unsigned workers;         /* threads for offloaded handlers; 0 = 8 */
 } http_config;
 
 http_server *http_server_start(const http_config *config, err *e);

@@ -9,6 +9,7 @@
 #include "http/http.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -18,10 +19,22 @@
 #include <time.h>
 #include <unistd.h>
 
+typedef struct job {
+    http_request *req;
+    struct job *next;
+} job;
+
 struct http_server {
     struct MHD_Daemon *daemon;
     http_config config;
     int port;
+    /* workers for offloaded handlers */
+    pthread_t *workers;
+    unsigned nworkers;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    job *head, *tail;
+    bool stopping;
 };
 
 typedef struct query_param {
@@ -43,6 +56,7 @@ struct http_request {
     int64_t response_bytes;
     bool replied;
     bool queued;
+    bool offloaded;
     bool body_error;   /* a reply was made mid-body: discard the rest */
     buf headers;       /* "name\0value\0" pairs added by http_add_header */
     char request_id[33];
@@ -172,12 +186,55 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         return MHD_YES;
     }
 
-    if (!req->replied && req->handler)
+    if (!req->replied && req->handler && req->handler->offload && !req->offloaded) {
+        /* A worker runs the handler; libmicrohttpd calls us again once it resumes us. */
+        req->offloaded = true;
+        MHD_suspend_connection(connection);
+        job *j = malloc(sizeof *j);
+        if (!j)
+            abort();
+        j->req = req;
+        j->next = NULL;
+        pthread_mutex_lock(&server->lock);
+        if (server->tail)
+            server->tail->next = j;
+        else
+            server->head = j;
+        server->tail = j;
+        pthread_cond_signal(&server->wake);
+        pthread_mutex_unlock(&server->lock);
+        return MHD_YES;
+    }
+    if (!req->replied && req->handler && !req->offloaded)
         req->handler->handle(req, req->handler->ctx);
     if (!req->replied)
         http_reply_errorf(req, 500, "", "the handler did not reply");
     queue_pending(req);
     return MHD_YES;
+}
+
+static void *worker_main(void *arg)
+{
+    http_server *s = arg;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->head && !s->stopping)
+            pthread_cond_wait(&s->wake, &s->lock);
+        job *j = s->head;
+        if (!j)
+            break; /* stopping, nothing left */
+        s->head = j->next;
+        if (!s->head)
+            s->tail = NULL;
+        pthread_mutex_unlock(&s->lock);
+        http_request *req = j->req;
+        free(j);
+        req->handler->handle(req, req->handler->ctx);
+        MHD_resume_connection(req->connection);
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
@@ -196,6 +253,21 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
     request_free(req);
 }
 
+static void stop_workers(http_server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->stopping = true;
+    pthread_cond_broadcast(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    for (unsigned i = 0; i < s->nworkers; i++)
+        pthread_join(s->workers[i], NULL);
+    free(s->workers);
+    s->workers = NULL;
+    s->nworkers = 0;
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->wake);
+}
+
 http_server *http_server_start(const http_config *config, err *e)
 {
     http_server *s = calloc(1, sizeof *s);
@@ -211,7 +283,16 @@ http_server *http_server_start(const http_config *config, err *e)
                 config->host);
         return NULL;
     }
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO |
+                     MHD_ALLOW_SUSPEND_RESUME;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->wake, NULL);
+    s->nworkers = config->workers ? config->workers : 8;
+    s->workers = calloc(s->nworkers, sizeof *s->workers);
+    if (!s->workers)
+        abort();
+    for (unsigned i = 0; i < s->nworkers; i++)
+        pthread_create(&s->workers[i], NULL, worker_main, s);
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)config->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &addr,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped,
@@ -223,6 +304,7 @@ http_server *http_server_start(const http_config *config, err *e)
     if (!s->daemon) {
         err_set(e, 500, "", "cannot listen on %s:%d: %s", config->host, config->port,
                 strerror(errno));
+        stop_workers(s);
         free(s);
         return NULL;
     }
@@ -237,7 +319,13 @@ void http_server_stop(http_server *s)
 {
     if (!s)
         return;
+    /* Stop taking connections, let the workers finish (they resume their connections), then
+     * close the rest. */
+    MHD_socket listener = MHD_quiesce_daemon(s->daemon);
+    stop_workers(s);
     MHD_stop_daemon(s->daemon);
+    if (listener != MHD_INVALID_SOCKET)
+        close(listener);
     free(s);
 }
 

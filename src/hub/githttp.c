@@ -4,9 +4,9 @@
  * Authentication is HTTP Basic with a token as password (any user name). Anonymous callers
  * may read public repos; a push, or any request for a repo they cannot see, is answered 401
  * with a Basic challenge so that git asks for credentials. Request bodies (gzip or not) are
- * streamed to an unlinked temp file, which becomes the service's stdin; the service's output
- * is streamed back as it is produced. After a push, the repo's metadata is refreshed, as for
- * an API commit.
+ * streamed to an unlinked temp file, which becomes the service's stdin; the service runs on a
+ * worker thread and its output is sent once complete. After a push, the repo's metadata is
+ * refreshed, as for an API commit.
  */
 #include "hub/internal.h"
 
@@ -181,48 +181,9 @@ static int rpc_chunk(http_request *req, const char *data, size_t len, void *ctx)
     return 0;
 }
 
-typedef struct rpc_output {
-    git_process p;
-    hub *hub;
-    db_repo repo;          /* copy of the row, meta strings not owned */
-    bool push;
-    bool done;
-} rpc_output;
-
-static ssize_t rpc_read(void *ctx, uint64_t pos, char *out, size_t max)
-{
-    rpc_output *o = ctx;
-    for (;;) {
-        ssize_t n = read(o->p.out, out, max);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            o->done = true;
-        return n < 0 ? -1 : n;
-    }
-}
-
-static void rpc_output_free(void *ctx)
-{
-    rpc_output *o = ctx;
-    int status = git_finish(&o->p, !o->done);
-    if (o->push) {
-        repo_note_refs_changed();
-        /* Refs may have moved: bring the metadata up to date, as an API commit does. */
-        buf dir = BUF_INIT;
-        hub_git_dir(o->hub, o->repo.uid, &dir);
-        err e = ERR_INIT;
-        repo *r = repo_open(dir.data, &e);
-        if (r) {
-            hub_refresh_meta(o->hub, &o->repo, r);
-            repo_close(r);
-        }
-        buf_free(&dir);
-        log_info("push to %s/%s finished (git exit %d)", o->repo.ns, o->repo.name, status);
-    }
-    free(o);
-}
-
+/* Runs on a worker thread (the route is offloaded): the service's whole output goes to an
+ * unlinked temp file, then out with sendfile. Store-and-forward keeps every event loop free
+ * while git works, at the cost of disk the size of one reply. */
 static void rpc_run(http_request *req, hub_call *call)
 {
     rpc_state *s = call->state;
@@ -237,24 +198,60 @@ static void rpc_run(http_request *req, hub_call *call)
                    .protocol_v2 = wants_v2(req) && s->service == GIT_UPLOAD_PACK,
                    .input_fd = s->body_fd, .hooks_dir = hooks.data,
                    .data_dir = call->hub->data_dir, .repo_id = call->repo.id};
-    rpc_output *o = calloc(1, sizeof *o);
-    if (!o)
-        abort();
+    char tmpl[4200];
+    snprintf(tmpl, sizeof tmpl, "%s/uploads/git-reply-XXXXXX", call->hub->data_dir);
+    int out = mkostemp(tmpl, O_CLOEXEC);
+    if (out >= 0)
+        unlink(tmpl);
+    git_process p;
     err e = ERR_INIT;
-    if (git_start(&run, &o->p, &e) != 0) {
-        free(o);
+    if (out < 0) {
+        http_reply_errorf(req, 500, "", "cannot buffer the reply: %s", strerror(errno));
+    } else if (git_start(&run, &p, &e) != 0) {
+        close(out);
         http_reply_error(req, &e);
     } else {
         close(s->body_fd); /* the service has its own copy */
         s->body_fd = -1;
-        o->hub = call->hub;
-        o->repo = call->repo;
-        o->repo.meta_json = o->repo.tags_json = NULL;
-        o->push = s->service == GIT_RECEIVE_PACK;
-        char ctype[80];
-        snprintf(ctype, sizeof ctype, "application/x-%s-result", git_service_name(s->service));
-        http_add_header(req, "Cache-Control", "no-cache, max-age=0, must-revalidate");
-        http_reply_reader(req, 200, ctype, -1, rpc_read, o, rpc_output_free);
+        char chunk[65536];
+        int64_t size = 0;
+        bool ok = true;
+        for (;;) {
+            ssize_t n = read(p.out, chunk, sizeof chunk);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                ok = n == 0;
+                break;
+            }
+            if (write_all(out, chunk, (size_t)n) != 0) {
+                ok = false;
+                break;
+            }
+            size += n;
+        }
+        int status = git_finish(&p, !ok);
+        if (s->service == GIT_RECEIVE_PACK) {
+            /* Refs may have moved: bring the metadata up to date, as an API commit does. */
+            repo_note_refs_changed();
+            err me = ERR_INIT;
+            repo *r = repo_open(dir.data, &me);
+            if (r) {
+                hub_refresh_meta(call->hub, &call->repo, r);
+                repo_close(r);
+            }
+            log_info("push to %s/%s finished (git exit %d)", call->ns, call->name, status);
+        }
+        if (!ok) {
+            close(out);
+            http_reply_errorf(req, 500, "", "git %s failed", git_service_name(s->service));
+        } else {
+            char ctype[80];
+            snprintf(ctype, sizeof ctype, "application/x-%s-result",
+                     git_service_name(s->service));
+            http_add_header(req, "Cache-Control", "no-cache, max-age=0, must-revalidate");
+            http_reply_fd(req, 200, ctype, out, 0, size);
+        }
     }
     buf_free(&dir);
     buf_free(&hooks);
@@ -299,5 +296,6 @@ int hub_git_rpc_begin(http_request *req, hub_call *call, const char *service_nam
     }
     call->route = rpc_run;
     call->handler.body_chunk = rpc_chunk;
+    call->handler.offload = true;
     return 0;
 }

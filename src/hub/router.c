@@ -151,6 +151,13 @@ static void use(hub_call *call, hub_route_fn fn, size_t body_max)
     call->handler.max_body = body_max ? body_max : 65536;
 }
 
+/* A route that may block (git writes, fsync, processes, long checks): runs on a worker. */
+static void use_slow(hub_call *call, hub_route_fn fn, size_t body_max)
+{
+    use(call, fn, body_max);
+    call->handler.offload = true;
+}
+
 static bool is(const char *a, const char *b) { return a && !strcmp(a, b); }
 
 /* /api/{type}s/{ns}/{name}/... */
@@ -197,7 +204,7 @@ static void route_repo_api(http_request *req, hub_call *call, const segments *s,
             use(call, hub_tag_delete, 0);
     } else if (is(what, "super-squash") && is(m, "POST")) {
         call->rev = i < s->n ? join_from(s, i) : strdup("main");
-        use(call, hub_super_squash, JSON_BODY_MAX);
+        use_slow(call, hub_super_squash, JSON_BODY_MAX);
     } else if (is(what, "preupload") && is(m, "POST")) {
         call->rev = take_rev(s, &i);
         if (call->rev)
@@ -205,7 +212,7 @@ static void route_repo_api(http_request *req, hub_call *call, const segments *s,
     } else if (is(what, "commit") && is(m, "POST")) {
         call->rev = take_rev(s, &i);
         if (call->rev && i == s->n)
-            use(call, hub_commit, COMMIT_BODY_MAX);
+            use_slow(call, hub_commit, COMMIT_BODY_MAX);
     } else if (is(what, "settings") && is(m, "PUT")) {
         use(call, hub_repo_settings, JSON_BODY_MAX);
     } else if ((is(what, "xet-read-token") || is(what, "xet-write-token")) && is(m, "GET")) {
@@ -235,11 +242,11 @@ static void route_cas(http_request *req, hub_call *call, const segments *s, cons
                (is(m, "GET") || is(m, "POST"))) {
         use(call, hub_cas_batch_reconstruction, JSON_BODY_MAX);
     } else if (is(what, "shards") && s->n == 3 && is(m, "POST")) {
-        use(call, hub_cas_shard_upload, XET_SHARD_BODY_MAX);
+        use_slow(call, hub_cas_shard_upload, XET_SHARD_BODY_MAX);
     } else if (is(version, "v1") && is(what, "xorbs") && s->n == 5) {
         call->extra = strdup(s->items[4]);
         if (is(m, "POST"))
-            use(call, hub_cas_xorb_upload, XET_XORB_BODY_MAX);
+            use_slow(call, hub_cas_xorb_upload, XET_XORB_BODY_MAX);
         else if (get)
             use(call, hub_cas_xorb_head, 0);
     } else if (is(version, "v1") && is(what, "chunks") && s->n == 5 && get) {
@@ -282,7 +289,7 @@ static int route_web(http_request *req, hub_call *call, const segments *s, const
         return 0;
     }
     if (is(what, "info") && i + 1 == s->n && is(s->items[i], "refs") && get) {
-        use(call, hub_git_info_refs, 0);
+        use_slow(call, hub_git_info_refs, 0);
         return 0;
     }
     if ((is(what, "git-upload-pack") || is(what, "git-receive-pack")) && i == s->n &&
@@ -306,7 +313,7 @@ static int route_web(http_request *req, hub_call *call, const segments *s, const
             } else if (is(op, "complete") && is(m, "POST") && i + 1 == s->n) {
                 call->signed_url = true;
                 call->extra = strdup(s->items[i]);
-                use(call, hub_lfs_multipart_complete, JSON_BODY_MAX);
+                use_slow(call, hub_lfs_multipart_complete, JSON_BODY_MAX);
             } else if (is(op, "upload") && is(m, "PUT") && i < s->n) {
                 call->extra = strdup(s->items[i]);
                 bool part = i + 3 == s->n && is(s->items[i + 1], "part");
@@ -345,9 +352,9 @@ static int route(http_request *req, hub_call *call, const segments *s)
     else if (is(b, "validate-yaml") && is(m, "POST"))
         use(call, hub_validate_yaml, JSON_BODY_MAX);
     else if (is(b, "repos") && s->n == 3 && is(s->items[2], "create") && is(m, "POST"))
-        use(call, hub_repo_create, JSON_BODY_MAX);
+        use_slow(call, hub_repo_create, JSON_BODY_MAX);
     else if (is(b, "repos") && s->n == 3 && is(s->items[2], "delete") && is(m, "DELETE"))
-        use(call, hub_repo_delete, JSON_BODY_MAX);
+        use_slow(call, hub_repo_delete, JSON_BODY_MAX);
     else if (is(b, "repos") && s->n == 3 && is(s->items[2], "move") && is(m, "POST"))
         use(call, hub_repo_move, JSON_BODY_MAX);
     else if (b && type_from_plural(b, call->type)) {

@@ -495,6 +495,7 @@ int hub_lfs_upload_begin(http_request *req, hub_call *call, bool part)
         }
     }
     call->route = upload_finish;
+    call->handler.offload = true; /* fsync and the metadata transaction */
     call->handler.body_chunk = upload_chunk;
     return 0;
 }
