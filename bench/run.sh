@@ -13,8 +13,5 @@ echo "== dedup store (bench/store.py): ingest vs openssl dgst, download from sev
 python3 bench/store.py
 echo "== Xet (bench/xet.py): hf_xet vs the same client over LFS"
 tests/.venv/bin/python bench/xet.py
-for extra in bench/infer*.sh bench/infer*.py; do
-    [ -e "$extra" ] || continue
-    echo "== $extra"
-    case "$extra" in *.py) python3 "$extra" ;; *) bash "$extra" ;; esac
-done
+echo "== inference (bench/infer_bench.py): hearth run vs llama.cpp (node-llama-cpp) on the same GGUFs"
+tests/.venv/bin/python bench/infer_bench.py
