@@ -59,6 +59,7 @@ static void usage(FILE *out)
           "  --ignore-eos           keep generating past end-of-sequence tokens (benchmarks)\n"
           "  --stop STR             stop once the output ends with STR (up to 4; STR is kept)\n"
           "  --data DIR             hub data directory, for MODEL given as a repo id\n"
+          "  --revision REV         branch, tag or commit of that repo (default main)\n"
           "  --tokenize             tokenize JSON strings from stdin (one per line)\n"
           "  --render-template      render {\"template\", \"vars\"} JSON lines from stdin\n"
           "  --dump-logits K        greedy; print the top-K logits of each step as JSON\n"
