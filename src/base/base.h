@@ -85,6 +85,8 @@ void path_join(buf *out, const char *root, const char *rel);
 int path_mkdirs(const char *dir, int mode);
 /* Writes data to path atomically: temp file in the same directory, fsync, rename, fsync dir. */
 int path_write_atomic(const char *path, const void *data, size_t len, err *e);
+/* write() until all of data is written (retrying EINTR). 0, or -1 with errno. */
+int path_write_all(int fd, const void *data, size_t len);
 /* fsyncs the directory that holds path. */
 int path_fsync_parent(const char *path);
 /* Removes a directory tree (rm -rf). Returns 0, or -1 with errno. */

@@ -81,6 +81,21 @@ int path_mkdirs(const char *dir, int mode)
     return 0;
 }
 
+int path_write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 int path_fsync_parent(const char *path)
 {
     char tmp[4096];

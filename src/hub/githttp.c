@@ -129,29 +129,13 @@ static void rpc_state_free(void *p)
     free(s);
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static int rpc_chunk(http_request *req, const char *data, size_t len, void *ctx)
 {
     hub_call *call = ctx;
     rpc_state *s = call->state;
     if (!s->gzip) {
         s->body_size += (int64_t)len;
-        if (s->body_size > PUSH_BODY_MAX || write_all(s->body_fd, data, len) != 0) {
+        if (s->body_size > PUSH_BODY_MAX || path_write_all(s->body_fd, data, len) != 0) {
             http_reply_errorf(req, s->body_size > PUSH_BODY_MAX ? 413 : 507, "",
                               "cannot take this request body");
             return -1;
@@ -171,7 +155,7 @@ static int rpc_chunk(http_request *req, const char *data, size_t len, void *ctx)
         }
         size_t got = sizeof out - s->zs.avail_out;
         s->body_size += (int64_t)got;
-        if (s->body_size > PUSH_BODY_MAX || write_all(s->body_fd, out, got) != 0) {
+        if (s->body_size > PUSH_BODY_MAX || path_write_all(s->body_fd, out, got) != 0) {
             http_reply_errorf(req, 413, "", "the request body is too large");
             return -1;
         }
@@ -224,7 +208,7 @@ static void rpc_run(http_request *req, hub_call *call)
                 ok = n == 0;
                 break;
             }
-            if (write_all(out, chunk, (size_t)n) != 0) {
+            if (path_write_all(out, chunk, (size_t)n) != 0) {
                 ok = false;
                 break;
             }

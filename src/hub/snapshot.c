@@ -15,21 +15,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Writes one file of the commit below dir. */
 static int export_file(hub *h, repo *r, const char *commit, const repo_entry *ent,
                        const char *dir, err *e)
@@ -58,7 +43,7 @@ static int export_file(hub *h, repo *r, const char *commit, const repo_entry *en
                 abort();
             for (int64_t pos = 0, size = store_reader_size(rd); rc == 0 && pos < size;) {
                 ssize_t n = store_reader_pread(rd, block, BLOCK, pos);
-                if (n <= 0 || write_all(fd, block, (size_t)n) != 0)
+                if (n <= 0 || path_write_all(fd, block, (size_t)n) != 0)
                     rc = err_set(e, 500, "", "cannot copy %s out of the store", ent->path);
                 else
                     pos += n;
@@ -69,7 +54,7 @@ static int export_file(hub *h, repo *r, const char *commit, const repo_entry *en
     } else {
         buf data = BUF_INIT;
         if (repo_read(r, commit, ent->path, &data, e) != 0 ||
-            write_all(fd, buf_str(&data), data.len) != 0)
+            path_write_all(fd, buf_str(&data), data.len) != 0)
             rc = err_is_set(e) ? -1 : err_set(e, 500, "", "cannot write %s", path.data);
         buf_free(&data);
     }

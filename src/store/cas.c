@@ -138,21 +138,6 @@ int store_xorb_chunks(store *s, const xet_hash *xorb, xet_chunk **chunks, size_t
     return rc;
 }
 
-static int write_file_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 int store_xorb_put(store *s, const xet_hash *xorb, const uint8_t *data, size_t len,
                    bool *inserted, err *e)
 {
@@ -217,7 +202,7 @@ int store_xorb_put(store *s, const xet_hash *xorb, const uint8_t *data, size_t l
         if (!fresh[i])
             continue;
         const xet_xorb_chunk *c = &x.chunks[i];
-        if (write_file_all(fd, data + c->offset, c->serialized_len) != 0) {
+        if (path_write_all(fd, data + c->offset, c->serialized_len) != 0) {
             rc = err_set(e, errno == ENOSPC ? 507 : 500, "", "cannot write a pack: %s",
                          strerror(errno));
             break;
