@@ -212,6 +212,8 @@ int infer_gguf_parse(gguf_file *g, infer_tensor_set *ts, const uint8_t *data, si
             else if (offsets[i] > size - data_start || infos[i].nbytes > size - data_start - offsets[i])
                 rc = err_set(e, 400, "BadModel", "GGUF tensor '%s' ends past the end of the file",
                              infos[i].name);
+            if (rc != 0)
+                break; /* offsets[i] is not trusted: no pointer is formed from it */
             spans[i].begin = offsets[i];
             spans[i].end = offsets[i] + infos[i].nbytes;
             infos[i].data = data + data_start + offsets[i];

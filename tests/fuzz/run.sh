@@ -40,8 +40,13 @@ for target in tests/fuzz/fuzz_*.c; do
         echo "not ok $n - $name (build failed)"; tail -20 build/fuzz/$name.build.log; rc=1; continue
     fi
     mkdir -p "build/fuzz/$name.corpus" "build/fuzz/$name.crashes"
-    if "$bin" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 -artifact_prefix="build/fuzz/$name.crashes/" \
-        "build/fuzz/$name.corpus" >build/fuzz/$name.log 2>&1; then
+    # Seeds kept in the repo (tests/fuzz/corpus/<target>: inputs that once found a bug) are
+    # replayed first; a fixed seed keeps runs comparable from one CI run to the next.
+    seeds=""
+    [ -d "tests/fuzz/corpus/$name" ] && seeds="tests/fuzz/corpus/$name"
+    if "$bin" -seed=1 -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 \
+        -artifact_prefix="build/fuzz/$name.crashes/" "build/fuzz/$name.corpus" $seeds \
+        >build/fuzz/$name.log 2>&1; then
         echo "ok $n - $name ($(grep -oE 'stat::number_of_executed_units: *[0-9]+' build/fuzz/$name.log | grep -oE '[0-9]+$' || echo '?') runs)"
     else
         echo "not ok $n - $name"; tail -40 build/fuzz/$name.log; rc=1
