@@ -96,7 +96,7 @@ def main():
         with open(conf, "w") as f:
             f.write(f"""worker_processes 2; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.err;
 events {{ worker_connections 1024; }}
-http {{ access_log off; sendfile on; client_body_temp_path {work}/ct; proxy_temp_path {work}/pt;
+http {{ access_log off; sendfile on; tcp_nopush on; client_body_temp_path {work}/ct; proxy_temp_path {work}/pt;
   fastcgi_temp_path {work}/ft; uwsgi_temp_path {work}/ut; scgi_temp_path {work}/st;
   server {{ listen 127.0.0.1:{nport}; root {www}; }} }}
 """)
