@@ -234,46 +234,8 @@ int store_xorb_put(store *s, const xet_hash *xorb, const uint8_t *data, size_t l
     if (rc == 0 && store_sql_exec(s, "BEGIN IMMEDIATE", e) != 0)
         rc = -1;
     if (rc == 0 && np) {
-        sqlite3_stmt *st = store_sql_prepare(s, "INSERT INTO packs (name, hash, bytes, raw, chunks,"
-                                                " created_ms) VALUES (?, ?, ?, ?, ?, ?)", e);
-        if (st) {
-            sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-            sqlite3_bind_blob(st, 2, pack_hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
-            sqlite3_bind_int64(st, 3, (int64_t)bytes);
-            sqlite3_bind_int64(st, 4, (int64_t)raw);
-            sqlite3_bind_int64(st, 5, (int64_t)np);
-            sqlite3_bind_int64(st, 6, text_now_ms());
-            if (sqlite3_step(st) != SQLITE_DONE)
-                rc = store_sql_fail(s, e, "pack");
-            sqlite3_finalize(st);
-        } else {
-            rc = -1;
-        }
-        int64_t pack = sqlite3_last_insert_rowid(s->sql);
-        sqlite3_stmt *a = store_sql_prepare(s, "INSERT INTO pack_chunks (pack, idx, hash, offset,"
-                                               " length, raw, check_) VALUES (?, ?, ?, ?, ?, ?, ?)", e);
-        sqlite3_stmt *b = store_sql_prepare(s, "INSERT OR IGNORE INTO chunks (hash, pack, idx)"
-                                               " VALUES (?, ?, ?)", e);
-        for (size_t i = 0; rc == 0 && a && b && i < np; i++) {
-            sqlite3_reset(a);
-            sqlite3_bind_int64(a, 1, pack);
-            sqlite3_bind_int64(a, 2, (int64_t)i);
-            sqlite3_bind_blob(a, 3, pc[i].hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
-            sqlite3_bind_int64(a, 4, (int64_t)pc[i].offset);
-            sqlite3_bind_int64(a, 5, pc[i].length);
-            sqlite3_bind_int64(a, 6, pc[i].raw);
-            sqlite3_bind_int64(a, 7, (int64_t)pc[i].check);
-            sqlite3_reset(b);
-            sqlite3_bind_blob(b, 1, pc[i].hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
-            sqlite3_bind_int64(b, 2, pack);
-            sqlite3_bind_int64(b, 3, (int64_t)i);
-            if (sqlite3_step(a) != SQLITE_DONE || sqlite3_step(b) != SQLITE_DONE)
-                rc = store_sql_fail(s, e, "pack chunks");
-        }
-        if (!a || !b)
-            rc = -1;
-        sqlite3_finalize(a);
-        sqlite3_finalize(b);
+        int64_t pack;
+        rc = store_insert_pack(s, name, pc, np, &pack_hash, true, &pack, e);
     }
     if (rc == 0 && np != x.n_chunks) {
         /* Not kept whole: remember the xorb by its chunk list. */

@@ -802,6 +802,69 @@ void store_writer_abort(store_writer *w)
         writer_free(w, true);
 }
 
+int store_insert_pack(store *s, const char *name, const pack_chunk *chunks, size_t n,
+                      const xet_hash *hash, bool index_chunks, int64_t *id, err *e)
+{
+    uint64_t bytes = 0, raw = 0;
+    xet_chunk *cs = malloc((n ? n : 1) * sizeof *cs);
+    if (!cs)
+        abort();
+    for (size_t k = 0; k < n; k++) {
+        cs[k] = (xet_chunk){chunks[k].hash, chunks[k].raw};
+        bytes += chunks[k].length;
+        raw += chunks[k].raw;
+    }
+    xet_hash h;
+    if (hash)
+        h = *hash;
+    else
+        xet_xorb_hash(cs, n, &h);
+    free(cs);
+    sqlite3_stmt *st = store_sql_prepare(s, "INSERT INTO packs (name, hash, bytes, raw, chunks,"
+                                            " created_ms) VALUES (?, ?, ?, ?, ?, ?)", e);
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, h.bytes, XET_HASH_LEN, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, (int64_t)bytes);
+    sqlite3_bind_int64(st, 4, (int64_t)raw);
+    sqlite3_bind_int64(st, 5, (int64_t)n);
+    sqlite3_bind_int64(st, 6, text_now_ms());
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return store_sql_fail(s, e, "pack");
+    *id = sqlite3_last_insert_rowid(s->sql);
+    sqlite3_stmt *pc = store_sql_prepare(s, "INSERT INTO pack_chunks (pack, idx, hash, offset,"
+                                            " length, raw, check_) VALUES (?, ?, ?, ?, ?, ?, ?)", e);
+    sqlite3_stmt *ix = index_chunks ? store_sql_prepare(s, "INSERT OR IGNORE INTO chunks (hash,"
+                                                           " pack, idx) VALUES (?, ?, ?)", e)
+                                    : NULL;
+    bool ok = pc && (ix || !index_chunks);
+    for (size_t k = 0; ok && k < n; k++) {
+        const pack_chunk *c = &chunks[k];
+        sqlite3_reset(pc);
+        sqlite3_bind_int64(pc, 1, *id);
+        sqlite3_bind_int64(pc, 2, (int64_t)k);
+        sqlite3_bind_blob(pc, 3, c->hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
+        sqlite3_bind_int64(pc, 4, (int64_t)c->offset);
+        sqlite3_bind_int64(pc, 5, c->length);
+        sqlite3_bind_int64(pc, 6, c->raw);
+        sqlite3_bind_int64(pc, 7, (int64_t)c->check);
+        ok = sqlite3_step(pc) == SQLITE_DONE;
+        if (ok && ix) {
+            sqlite3_reset(ix);
+            sqlite3_bind_blob(ix, 1, c->hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
+            sqlite3_bind_int64(ix, 2, *id);
+            sqlite3_bind_int64(ix, 3, (int64_t)k);
+            ok = sqlite3_step(ix) == SQLITE_DONE;
+        }
+    }
+    sqlite3_finalize(pc);
+    sqlite3_finalize(ix);
+    return ok ? 0 : store_sql_fail(s, e, "pack chunks");
+}
+
 /* Registers packs, chunks, the file and its terms in one transaction. Caller holds the lock. */
 static int register_file(store_writer *w, const char *oid, const xet_hash *xet, err *e)
 {
@@ -820,58 +883,8 @@ static int register_file(store_writer *w, const char *oid, const xet_hash *xet, 
     }
     for (size_t i = 0; i < w->npacks; i++) {
         own_pack *p = &w->packs[i];
-        xet_chunk *cs = malloc((p->n ? p->n : 1) * sizeof *cs);
-        if (!cs)
-            abort();
-        for (size_t k = 0; k < p->n; k++)
-            cs[k] = (xet_chunk){p->chunks[k].hash, p->chunks[k].raw};
-        xet_hash h;
-        xet_xorb_hash(cs, p->n, &h);
-        free(cs);
-        st = store_sql_prepare(s, "INSERT INTO packs (name, hash, bytes, raw, chunks, created_ms)"
-                                  " VALUES (?, ?, ?, ?, ?, ?)", e);
-        if (!st)
+        if (store_insert_pack(s, p->name, p->chunks, p->n, NULL, true, &p->id, e) != 0)
             goto fail;
-        sqlite3_bind_text(st, 1, p->name, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 2, h.bytes, XET_HASH_LEN, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 3, (int64_t)p->bytes);
-        sqlite3_bind_int64(st, 4, (int64_t)p->raw);
-        sqlite3_bind_int64(st, 5, (int64_t)p->n);
-        sqlite3_bind_int64(st, 6, text_now_ms());
-        int rc = sqlite3_step(st);
-        sqlite3_finalize(st);
-        if (rc != SQLITE_DONE) {
-            store_sql_fail(s, e, "pack");
-            goto fail;
-        }
-        p->id = sqlite3_last_insert_rowid(s->sql);
-        sqlite3_stmt *pc = store_sql_prepare(s, "INSERT INTO pack_chunks (pack, idx, hash, offset,"
-                                                " length, raw, check_) VALUES (?, ?, ?, ?, ?, ?, ?)", e);
-        sqlite3_stmt *ix = store_sql_prepare(s, "INSERT OR IGNORE INTO chunks (hash, pack, idx)"
-                                                " VALUES (?, ?, ?)", e);
-        bool ok = pc && ix;
-        for (size_t k = 0; ok && k < p->n; k++) {
-            const pack_chunk *c = &p->chunks[k];
-            sqlite3_reset(pc);
-            sqlite3_bind_int64(pc, 1, p->id);
-            sqlite3_bind_int64(pc, 2, (int64_t)k);
-            sqlite3_bind_blob(pc, 3, c->hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
-            sqlite3_bind_int64(pc, 4, (int64_t)c->offset);
-            sqlite3_bind_int64(pc, 5, c->length);
-            sqlite3_bind_int64(pc, 6, c->raw);
-            sqlite3_bind_int64(pc, 7, (int64_t)c->check);
-            sqlite3_reset(ix);
-            sqlite3_bind_blob(ix, 1, c->hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
-            sqlite3_bind_int64(ix, 2, p->id);
-            sqlite3_bind_int64(ix, 3, (int64_t)k);
-            ok = sqlite3_step(pc) == SQLITE_DONE && sqlite3_step(ix) == SQLITE_DONE;
-        }
-        sqlite3_finalize(pc);
-        sqlite3_finalize(ix);
-        if (!ok) {
-            store_sql_fail(s, e, "pack chunks");
-            goto fail;
-        }
     }
     st = store_sql_prepare(s, "INSERT INTO files (oid, size, xet, created_ms) VALUES (?, ?, ?, ?)", e);
     if (!st)

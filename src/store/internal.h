@@ -42,6 +42,12 @@ uint64_t store_record_check(const void *record, size_t len);
 int store_load_pack_chunks(store *s, int64_t pack, uint32_t start, uint32_t end,
                            pack_chunk **out, size_t *n, err *e);
 
+/* Registers a pack file and its chunks (inside the caller's transaction, lock held). hash
+ * NULL = the merkle root of the chunks. With index_chunks, its chunks become the dedup index's
+ * copy of any chunk not indexed yet. *id receives the pack's id. */
+int store_insert_pack(store *s, const char *name, const pack_chunk *chunks, size_t n,
+                      const xet_hash *hash, bool index_chunks, int64_t *id, err *e);
+
 /* Reads and decodes one chunk record from fd into out (raw bytes), checking its BLAKE3 hash
  * (fsck: the full check). */
 int store_read_chunk(int fd, const pack_chunk *c, uint8_t *out, uint8_t *scratch, err *e);

@@ -282,7 +282,7 @@ static int rewrite_pack(store *s, const pack_info *p, store_gc_result *out, err 
     if (!map || !kept)
         abort();
     size_t nkept = 0;
-    uint64_t offset = 0, raw = 0;
+    uint64_t offset = 0;
     uint8_t *rec = malloc(XET_CHUNK_HEADER_LEN + XET_CHUNK_MAX_COMPRESSED);
     if (!rec)
         abort();
@@ -297,7 +297,6 @@ static int rewrite_pack(store *s, const pack_info *p, store_gc_result *out, err 
         map[i] = (uint32_t)nkept;
         kept[nkept++] = (pack_chunk){pc[i].hash, offset, pc[i].length, pc[i].raw, pc[i].check};
         offset += pc[i].length;
-        raw += pc[i].raw;
     }
     free(rec);
     if (in >= 0)
@@ -324,45 +323,23 @@ static int rewrite_pack(store *s, const pack_info *p, store_gc_result *out, err 
         if (!still_unleased(s, p->id)) {
             rc = 1; /* an upload started relying on it: try another time */
         } else {
-            sqlite3_stmt *st = store_sql_prepare(s, "INSERT INTO packs (name, hash, bytes, raw,"
-                                                    " chunks, created_ms) VALUES (?, ?, ?, ?, ?, ?)", e);
-            if (!st)
-                rc = -1;
-            else {
-                sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-                sqlite3_bind_blob(st, 2, h.bytes, XET_HASH_LEN, SQLITE_STATIC);
-                sqlite3_bind_int64(st, 3, (int64_t)offset);
-                sqlite3_bind_int64(st, 4, (int64_t)raw);
-                sqlite3_bind_int64(st, 5, (int64_t)nkept);
-                sqlite3_bind_int64(st, 6, text_now_ms());
-                rc = sqlite3_step(st) == SQLITE_DONE ? 0 : store_sql_fail(s, e, "pack");
-                sqlite3_finalize(st);
-            }
-            int64_t id = sqlite3_last_insert_rowid(s->sql);
-            sqlite3_stmt *a = store_sql_prepare(s, "INSERT INTO pack_chunks (pack, idx, hash, offset,"
-                                                   " length, raw, check_) VALUES (?, ?, ?, ?, ?, ?, ?)", e);
-            sqlite3_stmt *b = store_sql_prepare(s, "UPDATE chunks SET pack = ?, idx = ? WHERE hash = ?"
-                                                   " AND pack = ?", e);
-            for (size_t i = 0; rc == 0 && a && b && i < nkept; i++) {
-                sqlite3_reset(a);
-                sqlite3_bind_int64(a, 1, id);
-                sqlite3_bind_int64(a, 2, (int64_t)i);
-                sqlite3_bind_blob(a, 3, kept[i].hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
-                sqlite3_bind_int64(a, 4, (int64_t)kept[i].offset);
-                sqlite3_bind_int64(a, 5, kept[i].length);
-                sqlite3_bind_int64(a, 6, kept[i].raw);
-                sqlite3_bind_int64(a, 7, (int64_t)kept[i].check);
+            int64_t id = 0;
+            rc = store_insert_pack(s, name, kept, nkept, &h, false, &id, e);
+            /* The kept chunks' index entries move with them. */
+            sqlite3_stmt *b = rc == 0 ? store_sql_prepare(s, "UPDATE chunks SET pack = ?, idx = ?"
+                                                             " WHERE hash = ? AND pack = ?", e)
+                                      : NULL;
+            for (size_t i = 0; rc == 0 && b && i < nkept; i++) {
                 sqlite3_reset(b);
                 sqlite3_bind_int64(b, 1, id);
                 sqlite3_bind_int64(b, 2, (int64_t)i);
                 sqlite3_bind_blob(b, 3, kept[i].hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
                 sqlite3_bind_int64(b, 4, p->id);
-                if (sqlite3_step(a) != SQLITE_DONE || sqlite3_step(b) != SQLITE_DONE)
+                if (sqlite3_step(b) != SQLITE_DONE)
                     rc = store_sql_fail(s, e, "rewrite");
             }
-            if (!a || !b)
+            if (rc == 0 && !b)
                 rc = -1;
-            sqlite3_finalize(a);
             sqlite3_finalize(b);
             /* Terms keep their runs: every chunk inside a term is live, so it stays contiguous. */
             sqlite3_stmt *terms = store_sql_prepare(s, "SELECT oid, seq, chunk_start, chunk_end FROM"
