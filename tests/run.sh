@@ -3,7 +3,7 @@
 #   tests/run.sh            unit tests, then end-to-end tests
 #   tests/run.sh unit       unit tests only
 #   tests/run.sh e2e        end-to-end tests only
-#   tests/run.sh fuzz       each libFuzzer target for FUZZ_SECONDS (default 8)
+#   tests/run.sh fuzz       each libFuzzer target for FUZZ_RUNS inputs (default 100000, seed 1)
 # Unit tests are the cmocka binaries under build/debug/tests (ASan + UBSan). End-to-end tests
 # are pytest files (tests/e2e/test_*.py) and node test files (tests/e2e/*.test.mjs); each
 # starts its own `build/debug/hearth serve` on a free loopback port.
@@ -66,7 +66,7 @@ if [ "$what" = all ] || [ "$what" = e2e ]; then
 fi
 
 if [ "$what" = all ] || [ "$what" = fuzz ]; then
-    FUZZ_SECONDS=${FUZZ_SECONDS:-8} tests/fuzz/run.sh >"$log/fuzz.log" 2>&1
+    FUZZ_RUNS=${FUZZ_RUNS:-100000} tests/fuzz/run.sh >"$log/fuzz.log" 2>&1
     cat "$log/fuzz.log" | grep -E '^(not )?ok ' | sed 's/^/fuzz  /'
     count_tap "$log/fuzz.log" fuzz
 fi

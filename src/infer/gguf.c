@@ -138,8 +138,10 @@ int infer_gguf_parse(gguf_file *g, infer_tensor_set *ts, const uint8_t *data, si
         if (!strcmp(kv->key, "general.alignment")) {
             double a;
             if (!infer_gguf_number(g, "general.alignment", &a) || a < 1 || a > 65536 ||
-                ((uint64_t)a & ((uint64_t)a - 1)))
+                ((uint64_t)a & ((uint64_t)a - 1))) {
+                infer_gguf_free(g);
                 return err_set(e, 400, "BadModel", "GGUF general.alignment is not a power of two");
+            }
             alignment = (uint64_t)a;
         }
     }

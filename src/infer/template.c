@@ -1475,12 +1475,37 @@ static value *binop(render *r, const char *op, value *a, value *b)
     bool ints = a->kind != V_FLOAT && b->kind != V_FLOAT;
     int64_t x = a->kind == V_INT ? a->i : a->b, y = b->kind == V_INT ? b->i : b->b;
     double fx = num(a), fy = num(b);
-    if (!strcmp(op, "+")) return ints ? v_int(r, x + y) : v_float(r, fx + fy);
-    if (!strcmp(op, "-")) return ints ? v_int(r, x - y) : v_float(r, fx - fy);
-    if (!strcmp(op, "*")) return ints ? v_int(r, x * y) : v_float(r, fx * fy);
-    if (!strcmp(op, "**")) return ints && y >= 0 ? v_int(r, (int64_t)pow((double)x, (double)y)) : v_float(r, pow(fx, fy));
+    int64_t z;
+    bool overflow = false;
+    if (ints && (!strcmp(op, "+") || !strcmp(op, "-") || !strcmp(op, "*"))) {
+        overflow = op[0] == '+' ? __builtin_add_overflow(x, y, &z)
+                 : op[0] == '-' ? __builtin_sub_overflow(x, y, &z)
+                                : __builtin_mul_overflow(x, y, &z);
+        if (overflow) {
+            fail(r, "integer overflow in %s (numbers beyond 64 bits are not supported)", op);
+            return &UNDEF;
+        }
+        return v_int(r, z);
+    }
+    if (!strcmp(op, "+")) return v_float(r, fx + fy);
+    if (!strcmp(op, "-")) return v_float(r, fx - fy);
+    if (!strcmp(op, "*")) return v_float(r, fx * fy);
+    if (!strcmp(op, "**")) {
+        if (!ints || y < 0)
+            return v_float(r, pow(fx, fy));
+        double p = pow((double)x, (double)y);
+        if (!(fabs(p) < 9.2e18)) {
+            fail(r, "integer overflow in ** (numbers beyond 64 bits are not supported)");
+            return &UNDEF;
+        }
+        return v_int(r, (int64_t)p);
+    }
     if ((ints && y == 0 && strcmp(op, "/")) || fy == 0) {
         fail(r, "division by zero");
+        return &UNDEF;
+    }
+    if (ints && x == INT64_MIN && y == -1 && strcmp(op, "/")) {
+        fail(r, "integer overflow in %s (numbers beyond 64 bits are not supported)", op);
         return &UNDEF;
     }
     if (!strcmp(op, "/")) return v_float(r, fx / fy);

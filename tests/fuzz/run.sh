@@ -44,7 +44,11 @@ for target in tests/fuzz/fuzz_*.c; do
     # replayed first; a fixed seed keeps runs comparable from one CI run to the next.
     seeds=""
     [ -d "tests/fuzz/corpus/$name" ] && seeds="tests/fuzz/corpus/$name"
-    if "$bin" -seed=1 -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 \
+    # A fixed seed and a fixed number of runs make a CI run deterministic: the same inputs
+    # every time for the same code, so it passes or fails for a reason. FUZZ_SECONDS instead
+    # (make fuzz) explores for that long.
+    if [ -n "${FUZZ_RUNS:-}" ]; then budget="-runs=$FUZZ_RUNS"; else budget="-max_total_time=$seconds"; fi
+    if "$bin" -seed=1 $budget -max_len=4096 -print_final_stats=1 \
         -artifact_prefix="build/fuzz/$name.crashes/" "build/fuzz/$name.corpus" $seeds \
         >build/fuzz/$name.log 2>&1; then
         echo "ok $n - $name ($(grep -oE 'stat::number_of_executed_units: *[0-9]+' build/fuzz/$name.log | grep -oE '[0-9]+$' || echo '?') runs)"
