@@ -12,7 +12,7 @@ from Hearth is timed on its own.
 import argparse, os, shutil, signal, subprocess, tempfile, time, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve import ROOT, free_port, wait_http  # noqa: E402
+from serve import ROOT, stop_all, free_port, wait_http  # noqa: E402
 
 
 def run(cmd, env, cwd=None):
@@ -127,14 +127,7 @@ http {{ access_log off; client_body_temp_path {work}/ct; proxy_temp_path {work}/
               f"git http-backend+nginx {n:.3f} s   ratio {n / h:.2f} (speed, >1 = hearth faster)")
         print(f"git clone with the {args.lfs_mib} MiB LFS file from hearth: {full:.2f} s")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_all(procs, work)
 
 
 if __name__ == "__main__":

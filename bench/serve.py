@@ -65,6 +65,18 @@ def upload_lfs(base, token, repo, path, file_path):
             "\n".join(json.dumps(l) for l in lines).encode(), "application/x-ndjson")
 
 
+def stop_all(procs, work):
+    """SIGTERM every server, wait for each (kill after 10 s), remove the work directory."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def curl_speed(url, runs):
     best = 0.0
     for _ in range(runs):
@@ -161,14 +173,7 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
         print(f"HEAD resolve, 64 connections: hearth {hr:9.0f} req/s   nginx {nr:9.0f} req/s"
               f"   ratio {hr / nr:.2f} (goal >= 0.5)")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_all(procs, work)
 
 
 if __name__ == "__main__":

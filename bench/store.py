@@ -12,7 +12,7 @@
 import argparse, hashlib, json, os, shutil, signal, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve import ROOT, curl_speed, free_port, request, wait_http  # noqa: E402
+from serve import ROOT, stop_all, curl_speed, free_port, request, wait_http  # noqa: E402
 
 
 def put_file(base, token, repo, path, file_path):
@@ -116,14 +116,7 @@ http {{ access_log off; sendfile on; tcp_nopush on; client_body_temp_path {work}
         print(f"stored {st['storedBytes'] / 2**20:.0f} MiB for {st['logicalBytes'] / 2**20:.0f} MiB "
               f"of files (dedup ratio {st['dedupRatio']:.2f}, {st['packs']} packs)")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_all(procs, work)
 
 
 if __name__ == "__main__":
