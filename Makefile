@@ -7,7 +7,7 @@
 # Every module is a folder under src/; every .c in it is compiled. Unit tests are
 # tests/unit/test_*.c, each linked against all modules.
 
-PKGS      := libmicrohttpd jansson sqlite3 libgit2 libcrypto libcurl libzstd liblz4 yaml-0.1 libpcre2-8 zlib libxxhash
+PKGS      := libmicrohttpd jansson sqlite3 libgit2 libcrypto libcurl libzstd liblz4 yaml-0.1 libpcre2-8 zlib libxxhash libutf8proc
 # Runs the dependency script once when a library is missing (fresh machine).
 DEPS_OK   := $(shell pkg-config --exists $(PKGS) || scripts/deps.sh build >&2; pkg-config --exists $(PKGS) && echo ok)
 ifneq ($(DEPS_OK),ok)

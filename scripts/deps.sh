@@ -11,7 +11,7 @@ what=${1:-all}
 
 build_pkgs=(build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libgit2-dev
             libssl-dev libcurl4-openssl-dev libzstd-dev liblz4-dev libyaml-dev libmd4c-dev
-            libpcre2-dev zlib1g-dev libxxhash-dev git)
+            libpcre2-dev zlib1g-dev libxxhash-dev libutf8proc-dev git)
 test_pkgs=(libcmocka-dev git-lfs curl python3-venv clang)
 bench_pkgs=(nginx-light fcgiwrap wrk)
 

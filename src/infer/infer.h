@@ -40,6 +40,9 @@ int infer_tokenizer_vocab_size(const infer_tokenizer *t);
  * *ids is allocated (caller frees). */
 int infer_tokenize(const infer_tokenizer *t, const char *text, size_t len, bool add_special,
                    int32_t **ids, size_t *n_ids, err *e);
+/* Cuts an encoding made with add_special to at most max ids as the library truncates one
+ * sequence: content from the end, the post-processor's closing ids ([SEP], EOS) kept. */
+void infer_tokenizer_truncate(const infer_tokenizer *t, int32_t *ids, size_t *n, size_t max);
 /* Decodes a whole id list the way the tokenizers library does (decoder chain). */
 void infer_detokenize(const infer_tokenizer *t, const int32_t *ids, size_t n, bool skip_special,
                       buf *out);

@@ -13,15 +13,19 @@
  * priority queue computes. Ranks come from the merges list, or, for GGUF `llama` vocabularies
  * that have none, from the merged piece's score (higher score merges first, as llama.cpp does).
  *
- * Not supported, with a clear error at load: WordPiece / Unigram / WordLevel models. NFC/NFKC
- * normalizers are accepted and treated as identity (inputs already in that form — nearly all
- * text — tokenize identically; decomposed input may differ).
+ * WordPiece (BERT): BertNormalizer, BertPreTokenizer, then greedy longest-match pieces per word
+ * ("##" inside a word), BertProcessing / TemplateProcessing for [CLS] ... [SEP].
+ *
+ * Unicode data (NFC/NFD/NFKC/NFKD, categories, lowercase) comes from utf8proc, so nothing
+ * here carries tables of its own. Not supported, with a clear error at load: Unigram and
+ * WordLevel models.
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <jansson.h>
 #include <pcre2.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 #include "infer/internal.h"
 
@@ -43,19 +47,27 @@ typedef struct pair_map {
     size_t cap;
 } pair_map;
 
-typedef enum { NORM_PREPEND, NORM_REPLACE, NORM_IDENTITY, NORM_LOWERCASE, NORM_STRIP } norm_kind;
+typedef enum {
+    NORM_PREPEND, NORM_REPLACE, NORM_UNICODE, NORM_LOWERCASE, NORM_STRIP, NORM_STRIP_ACCENTS, NORM_BERT
+} norm_kind;
 typedef struct norm_step {
     norm_kind kind;
     char *a, *b;           /* prepend text / replace from, to */
-    bool left, right;
+    bool left, right;      /* Strip */
+    int unicode_form;      /* NORM_UNICODE: utf8proc options of NFC, NFD, NFKC or NFKD */
+    bool clean_text, chinese_chars, strip_accents, lowercase;   /* BertNormalizer */
 } norm_step;
 
 typedef enum { PRE_BYTELEVEL, PRE_SPLIT, PRE_METASPACE } pre_kind;
 typedef enum { SPLIT_REMOVED, SPLIT_ISOLATED, SPLIT_PREV, SPLIT_NEXT, SPLIT_CONTIGUOUS } split_behavior;
+/* Splits on a character class rather than a pattern: each such character is one match, as the
+ * library's char-predicate splits (Whitespace*, Punctuation, BertPreTokenizer) do. */
+typedef enum { CLASS_NONE, CLASS_WHITESPACE, CLASS_PUNCTUATION } char_class;
 typedef struct pre_step {
     pre_kind kind;
-    pcre2_code *re;        /* PRE_SPLIT regex, or NULL with literal */
+    pcre2_code *re;        /* PRE_SPLIT regex, or NULL with literal or char_class */
     char *literal;
+    char_class chars;
     split_behavior behavior;
     bool invert;
     bool add_prefix_space, use_regex;   /* ByteLevel */
@@ -64,12 +76,15 @@ typedef struct pre_step {
     bool split;
 } pre_step;
 
-typedef enum { DEC_BYTELEVEL, DEC_REPLACE, DEC_BYTEFALLBACK, DEC_FUSE, DEC_STRIP, DEC_METASPACE } dec_kind;
+typedef enum {
+    DEC_BYTELEVEL, DEC_REPLACE, DEC_BYTEFALLBACK, DEC_FUSE, DEC_STRIP, DEC_METASPACE, DEC_WORDPIECE
+} dec_kind;
 typedef struct dec_step {
     dec_kind kind;
-    char *a, *b;
+    char *a, *b;           /* replace from, to / strip content / metaspace and wordpiece prefix */
     int start, stop;
     int prepend;
+    bool cleanup;          /* WordPiece: English spacing cleanup (" ." -> ".", " n't" -> "n't", ...) */
 } dec_step;
 
 typedef struct added_token {
@@ -80,6 +95,9 @@ typedef struct added_token {
 } added_token;
 
 struct infer_tokenizer {
+    bool wordpiece;           /* WordPiece model (BERT) instead of BPE */
+    char *subword_prefix;     /* WordPiece continuing_subword_prefix ("##") */
+    int max_word_chars;       /* WordPiece: longer words become unk */
     int vocab_size;
     char **pieces;
     uint32_t *piece_len;
@@ -271,6 +289,134 @@ static bool is_space_cp(uint32_t c)
            c == 0x205F || c == 0x3000;
 }
 
+/* ---- Unicode (utf8proc) ------------------------------------------------------------------------ */
+
+/* The library's char predicates, on utf8proc's Unicode data. The library takes categories from
+ * the unicode_categories crate (Unicode 8.0), so a character assigned since then as a format
+ * character, nonspacing mark or punctuation (a few hundred, none in common use) is classed by
+ * its current category here and by none there. */
+
+static bool in_category(uint32_t cp, const utf8proc_category_t *cats, size_t n)
+{
+    utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+    for (size_t i = 0; i < n; i++)
+        if (c == cats[i])
+            return true;
+    return false;
+}
+
+/* BertNormalizer's control characters: Cc, Cf, Co, Cs, except tab, newline and return. */
+static bool is_control_cp(uint32_t cp)
+{
+    static const utf8proc_category_t other[] = {UTF8PROC_CATEGORY_CC, UTF8PROC_CATEGORY_CF,
+                                                UTF8PROC_CATEGORY_CO, UTF8PROC_CATEGORY_CS};
+    return cp != '\t' && cp != '\n' && cp != '\r' && in_category(cp, other, ARRAY_LEN(other));
+}
+
+/* BertPreTokenizer's punctuation: ASCII punctuation (which holds symbols such as $ + < = > ^ ` | ~)
+ * and every Unicode P* category. */
+static bool is_punctuation_cp(uint32_t cp)
+{
+    static const utf8proc_category_t punct[] = {
+        UTF8PROC_CATEGORY_PC, UTF8PROC_CATEGORY_PD, UTF8PROC_CATEGORY_PS, UTF8PROC_CATEGORY_PE,
+        UTF8PROC_CATEGORY_PI, UTF8PROC_CATEGORY_PF, UTF8PROC_CATEGORY_PO};
+    if (cp < 0x80)
+        return (cp >= '!' && cp <= '/') || (cp >= ':' && cp <= '@') || (cp >= '[' && cp <= '`') ||
+               (cp >= '{' && cp <= '~');
+    return in_category(cp, punct, ARRAY_LEN(punct));
+}
+
+/* The CJK blocks BERT puts spaces around (its _is_chinese_char). */
+static bool is_chinese_cp(uint32_t cp)
+{
+    return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) ||
+           (cp >= 0x20000 && cp <= 0x2A6DF) || (cp >= 0x2A700 && cp <= 0x2B81F) ||
+           (cp >= 0x2B920 && cp <= 0x2CEAF) || (cp >= 0xF900 && cp <= 0xFAFF) ||
+           (cp >= 0x2F800 && cp <= 0x2FA1F);
+}
+
+/* The code point at *at, moving *at past it. */
+static uint32_t next_cp(const char *s, size_t n, size_t *at)
+{
+    size_t cl = utf8_len(s + *at, n - *at);
+    uint32_t cp = utf8_decode(s + *at, cl);
+    *at += cl;
+    return cp;
+}
+
+/* One code point lowercased as Rust's char::to_lowercase does: the simple mapping, except
+ * U+0130 (İ), whose full mapping is two characters. */
+static void put_lower(buf *out, uint32_t cp)
+{
+    if (cp == 0x130) {
+        buf_puts(out, "i\xCC\x87");
+        return;
+    }
+    utf8_put(out, (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp));
+}
+
+static void lowercase_text(const char *s, size_t n, buf *out)
+{
+    for (size_t i = 0; i < n;)
+        put_lower(out, next_cp(s, n, &i));
+}
+
+/* Drops nonspacing marks (Mn): what StripAccents does, after an NFD normalizer. */
+static void strip_marks(const char *s, size_t n, buf *out)
+{
+    for (size_t i = 0; i < n;) {
+        size_t at = i;
+        if (utf8proc_category((utf8proc_int32_t)next_cp(s, n, &i)) != UTF8PROC_CATEGORY_MN)
+            buf_append(out, s + at, i - at);
+    }
+}
+
+/* NFC / NFD / NFKC / NFKD (options as utf8proc names them) of valid UTF-8 text. */
+static void unicode_normalize(const char *s, size_t n, int options, buf *out)
+{
+    utf8proc_uint8_t *dst = NULL;
+    utf8proc_ssize_t len = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &dst,
+                                        (utf8proc_option_t)(options | UTF8PROC_STABLE));
+    if (len >= 0)
+        buf_append(out, (const char *)dst, (size_t)len);
+    else   /* cannot happen on valid UTF-8; keep the text rather than lose it */
+        buf_append(out, s, n);
+    free(dst);
+}
+
+/* BertNormalizer: drop controls and map whitespace to ' ' (clean_text), space out CJK ideographs
+ * (handle_chinese_chars), NFD then drop nonspacing marks (strip_accents), lowercase. */
+static void bert_normalize(const norm_step *st, const char *s, size_t n, buf *out)
+{
+    buf a = BUF_INIT, b = BUF_INIT;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp = next_cp(s, n, &i);
+        if (st->clean_text) {
+            if (cp == 0 || cp == 0xFFFD || is_control_cp(cp))
+                continue;
+            if (is_space_cp(cp))
+                cp = ' ';
+        }
+        bool spaced = st->chinese_chars && is_chinese_cp(cp);
+        if (spaced)
+            buf_putc(&a, ' ');
+        utf8_put(&a, cp);
+        if (spaced)
+            buf_putc(&a, ' ');
+    }
+    if (st->strip_accents) {
+        unicode_normalize(a.data ? a.data : "", a.len, UTF8PROC_DECOMPOSE, &b);
+        buf_reset(&a);
+        strip_marks(b.data ? b.data : "", b.len, &a);
+    }
+    if (st->lowercase)
+        lowercase_text(a.data ? a.data : "", a.len, out);
+    else
+        buf_append(out, a.data ? a.data : "", a.len);
+    buf_free(&a);
+    buf_free(&b);
+}
+
 /* ---- loading: tokenizer.json -------------------------------------------------------------------- */
 
 static void byte_tables(infer_tokenizer *t)
@@ -386,6 +532,16 @@ static char *pattern_of(json_t *pat, bool *is_regex)
     return s ? strdup(s) : NULL;
 }
 
+static split_behavior split_behavior_of(const char *name, split_behavior dflt)
+{
+    static const char *names[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext",
+                                  "Contiguous"};
+    for (int i = 0; name && i < 5; i++)
+        if (!strcmp(name, names[i]))
+            return (split_behavior)i;
+    return dflt;
+}
+
 static int add_pre(infer_tokenizer *t, json_t *p, err *e)
 {
     const char *type = jstr(p, "type");
@@ -408,8 +564,20 @@ static int add_pre(infer_tokenizer *t, json_t *p, err *e)
         if (s->use_regex && !(s->re = compile_regex(GPT2_REGEX, e)))
             return -1;
         t->byte_level = true;
-    } else if (!strcmp(type, "Split") || !strcmp(type, "Digits") || !strcmp(type, "Whitespace") ||
-               !strcmp(type, "WhitespaceSplit") || !strcmp(type, "Punctuation")) {
+    } else if (!strcmp(type, "WhitespaceSplit") || !strcmp(type, "Punctuation") ||
+               !strcmp(type, "BertPreTokenizer")) {
+        /* BertPreTokenizer = WhitespaceSplit, then each punctuation character on its own. */
+        s->kind = PRE_SPLIT;
+        bool punct = !strcmp(type, "Punctuation");
+        s->chars = punct ? CLASS_PUNCTUATION : CLASS_WHITESPACE;
+        s->behavior = punct ? split_behavior_of(jstr(p, "behavior"), SPLIT_ISOLATED) : SPLIT_REMOVED;
+        if (!strcmp(type, "BertPreTokenizer")) {
+            t->n_pre++;
+            t->pre = realloc(t->pre, (t->n_pre + 1) * sizeof *t->pre);
+            t->pre[t->n_pre] = (pre_step){.kind = PRE_SPLIT, .chars = CLASS_PUNCTUATION,
+                                          .behavior = SPLIT_ISOLATED};
+        }
+    } else if (!strcmp(type, "Split") || !strcmp(type, "Digits") || !strcmp(type, "Whitespace")) {
         s->kind = PRE_SPLIT;
         bool is_regex = true;
         char *pat = NULL;
@@ -425,12 +593,6 @@ static int add_pre(infer_tokenizer *t, json_t *p, err *e)
             pat = strdup("\\w+|[^\\w\\s]+");
             behavior = "Removed";
             s->invert = true;
-        } else if (!strcmp(type, "WhitespaceSplit")) {
-            pat = strdup("\\s+");
-            behavior = "Removed";
-        } else {
-            pat = strdup("\\p{P}");
-            behavior = behavior ? behavior : "Isolated";
         }
         if (!pat)
             return err_set(e, 400, "BadTokenizer", "Split pre_tokenizer without a pattern");
@@ -442,12 +604,7 @@ static int add_pre(infer_tokenizer *t, json_t *p, err *e)
         } else {
             s->literal = pat;
         }
-        static const char *names[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext",
-                                      "Contiguous"};
-        s->behavior = SPLIT_ISOLATED;
-        for (int i = 0; i < 5; i++)
-            if (behavior && !strcmp(behavior, names[i]))
-                s->behavior = (split_behavior)i;
+        s->behavior = split_behavior_of(behavior, SPLIT_ISOLATED);
     } else if (!strcmp(type, "Metaspace")) {
         s->kind = PRE_METASPACE;
         const char *r = jstr(p, "replacement");
@@ -493,8 +650,20 @@ static int add_norm(infer_tokenizer *t, json_t *n, err *e)
             free(s->b);
             return err_set(e, 400, "BadTokenizer", "Replace normalizer: only string patterns are supported");
         }
-    } else if (!strcmp(type, "NFC") || !strcmp(type, "NFKC")) {
-        s->kind = NORM_IDENTITY;
+    } else if (!strcmp(type, "NFC") || !strcmp(type, "NFD") || !strcmp(type, "NFKC") ||
+               !strcmp(type, "NFKD")) {
+        s->kind = NORM_UNICODE;
+        s->unicode_form = (type[2] == 'C' || type[3] == 'C' ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE) |
+                          (type[2] == 'K' ? UTF8PROC_COMPAT : 0);
+    } else if (!strcmp(type, "StripAccents")) {
+        s->kind = NORM_STRIP_ACCENTS;
+    } else if (!strcmp(type, "BertNormalizer")) {
+        s->kind = NORM_BERT;
+        json_t *sa = json_object_get(n, "strip_accents");
+        s->clean_text = !json_is_false(json_object_get(n, "clean_text"));
+        s->chinese_chars = !json_is_false(json_object_get(n, "handle_chinese_chars"));
+        s->lowercase = !json_is_false(json_object_get(n, "lowercase"));
+        s->strip_accents = json_is_boolean(sa) ? json_is_true(sa) : s->lowercase;   /* null: follows lowercase */
     } else if (!strcmp(type, "Lowercase")) {
         s->kind = NORM_LOWERCASE;
     } else if (!strcmp(type, "Strip")) {
@@ -534,6 +703,10 @@ static int add_dec(infer_tokenizer *t, json_t *d, err *e)
             free(s->b);
             return err_set(e, 400, "BadTokenizer", "Replace decoder: only string patterns are supported");
         }
+    } else if (!strcmp(type, "WordPiece")) {
+        s->kind = DEC_WORDPIECE;
+        s->a = strdup(jstr(d, "prefix") ? jstr(d, "prefix") : "##");
+        s->cleanup = !json_is_false(json_object_get(d, "cleanup"));
     } else if (!strcmp(type, "ByteFallback")) {
         s->kind = DEC_BYTEFALLBACK;
     } else if (!strcmp(type, "Fuse")) {
@@ -601,19 +774,24 @@ static int add_post(infer_tokenizer *t, json_t *p, err *e)
         }
         return 0;
     }
+    if (!strcmp(type, "BertProcessing") || !strcmp(type, "RobertaProcessing")) {
+        /* {"cls": ["[CLS]", 101], "sep": ["[SEP]", 102]}: cls A sep */
+        json_t *cls = json_array_get(json_object_get(p, "cls"), 1),
+               *sep = json_array_get(json_object_get(p, "sep"), 1);
+        if (!json_is_integer(cls) || !json_is_integer(sep))
+            return err_set(e, 400, "BadTokenizer", "%s needs cls and sep as [token, id]", type);
+        push_id(&t->prefix, &t->n_prefix, (int32_t)json_integer_value(cls));
+        push_id(&t->suffix, &t->n_suffix, (int32_t)json_integer_value(sep));
+        return 0;
+    }
     if (!strcmp(type, "ByteLevel"))
         return 0;   /* offsets only */
     return err_set(e, 400, "BadTokenizer", "post_processor '%s' is not supported", type);
 }
 
-static int load_model_bpe(infer_tokenizer *t, json_t *model, json_t *added, err *e)
+/* The model's vocab object and the added tokens: pieces, ids, the string → id index. */
+static int load_vocab(infer_tokenizer *t, json_t *vocab, json_t *added, err *e)
 {
-    const char *type = jstr(model, "type");
-    if (type && strcmp(type, "BPE"))
-        return err_set(e, 400, "BadTokenizer", "tokenizer model '%s' is not supported (BPE only)", type);
-    json_t *vocab = json_object_get(model, "vocab"), *merges = json_object_get(model, "merges");
-    if (!json_is_object(vocab) || !json_is_array(merges))
-        return err_set(e, 400, "BadTokenizer", "BPE model needs a vocab object and a merges list");
     int max_id = -1;
     const char *key;
     json_t *val;
@@ -648,6 +826,18 @@ static int load_model_bpe(infer_tokenizer *t, json_t *model, json_t *added, err 
         t->special[id] = json_is_true(json_object_get(x, "special"));
     }
     vocab_index(t);
+    return 0;
+}
+
+static int load_model_bpe(infer_tokenizer *t, json_t *model, json_t *added, err *e)
+{
+    json_t *vocab = json_object_get(model, "vocab"), *merges = json_object_get(model, "merges");
+    if (!json_is_object(vocab) || !json_is_array(merges))
+        return err_set(e, 400, "BadTokenizer", "BPE model needs a vocab object and a merges list");
+    if (load_vocab(t, vocab, added, e))
+        return -1;
+    size_t i;
+    json_t *x;
     size_t n = json_array_size(merges);
     const char **a = calloc(n + 1, sizeof *a), **b = calloc(n + 1, sizeof *b);
     size_t *al = calloc(n + 1, sizeof *al), *bl = calloc(n + 1, sizeof *bl);
@@ -691,6 +881,41 @@ static int load_model_bpe(infer_tokenizer *t, json_t *model, json_t *added, err 
     return 0;
 }
 
+/* WordPiece (BERT): a vocab, "##" for pieces inside a word, words past a length limit → unk. */
+static int load_model_wordpiece(infer_tokenizer *t, json_t *model, json_t *added, err *e)
+{
+    json_t *vocab = json_object_get(model, "vocab");
+    if (!json_is_object(vocab))
+        return err_set(e, 400, "BadTokenizer", "WordPiece model needs a vocab object");
+    if (load_vocab(t, vocab, added, e))
+        return -1;
+    const char *unk = jstr(model, "unk_token") ? jstr(model, "unk_token") : "[UNK]";
+    const char *prefix = jstr(model, "continuing_subword_prefix");
+    json_t *max = json_object_get(model, "max_input_chars_per_word");
+    t->wordpiece = true;
+    t->subword_prefix = strdup(prefix ? prefix : "##");
+    t->max_word_chars = json_is_integer(max) ? (int)json_integer_value(max) : 100;
+    if (json_is_integer(max) && (json_integer_value(max) < 0 || json_integer_value(max) > INT32_MAX))
+        return err_set(e, 400, "BadTokenizer", "WordPiece max_input_chars_per_word is out of range");
+    /* The library fails at encode time when a word needs unk and there is none; every word
+     * may, so say it at load. */
+    if ((t->unk_id = vocab_get(t, unk, strlen(unk))) < 0)
+        return err_set(e, 400, "BadTokenizer", "WordPiece unk_token '%s' is not in the vocabulary", unk);
+    finish_byte_ids(t);
+    return 0;
+}
+
+static int load_model(infer_tokenizer *t, json_t *model, json_t *added, err *e)
+{
+    const char *type = jstr(model, "type");
+    if (type && !strcmp(type, "WordPiece"))
+        return load_model_wordpiece(t, model, added, e);
+    if (type && strcmp(type, "BPE"))
+        return err_set(e, 400, "BadTokenizer", "tokenizer model '%s' is not supported (BPE, WordPiece)",
+                       type);
+    return load_model_bpe(t, model, added, e);
+}
+
 int infer_tokenizer_load_json(infer_tokenizer **out, const char *json, size_t len, err *e)
 {
     *out = NULL;
@@ -703,7 +928,7 @@ int infer_tokenizer_load_json(infer_tokenizer **out, const char *json, size_t le
     infer_tokenizer *t = calloc(1, sizeof *t);
     byte_tables(t);
     json_t *added = json_object_get(root, "added_tokens");
-    int rc = load_model_bpe(t, json_object_get(root, "model"), json_is_array(added) ? added : NULL, e);
+    int rc = load_model(t, json_object_get(root, "model"), json_is_array(added) ? added : NULL, e);
     json_t *n = json_object_get(root, "normalizer"), *p = json_object_get(root, "pre_tokenizer"),
            *d = json_object_get(root, "decoder"), *pp = json_object_get(root, "post_processor");
     if (rc == 0 && json_is_object(n))
@@ -901,6 +1126,7 @@ void infer_tokenizer_free(infer_tokenizer *t)
     free(t->dec);
     free(t->prefix);
     free(t->suffix);
+    free(t->subword_prefix);
     free(t);
 }
 
@@ -976,10 +1202,16 @@ static void normalize(const infer_tokenizer *t, buf *text)
             replace_all(&out, text->data ? text->data : "", text->len, st->a, st->b);
             break;
         case NORM_LOWERCASE:
-            for (size_t i = 0; i < text->len; i++) {
-                char c = text->data[i];
-                buf_putc(&out, c >= 'A' && c <= 'Z' ? (char)(c + 32) : c);
-            }
+            lowercase_text(text->data ? text->data : "", text->len, &out);
+            break;
+        case NORM_UNICODE:
+            unicode_normalize(text->data ? text->data : "", text->len, st->unicode_form, &out);
+            break;
+        case NORM_STRIP_ACCENTS:
+            strip_marks(text->data ? text->data : "", text->len, &out);
+            break;
+        case NORM_BERT:
+            bert_normalize(st, text->data ? text->data : "", text->len, &out);
             break;
         case NORM_STRIP: {
             size_t a = 0, b = text->len;
@@ -990,9 +1222,6 @@ static void normalize(const infer_tokenizer *t, buf *text)
             buf_append(&out, text->data + a, b - a);
             break;
         }
-        default:
-            buf_free(&out);
-            continue;
         }
         buf_free(text);
         *text = out;
@@ -1000,19 +1229,33 @@ static void normalize(const infer_tokenizer *t, buf *text)
 }
 
 /* Match spans of a split step over s: (start, end) pairs. */
+static void span_push(size_t **spans, size_t *count, size_t *cap, size_t start, size_t end)
+{
+    if (*count == *cap)
+        *spans = realloc(*spans, (*cap *= 2) * 2 * sizeof **spans);
+    (*spans)[2 * *count] = start;
+    (*spans)[2 * *count + 1] = end;
+    (*count)++;
+}
+
 static size_t find_matches(const pre_step *st, const char *s, size_t n, size_t **spans)
 {
     size_t count = 0, cap = 16;
     *spans = malloc(cap * 2 * sizeof **spans);
+    if (st->chars != CLASS_NONE) {
+        for (size_t i = 0; i < n;) {
+            size_t at = i;
+            uint32_t cp = next_cp(s, n, &i);
+            if (st->chars == CLASS_WHITESPACE ? is_space_cp(cp) : is_punctuation_cp(cp))
+                span_push(spans, &count, &cap, at, i);
+        }
+        return count;
+    }
     if (st->literal) {
         size_t ll = strlen(st->literal);
         for (size_t i = 0; ll && i + ll <= n;) {
             if (!memcmp(s + i, st->literal, ll)) {
-                if (count == cap)
-                    *spans = realloc(*spans, (cap *= 2) * 2 * sizeof **spans);
-                (*spans)[2 * count] = i;
-                (*spans)[2 * count + 1] = i + ll;
-                count++;
+                span_push(spans, &count, &cap, i, i + ll);
                 i += ll;
             } else {
                 i++;
@@ -1033,11 +1276,7 @@ static size_t find_matches(const pre_step *st, const char *s, size_t n, size_t *
             at = ov[0] + utf8_len(s + ov[0], n - ov[0]);
             continue;
         }
-        if (count == cap)
-            *spans = realloc(*spans, (cap *= 2) * 2 * sizeof **spans);
-        (*spans)[2 * count] = ov[0];
-        (*spans)[2 * count + 1] = ov[1];
-        count++;
+        span_push(spans, &count, &cap, ov[0], ov[1]);
         at = ov[1];
     }
     pcre2_match_data_free(md);
@@ -1266,6 +1505,47 @@ static void bpe_word(const infer_tokenizer *t, const char *w, size_t n, int32_t 
     free(s);
 }
 
+/* WordPiece: the longest vocabulary piece at the start of the word, then the longest
+ * prefix-marked ("##") piece at each following position; a word with any position that has
+ * none, or longer than max_word_chars characters, is one unk. */
+static void wordpiece_word(const infer_tokenizer *t, const char *w, size_t n, int32_t **ids, size_t *nids)
+{
+    if (!n)
+        return;
+    size_t chars = 0;
+    for (size_t i = 0; i < n; i++)
+        chars += ((uint8_t)w[i] & 0xC0) != 0x80;
+    if (chars > (size_t)t->max_word_chars) {
+        push_id(ids, nids, t->unk_id);
+        return;
+    }
+    size_t mark = *nids;
+    buf cand = BUF_INIT;
+    for (size_t start = 0; start < n;) {
+        int32_t id = -1;
+        size_t end = n;
+        while (end > start) {
+            buf_reset(&cand);
+            if (start > 0)
+                buf_puts(&cand, t->subword_prefix);
+            buf_append(&cand, w + start, end - start);
+            if ((id = vocab_get(t, cand.data, cand.len)) >= 0)
+                break;
+            do   /* back one character */
+                end--;
+            while (end > start && ((uint8_t)w[end] & 0xC0) == 0x80);
+        }
+        if (id < 0) {
+            *nids = mark;
+            push_id(ids, nids, t->unk_id);
+            break;
+        }
+        push_id(ids, nids, id);
+        start = end;
+    }
+    buf_free(&cand);
+}
+
 static void encode_segment(const infer_tokenizer *t, const char *text, size_t len, bool first,
                            int32_t **ids, size_t *nids)
 {
@@ -1277,7 +1557,7 @@ static void encode_segment(const infer_tokenizer *t, const char *text, size_t le
         pl_push(&words, norm.data, norm.len, first);
     pre_tokenize(t, &words);
     for (size_t i = 0; i < words.n; i++)
-        bpe_word(t, words.v[i].s, words.v[i].n, ids, nids);
+        (t->wordpiece ? wordpiece_word : bpe_word)(t, words.v[i].s, words.v[i].n, ids, nids);
     pl_free(&words);
     buf_free(&norm);
 }
@@ -1359,6 +1639,15 @@ int infer_tokenize(const infer_tokenizer *t, const char *text, size_t len, bool 
     return 0;
 }
 
+void infer_tokenizer_truncate(const infer_tokenizer *t, int32_t *ids, size_t *n, size_t max)
+{
+    if (*n <= max)
+        return;
+    size_t tail = t->n_suffix <= max ? t->n_suffix : 0;
+    memmove(ids + max - tail, ids + *n - tail, tail * sizeof *ids);
+    *n = max;
+}
+
 /* ---- decoding ------------------------------------------------------------------------------------ */
 
 static int byte_token(const char *s, size_t n)
@@ -1387,6 +1676,23 @@ static void unmap_bytes(const infer_tokenizer *t, const char *s, size_t n, buf *
         else
             buf_append(out, s + i, cl);
         i += cl;
+    }
+}
+
+/* The WordPiece decoder's cleanup of English tokenization spaces, replacement by replacement
+ * in the library's order. */
+static void wordpiece_cleanup(buf *text)
+{
+    static const char *const pairs[][2] = {
+        {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"}, {" n't", "n't"},
+        {" 'm", "'m"}, {" do not", " don't"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+    for (size_t k = 0; k < ARRAY_LEN(pairs); k++) {
+        if (!text->len || !memmem(text->data, text->len, pairs[k][0], strlen(pairs[k][0])))
+            continue;
+        buf r = BUF_INIT;
+        replace_all(&r, text->data, text->len, pairs[k][0], pairs[k][1]);
+        buf_free(text);
+        *text = r;
     }
 }
 
@@ -1467,6 +1773,24 @@ void infer_detokenize(const infer_tokenizer *t, const int32_t *ids, size_t n, bo
             }
             break;
         }
+        case DEC_WORDPIECE:
+            for (size_t i = 0; i < toks.n; i++) {
+                buf r = BUF_INIT;
+                const char *tok = toks.v[i].s;
+                size_t len = toks.v[i].n, pl = strlen(st->a);
+                if (i > 0 && len >= pl && !memcmp(tok, st->a, pl)) {
+                    tok += pl;
+                    len -= pl;
+                } else if (i > 0) {
+                    buf_putc(&r, ' ');
+                }
+                buf_append(&r, tok, len);
+                if (st->cleanup)
+                    wordpiece_cleanup(&r);
+                pl_push(&next, r.data ? r.data : "", r.len, false);
+                buf_free(&r);
+            }
+            break;
         case DEC_METASPACE: {
             size_t rl = strlen(st->a);
             for (size_t i = 0; i < toks.n; i++) {
@@ -1490,8 +1814,11 @@ void infer_detokenize(const infer_tokenizer *t, const int32_t *ids, size_t n, bo
         pl_free(&toks);
         toks = next;
     }
-    for (size_t i = 0; i < toks.n; i++)
+    for (size_t i = 0; i < toks.n; i++) {
+        if (i > 0 && !t->n_dec)
+            buf_putc(out, ' ');   /* no decoder: the library joins tokens with spaces */
         buf_append(out, toks.v[i].s, toks.v[i].n);
+    }
     if (!out->data)
         buf_puts(out, "");
     pl_free(&toks);

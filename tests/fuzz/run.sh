@@ -10,7 +10,7 @@ if ! command -v "$CLANG" >/dev/null; then
     echo "ok 1 - fuzz # SKIP clang is not installed (scripts/deps.sh installs it)"
     exit 0
 fi
-PKGS="libmicrohttpd jansson sqlite3 libgit2 libcrypto libcurl libzstd liblz4 yaml-0.1 libpcre2-8 zlib libxxhash"
+PKGS="libmicrohttpd jansson sqlite3 libgit2 libcrypto libcurl libzstd liblz4 yaml-0.1 libpcre2-8 zlib libxxhash libutf8proc"
 flags="-std=c17 -D_GNU_SOURCE -Isrc -g -O1 -fsanitize=address,undefined $(pkg-config --cflags $PKGS)"
 libs="$(pkg-config --libs $PKGS) -lm -pthread"
 # Each target names the modules it links in a line "// fuzz-modules: base http ...".

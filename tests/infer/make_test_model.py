@@ -90,6 +90,9 @@ def make_tokenizer(kind, vocab_size=600):
             info = {"bos": "<|endoftext|>", "eos": "<|endoftext|>", "extra_eos": []}
         return tok.to_str(), info
 
+    if kind in ("bert", "bert-cased", "wordpiece"):
+        return make_wordpiece_tokenizer(kind, vocab_size)
+
     # SentencePiece-style BPE: ▁ for spaces, <0xNN> byte fallback, <unk>/<s>/</s> first.
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
@@ -132,6 +135,41 @@ def make_tokenizer(kind, vocab_size=600):
     text = json.dumps(data, ensure_ascii=False)
     Tokenizer.from_str(text)  # must load in the reference implementation
     return text, {"bos": "<s>", "eos": "</s>", "extra_eos": []}
+
+
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def make_wordpiece_tokenizer(kind, vocab_size):
+    """WordPiece layouts: "bert" as bert-base-uncased ships it (BertNormalizer lowercasing and
+    stripping accents, BertPreTokenizer, TemplateProcessing [CLS] $A [SEP]); "bert-cased" as
+    cased BERTs do (no lowercase, no CJK spacing, BertProcessing, short max word so that long
+    words become [UNK]); "wordpiece" from separate steps (NFD, StripAccents, Lowercase,
+    Whitespace + Punctuation pre-tokenizers)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=12 if kind == "bert-cased" else 100))
+    if kind == "bert":
+        tok.normalizer = normalizers.BertNormalizer()
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    elif kind == "bert-cased":
+        tok.normalizer = normalizers.BertNormalizer(lowercase=False, handle_chinese_chars=False)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    else:
+        tok.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.StripAccents(),
+                                               normalizers.Lowercase()])
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                     pre_tokenizers.Punctuation(behavior="contiguous")])
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=kind != "wordpiece")
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=BERT_SPECIALS, show_progress=False)
+    tok.train_from_iterator(training_corpus(), trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    if kind == "bert-cased":
+        tok.post_processor = processors.BertProcessing(("[SEP]", sep), ("[CLS]", cls))
+    else:
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return tok.to_str(), {"bos": "[CLS]", "eos": "[SEP]", "extra_eos": []}
 
 
 ARCH_DEFAULTS = {

@@ -254,6 +254,47 @@ static void test_tokenizer_roundtrip(void **state)
     }
 }
 
+/* WordPiece as BERT ships it: accents stripped, lowercased, punctuation split off, "##" pieces,
+ * [CLS] ... [SEP] around, truncation that keeps [SEP], and the decoder's spacing. */
+static void test_wordpiece(void **state)
+{
+    (void)state;
+    const char *json =
+        "{\"added_tokens\":[{\"id\":0,\"content\":\"[UNK]\",\"special\":true},"
+        "{\"id\":1,\"content\":\"[CLS]\",\"special\":true},{\"id\":2,\"content\":\"[SEP]\",\"special\":true}],"
+        "\"normalizer\":{\"type\":\"BertNormalizer\",\"strip_accents\":null,\"lowercase\":true},"
+        "\"pre_tokenizer\":{\"type\":\"BertPreTokenizer\"},"
+        "\"post_processor\":{\"type\":\"BertProcessing\",\"sep\":[\"[SEP]\",2],\"cls\":[\"[CLS]\",1]},"
+        "\"decoder\":{\"type\":\"WordPiece\",\"prefix\":\"##\",\"cleanup\":true},"
+        "\"model\":{\"type\":\"WordPiece\",\"unk_token\":\"[UNK]\",\"continuing_subword_prefix\":\"##\","
+        "\"max_input_chars_per_word\":100,\"vocab\":{\"[UNK]\":0,\"[CLS]\":1,\"[SEP]\":2,\"cafe\":3,"
+        "\"un\":4,\"##aff\":5,\"##able\":6,\"!\":7,\"\u4e2d\":8}}}";
+    infer_tokenizer *t;
+    err e = ERR_INIT;
+    assert_int_equal(infer_tokenizer_load_json(&t, json, strlen(json), &e), 0);
+    const char *text = "Caf\xC3\xA9 UNAFFABLE!\x01\xE4\xB8\xADxyz";   /* "Café UNAFFABLE!<SOH>中xyz" */
+    int32_t *ids;
+    size_t n;
+    assert_int_equal(infer_tokenize(t, text, strlen(text), true, &ids, &n, &e), 0);
+    int32_t want[] = {1, 3, 4, 5, 6, 7, 8, 0, 2};
+    assert_int_equal(n, ARRAY_LEN(want));
+    assert_memory_equal(ids, want, sizeof want);
+    buf out = BUF_INIT;
+    infer_detokenize(t, ids, n, true, &out);
+    assert_string_equal(out.data, "cafe unaffable! \xE4\xB8\xAD");   /* [UNK] is special: skipped */
+    infer_tokenizer_truncate(t, ids, &n, 4);
+    int32_t cut[] = {1, 3, 4, 2};
+    assert_int_equal(n, 4);
+    assert_memory_equal(ids, cut, sizeof cut);
+    free(ids);
+    buf_free(&out);
+    infer_tokenizer_free(t);
+
+    const char *no_unk = "{\"model\":{\"type\":\"WordPiece\",\"unk_token\":\"[UNK]\",\"vocab\":{\"a\":0}}}";
+    assert_int_equal(infer_tokenizer_load_json(&t, no_unk, strlen(no_unk), &e), -1);
+    assert_non_null(strstr(e.message, "[UNK]"));
+}
+
 static void test_stream_keeps_utf8_whole(void **state)
 {
     (void)state;
@@ -361,6 +402,7 @@ int main(void)
         cmocka_unit_test(test_safetensors_validation),
         cmocka_unit_test(test_gguf_reader),
         cmocka_unit_test(test_tokenizer_roundtrip),
+        cmocka_unit_test(test_wordpiece),
         cmocka_unit_test(test_stream_keeps_utf8_whole),
         cmocka_unit_test(test_sampler),
         cmocka_unit_test(test_template_basics),

@@ -6,7 +6,8 @@
  *
  * FUZZ_TARGET 1: safetensors header   2: GGUF file   3: tokenizer.json (then encode/decode a fixed
  * text)   4: chat template (rendered with a fixed conversation). Seeds: any test model files
- * (tests/infer/make_test_model.py) and tests/infer/templates/. The tests in
+ * (tests/infer/make_test_model.py), tests/infer/templates/ and tests/fuzz/corpus/ (WordPiece
+ * tokenizers, so that the BERT normalizer and pre-tokenizer are reached). The tests in
  * tests/e2e/test_infer.py run a light mutation fuzzer over the same parsers in every CI run. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -47,7 +48,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (infer_tokenizer_load_json(&t, (const char *)data, size, &e) == 0) {
         int32_t *ids;
         size_t n;
-        const char *text = "Hello <s> world\n\n  12345 日本 😀 don't";
+        /* accents (composed and not), a control character, CJK, fullwidth, emoji, a special token */
+        const char *text = "H\xC3\xA9llo <s> [CLS] wore\xCC\x81ld\x01\n\n  12345 日本 Ｆ 😀 don't";
         infer_tokenize(t, text, strlen(text), true, &ids, &n, &e);
         buf out = BUF_INIT;
         infer_detokenize(t, ids, n, false, &out);
