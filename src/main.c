@@ -16,6 +16,7 @@ static const struct {
     {"serve", cli_serve_main, "run the hub server (HTTP API, downloads, uploads)"},
     {"admin", cli_admin_main, "manage users, tokens and storage (create-user, create-token, ...)"},
     {"run", cli_run_main, "generate text with a model (local dir, GGUF file, or hub repo id)"},
+    {"embed", cli_embed_main, "embed texts with a sentence-embeddings model (BERT)"},
     {"xet", xet_cli_main, "inspect Xet chunking and hashes of a file, xorb or shard"},
 };
 

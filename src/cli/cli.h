@@ -8,5 +8,7 @@ int cli_admin_main(int argc, char **argv);
 /* `hearth run`: MODEL may be a repo id on the hub in --data DIR (with --revision REV); it is
  * turned into a snapshot directory before the inference engine sees it. */
 int cli_run_main(int argc, char **argv);
+/* `hearth embed`: the same MODEL resolution, then the embeddings engine. */
+int cli_embed_main(int argc, char **argv);
 
 #endif

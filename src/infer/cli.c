@@ -1,4 +1,5 @@
-/* cli.c — `hearth run`: generate text from a model on the command line.
+/* cli.c — `hearth run`: generate text from a model on the command line; `hearth embed`: turn
+ * texts into embedding vectors with an encoder (see infer_embed_main at the end).
  *
  *   hearth run MODEL [PROMPT] [-n N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]
  *              [--repeat-penalty R] [--seed S] [--threads N] [--ctx N] [--chat]
@@ -580,6 +581,141 @@ int infer_main(int argc, char **argv)
         buf_free(&d);
     }
     int rc = generate(&o, m);
+    infer_model_free(m);
+    return rc;
+}
+
+/* ---- hearth embed ------------------------------------------------------------------------------ */
+
+static void embed_usage(FILE *out)
+{
+    fputs("usage: hearth embed MODEL [TEXT...] [options]\n"
+          "\n"
+          "Prints one JSON array of floats a line for each TEXT (without TEXT: for each line of\n"
+          "stdin, a JSON string). MODEL is a sentence-embeddings model directory (BERT:\n"
+          "config.json, model.safetensors, tokenizer.json, modules.json, 1_Pooling/).\n"
+          "\n"
+          "options:\n"
+          "  -t, --threads N        worker threads (default: one per core)\n"
+          "  -q, --quiet            no model line, no statistics\n"
+          "  --data DIR             hub data directory, for MODEL given as a repo id\n"
+          "  --revision REV         branch, tag or commit of that repo (default main)\n", out);
+}
+
+/* Embeds one text and prints its vector as a JSON array line. */
+static int embed_one(infer_embedder *x, const char *text, size_t len, float *vec, int dim, size_t *tokens)
+{
+    err e = ERR_INIT;
+    size_t n = 0;
+    if (infer_embed_text(x, text, len, vec, &n, &e) != 0) {
+        fprintf(stderr, "hearth embed: %s\n", e.message);
+        return 1;
+    }
+    *tokens += n;
+    putchar('[');
+    for (int i = 0; i < dim; i++)
+        printf("%s%.9g", i ? "," : "", (double)vec[i]);
+    puts("]");
+    return 0;
+}
+
+/* Texts from stdin: one JSON string a line (so that any text, newlines included, fits). */
+static int embed_stdin(infer_embedder *x, float *vec, int dim, size_t *texts, size_t *tokens)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = 0;
+    while (rc == 0 && (n = getline(&line, &cap, stdin)) > 0) {
+        json_error_t je;
+        json_t *s = json_loadb(line, (size_t)n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+        if (!json_is_string(s)) {
+            fputs("hearth embed: each line of stdin must be a JSON string\n", stderr);
+            rc = 2;
+        } else {
+            rc = embed_one(x, json_string_value(s), json_string_length(s), vec, dim, tokens);
+            (*texts)++;
+        }
+        json_decref(s);
+    }
+    free(line);
+    return rc;
+}
+
+int infer_embed_main(int argc, char **argv)
+{
+    const char *model = NULL;
+    const char **texts = calloc((size_t)argc + 1, sizeof *texts);
+    int threads = 0, n_texts = 0;
+    bool quiet = false, options = true;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (options && (!strcmp(a, "-h") || !strcmp(a, "--help"))) {
+            embed_usage(stdout);
+            free(texts);
+            return 0;
+        } else if (options && (!strcmp(a, "-t") || !strcmp(a, "--threads"))) {
+            if (i + 1 == argc || (threads = atoi(argv[++i])) < 0) {
+                fputs("hearth embed: --threads needs a number\n", stderr);
+                free(texts);
+                return 2;
+            }
+        } else if (options && (!strcmp(a, "-q") || !strcmp(a, "--quiet"))) {
+            quiet = true;
+        } else if (options && !strcmp(a, "--")) {
+            options = false;   /* texts that start with '-' follow */
+        } else if (options && a[0] == '-' && a[1]) {
+            fprintf(stderr, "hearth embed: unknown option '%s' (put texts that start with '-' after --)\n", a);
+            free(texts);
+            return 2;
+        } else if (!model) {
+            model = a;
+        } else {
+            texts[n_texts++] = a;
+        }
+    }
+    if (!model) {
+        embed_usage(stderr);
+        free(texts);
+        return 2;
+    }
+    err e = ERR_INIT;
+    infer_model *m = NULL;
+    infer_embedder *x = NULL;
+    double t0 = now_s();
+    if (infer_model_load(&m, model, NULL, &e) != 0 || !(x = infer_embedder_new(m, threads, &e))) {
+        fprintf(stderr, "hearth embed: %s\n", e.message);
+        infer_model_free(m);
+        free(texts);
+        return 1;
+    }
+    if (!quiet) {
+        buf d = BUF_INIT;
+        infer_model_describe(m, &d);
+        fprintf(stderr, "%s, embedding %d floats, at most %d tokens (loaded in %.2f s)\n", d.data,
+                infer_model_embedding_dim(m), infer_embedder_max_tokens(x), now_s() - t0);
+        buf_free(&d);
+    }
+    int dim = infer_model_embedding_dim(m);
+    float *vec = malloc((size_t)dim * sizeof *vec);
+    size_t done = 0, tokens = 0;
+    int rc = 0;
+    double t1 = now_s();
+    if (n_texts) {
+        for (; (int)done < n_texts && rc == 0; done++)
+            rc = embed_one(x, texts[done], strlen(texts[done]), vec, dim, &tokens);
+    } else {
+        rc = embed_stdin(x, vec, dim, &done, &tokens);
+    }
+    fflush(stdout);
+    double dt = now_s() - t1;
+    if (!quiet)
+        fprintf(stderr, "%zu texts, %zu tokens, %.1f tokens/s | threads %d | peak memory %.0f MiB\n",
+                done, tokens, dt > 0 ? (double)tokens / dt : 0.0,
+                threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN), peak_rss_mib());
+    free(vec);
+    free(texts);
+    infer_embedder_free(x);
     infer_model_free(m);
     return rc;
 }

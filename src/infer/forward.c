@@ -44,6 +44,11 @@ static void *xcalloc(size_t n, size_t size, bool *ok)
 infer_session *infer_session_new(const infer_model *m, const infer_session_options *opt, err *e)
 {
     const infer_config *c = &m->cfg;
+    if (c->arch == ARCH_BERT) {
+        err_set(e, 400, "NotAGenerator", "%s is an embeddings model (an encoder): use `hearth embed`",
+                c->model_type);
+        return NULL;
+    }
     int threads = opt ? opt->threads : 0, max_seq = opt ? opt->max_seq : 0;
     if (max_seq <= 0)
         max_seq = c->max_seq < 4096 ? c->max_seq : 4096;
@@ -124,7 +129,7 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
         out[i] = x[i] * scale * w[i];
 }
 
-static void layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps)
+void infer_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps)
 {
     double mean = 0, var = 0;
     for (int i = 0; i < n; i++)
@@ -137,7 +142,7 @@ static void layernorm(float *out, const float *x, const float *w, const float *b
         out[i] = (float)(x[i] - mean) * scale * w[i] + b[i];
 }
 
-static void add_bias(float *x, const float *b, int n, int rows, int stride)
+void infer_add_bias(float *x, const float *b, int n, int rows, int stride)
 {
     if (!b)
         return;
@@ -236,7 +241,7 @@ static void attention(infer_session *s, int layer, int n, const float *q, int q_
     }
 }
 
-static float gelu_tanh(float x)
+float infer_gelu_tanh(float x)
 {
     return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
 }
@@ -262,9 +267,9 @@ static void llama_chunk(infer_session *s, const int32_t *tokens, int n)
         infer_matmul(s->pool, s->q, s->xb, &L->wq, n);
         infer_matmul(s->pool, s->k, s->xb, &L->wk, n);
         infer_matmul(s->pool, s->v, s->xb, &L->wv, n);
-        add_bias(s->q, L->bq, qd, n, qd);
-        add_bias(s->k, L->bk, kvd, n, kvd);
-        add_bias(s->v, L->bv, kvd, n, kvd);
+        infer_add_bias(s->q, L->bq, qd, n, qd);
+        infer_add_bias(s->k, L->bk, kvd, n, kvd);
+        infer_add_bias(s->v, L->bv, kvd, n, kvd);
         for (int t = 0; t < n; t++) {
             for (int h = 0; h < c->n_heads; h++) {
                 float *qh = s->q + (size_t)t * qd + (size_t)h * hd;
@@ -281,7 +286,7 @@ static void llama_chunk(infer_session *s, const int32_t *tokens, int n)
         }
         attention(s, l, n, s->q, qd, s->k, s->v, kvd);
         infer_matmul(s->pool, s->xb, s->att_out, &L->wo, n);
-        add_bias(s->xb, L->bo, dim, n, dim);
+        infer_add_bias(s->xb, L->bo, dim, n, dim);
         if (L->post_attn_norm)
             for (int t = 0; t < n; t++)
                 rmsnorm(s->xb + (size_t)t * dim, s->xb + (size_t)t * dim, L->post_attn_norm, dim, c->norm_eps);
@@ -294,7 +299,7 @@ static void llama_chunk(infer_session *s, const int32_t *tokens, int n)
         infer_matmul(s->pool, s->hb2, s->xb, &L->w_up, n);
         for (size_t i = 0; i < (size_t)n * c->ffn_dim; i++) {
             float g = s->hb[i];
-            s->hb[i] = (c->gelu_mlp ? gelu_tanh(g) : g / (1.0f + expf(-g))) * s->hb2[i];
+            s->hb[i] = (c->gelu_mlp ? infer_gelu_tanh(g) : g / (1.0f + expf(-g))) * s->hb2[i];
         }
         infer_matmul(s->pool, s->xb, s->hb, &L->w_down, n);
         if (L->post_ffn_norm)
@@ -330,29 +335,29 @@ static void gpt2_chunk(infer_session *s, const int32_t *tokens, int n)
     for (int l = 0; l < c->n_layers; l++) {
         const infer_layer *L = &m->layers[l];
         for (int t = 0; t < n; t++)
-            layernorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->attn_norm,
+            infer_layernorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->attn_norm,
                       L->attn_norm_bias, dim, c->norm_eps);
         infer_matmul(s->pool, s->q, s->xb, &L->wqkv, n);   /* q | k | v per token */
-        add_bias(s->q, L->bqkv, 3 * dim, n, 3 * dim);
+        infer_add_bias(s->q, L->bqkv, 3 * dim, n, 3 * dim);
         attention(s, l, n, s->q, 3 * dim, s->q + dim, s->q + 2 * dim, 3 * dim);
         infer_matmul(s->pool, s->xb, s->att_out, &L->wo, n);
-        add_bias(s->xb, L->bo, dim, n, dim);
+        infer_add_bias(s->xb, L->bo, dim, n, dim);
         for (size_t i = 0; i < (size_t)n * dim; i++)
             s->x[i] += s->xb[i];
         for (int t = 0; t < n; t++)
-            layernorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->ffn_norm,
+            infer_layernorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->ffn_norm,
                       L->ffn_norm_bias, dim, c->norm_eps);
         infer_matmul(s->pool, s->hb, s->xb, &L->w_up, n);
-        add_bias(s->hb, L->b_up, c->ffn_dim, n, c->ffn_dim);
+        infer_add_bias(s->hb, L->b_up, c->ffn_dim, n, c->ffn_dim);
         for (size_t i = 0; i < (size_t)n * c->ffn_dim; i++)
-            s->hb[i] = gelu_tanh(s->hb[i]);
+            s->hb[i] = infer_gelu_tanh(s->hb[i]);
         infer_matmul(s->pool, s->xb, s->hb, &L->w_down, n);
-        add_bias(s->xb, L->b_down, dim, n, dim);
+        infer_add_bias(s->xb, L->b_down, dim, n, dim);
         for (size_t i = 0; i < (size_t)n * dim; i++)
             s->x[i] += s->xb[i];
     }
     float *last = s->x + (size_t)(n - 1) * dim;
-    layernorm(s->xb, last, m->final_norm, m->final_norm_bias, dim, c->norm_eps);
+    infer_layernorm(s->xb, last, m->final_norm, m->final_norm_bias, dim, c->norm_eps);
     infer_matmul(s->pool, s->logits, s->xb, &m->output, 1);
 }
 

@@ -1,7 +1,8 @@
 /* infer — the inference engine: loads a model (a Hugging Face directory with safetensors +
  * config.json + tokenizer.json, or a GGUF file), tokenizes, renders chat templates, runs the
  * transformer forward pass on the CPU over runs of tokens (a prompt, then one token per step),
- * samples, and detokenizes as a stream. docs/inference.md lists what it supports.
+ * samples, and detokenizes as a stream; or, for an encoder (BERT), turns a text into one
+ * embedding vector. docs/inference.md lists what it supports.
  *
  * Owns: the memory-mapped weights (a model keeps its files mapped until infer_model_free), the
  * tokenizer, the per-sequence run state (KV cache) of a session. Nothing global: two models or
@@ -120,6 +121,31 @@ void infer_session_rewind(infer_session *s, int pos);
 /* Runs tokens[0..n) at the next positions; returns the logits (vocab floats) after the last
  * one, valid until the next call. NULL with e set when the context is full. */
 const float *infer_session_forward(infer_session *s, const int32_t *tokens, int n, err *e);
+
+/* ---- embeddings: encoder models (BERT) -------------------------------------------------------- */
+
+/* `hearth embed ...`: argv[0] is "embed". Returns the process exit status. */
+int infer_embed_main(int argc, char **argv);
+
+/* True for an embeddings model (model_type bert): infer_session_new refuses one, and an
+ * embedder takes only one. */
+bool infer_model_is_encoder(const infer_model *m);
+/* Floats in one embedding: the hidden size times the pooling modes the model combines. */
+int infer_model_embedding_dim(const infer_model *m);
+
+/* Embeds one text at a time (its own thread pool and scratch; used by one thread at a time). */
+typedef struct infer_embedder infer_embedder;
+infer_embedder *infer_embedder_new(const infer_model *m, int threads, err *e);
+void infer_embedder_free(infer_embedder *x);
+/* Tokens one text may take: sentence-transformers' max_seq_length, else the model's positions. */
+int infer_embedder_max_tokens(const infer_embedder *x);
+/* Tokenizes text ([CLS] ... [SEP]), cuts it to the max tokens, runs the encoder and pools as
+ * the model's sentence-transformers modules say (then normalises when they list Normalize).
+ * out receives infer_model_embedding_dim floats; *n_tokens (when not NULL) the tokens used. */
+int infer_embed_text(infer_embedder *x, const char *text, size_t len, float *out, size_t *n_tokens,
+                     err *e);
+/* The same from token ids that already hold the special tokens. */
+int infer_embed_ids(infer_embedder *x, const int32_t *ids, size_t n, float *out, err *e);
 
 /* ---- sampler -------------------------------------------------------------------------------- */
 

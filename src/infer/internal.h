@@ -7,9 +7,10 @@
  *   gguf.c         GGUF v2/v3 metadata and tensor directory, memory-mapped
  *   model.c        config.json / GGUF metadata → infer_config, tensors bound to layer weights
  *   forward.c      the transformer forward pass for one token (llama family and gpt2)
- *   tokenizer.c    tokenizer.json / GGUF vocab: BPE (byte-level and byte-fallback), decode
+ *   bert.c         the BERT encoder over a whole text, pooled into one embedding
+ *   tokenizer.c    tokenizer.json / GGUF vocab: BPE (byte-level and byte-fallback), WordPiece, decode
  *   sampler.c      greedy, temperature, top-k, top-p, min-p, penalties, seeded RNG
- *   cli.c          `hearth run`
+ *   cli.c          `hearth run`, `hearth embed`
  */
 #ifndef HEARTH_INFER_INTERNAL_H
 #define HEARTH_INFER_INTERNAL_H
@@ -152,10 +153,29 @@ int infer_gguf_number_array(const gguf_file *g, const char *key, double **out, s
 /* ---- tokenizer (tokenizer.c) ----------------------------------------------------------------- */
 
 int infer_tokenizer_from_gguf(infer_tokenizer **out, const gguf_file *g, err *e);
+/* Appends s lowercased code point by code point (Unicode, as the library's Lowercase). */
+void infer_text_lowercase(const char *s, size_t n, buf *out);
+
+/* ---- small ops of the forward passes (forward.c) ---------------------------------------------- */
+
+void infer_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps);
+/* x[t][i] += b[i] for rows t of `stride` floats; nothing when b is NULL. */
+void infer_add_bias(float *x, const float *b, int n, int rows, int stride);
+float infer_gelu_tanh(float x);
 
 /* ---- model (model.c) --------------------------------------------------------------------- */
 
-typedef enum { ARCH_LLAMA, ARCH_GPT2 } infer_arch;
+typedef enum { ARCH_LLAMA, ARCH_GPT2, ARCH_BERT } infer_arch;
+typedef enum { ACT_GELU, ACT_GELU_TANH, ACT_RELU } infer_activation;
+
+/* How an encoder's token vectors become one embedding: sentence-transformers' Pooling module
+ * (modes concatenate in this order when several are on) and Normalize module. */
+typedef struct infer_pooling {
+    bool cls, max, mean, mean_sqrt_len, weighted_mean, last_token;
+    bool normalize;              /* unit L2 length */
+    bool lowercase;              /* sentence_bert_config.json do_lower_case: lowercase the text first */
+    int max_tokens;              /* max_seq_length; 0 = the model's positions */
+} infer_pooling;
 
 typedef struct infer_config {
     char model_type[32];
@@ -181,8 +201,13 @@ typedef struct infer_config {
     int sliding_pattern;         /* Gemma 3: every n-th layer is global; 0 = see sliding_all/alt */
     bool sliding_alternate;      /* Gemma 2: even layers slide */
     uint8_t *layer_sliding;      /* per layer, from config `layer_types` (owned by the model) */
+    /* BERT: token type embeddings, the MLP's activation. */
+    int type_vocab_size;
+    infer_activation activation;
 } infer_config;
 
+/* BERT (post-norm) reuses these: attn_norm = attention.output.LayerNorm, ffn_norm =
+ * output.LayerNorm, w_up/b_up = intermediate, w_down/b_down = output. */
 typedef struct infer_layer {
     float *attn_norm, *attn_norm_bias, *ffn_norm, *ffn_norm_bias;
     float *q_norm, *k_norm;
@@ -199,6 +224,8 @@ struct infer_model {
     gguf_file gguf;
     bool is_gguf;
     infer_matrix embed, output, pos_embed;
+    infer_matrix type_embed;     /* BERT token types; the embeddings' LayerNorm is final_norm */
+    infer_pooling pooling;       /* BERT: sentence-transformers pooling */
     float *final_norm, *final_norm_bias;
     infer_layer *layers;
     float *rope_inv_freq;        /* head_dim/2 frequencies after scaling */

@@ -247,6 +247,49 @@ static int bind_gpt2(infer_model *m, err *e)
     return b.failed ? -1 : 0;
 }
 
+/* BERT (BertModel, or the `bert.` encoder inside BertFor*): word + position + token type
+ * embeddings and their LayerNorm, then per layer self-attention and an MLP, each followed by
+ * a residual LayerNorm. The pooler is not used (sentence-transformers pools the last layer). */
+static int bind_bert(infer_model *m, err *e)
+{
+    const infer_config *c = &m->cfg;
+    binder b = {m, e, false};
+    const char *pre = infer_tensor_find(&m->tensors, "bert.embeddings.word_embeddings.weight") ? "bert." : "";
+    int64_t d = c->dim, ff = c->ffn_dim;
+    char n[160], f[64];
+#define T(name) (snprintf(n, sizeof n, "%s%s", pre, name), n)
+    bind_mat(&b, T("embeddings.word_embeddings.weight"), c->vocab_size, d, true, &m->embed);
+    bind_mat(&b, T("embeddings.position_embeddings.weight"), c->max_seq, d, true, &m->pos_embed);
+    bind_mat(&b, T("embeddings.token_type_embeddings.weight"), c->type_vocab_size, d, true, &m->type_embed);
+    m->final_norm = bind_vec(&b, T("embeddings.LayerNorm.weight"), d, true);
+    m->final_norm_bias = bind_vec(&b, T("embeddings.LayerNorm.bias"), d, true);
+#undef T
+    snprintf(f, sizeof f, "%sencoder.layer.%%d.%%s", pre);
+    m->layers = own(m, calloc((size_t)c->n_layers, sizeof *m->layers));
+    for (int i = 0; i < c->n_layers && !b.failed; i++) {
+        infer_layer *L = &m->layers[i];
+#define N(suffix) nm(n, sizeof n, f, i, suffix)
+        bind_mat(&b, N("attention.self.query.weight"), d, d, true, &L->wq);
+        bind_mat(&b, N("attention.self.key.weight"), d, d, true, &L->wk);
+        bind_mat(&b, N("attention.self.value.weight"), d, d, true, &L->wv);
+        bind_mat(&b, N("attention.output.dense.weight"), d, d, true, &L->wo);
+        L->bq = bind_vec(&b, N("attention.self.query.bias"), d, true);
+        L->bk = bind_vec(&b, N("attention.self.key.bias"), d, true);
+        L->bv = bind_vec(&b, N("attention.self.value.bias"), d, true);
+        L->bo = bind_vec(&b, N("attention.output.dense.bias"), d, true);
+        L->attn_norm = bind_vec(&b, N("attention.output.LayerNorm.weight"), d, true);
+        L->attn_norm_bias = bind_vec(&b, N("attention.output.LayerNorm.bias"), d, true);
+        bind_mat(&b, N("intermediate.dense.weight"), ff, d, true, &L->w_up);
+        L->b_up = bind_vec(&b, N("intermediate.dense.bias"), ff, true);
+        bind_mat(&b, N("output.dense.weight"), d, ff, true, &L->w_down);
+        L->b_down = bind_vec(&b, N("output.dense.bias"), d, true);
+        L->ffn_norm = bind_vec(&b, N("output.LayerNorm.weight"), d, true);
+        L->ffn_norm_bias = bind_vec(&b, N("output.LayerNorm.bias"), d, true);
+#undef N
+    }
+    return b.failed ? -1 : 0;
+}
+
 /* ---- config ---------------------------------------------------------------------------------- */
 
 static int jint(json_t *o, const char *key, int dflt)
@@ -304,11 +347,41 @@ static json_t *read_json(const char *dir, const char *file, bool required, err *
     return root;
 }
 
+/* BERT's config.json: hidden sizes, learned absolute positions, token types, post-LayerNorm. */
+static int bert_config(infer_config *c, json_t *root, err *e)
+{
+    c->arch = ARCH_BERT;
+    c->dim = jint(root, "hidden_size", 0);
+    c->n_layers = jint(root, "num_hidden_layers", 0);
+    c->n_heads = c->n_kv_heads = jint(root, "num_attention_heads", 0);
+    c->head_dim = c->n_heads > 0 && c->dim % c->n_heads == 0 ? c->dim / c->n_heads : 0;
+    c->ffn_dim = jint(root, "intermediate_size", 0);
+    c->max_seq = jint(root, "max_position_embeddings", 512);
+    c->norm_eps = (float)jnum(root, "layer_norm_eps", 1e-12);
+    c->vocab_size = jint(root, "vocab_size", 0);
+    c->type_vocab_size = jint(root, "type_vocab_size", 2);
+    const char *act = json_string_value(json_object_get(root, "hidden_act"));
+    if (!act || !strcmp(act, "gelu"))
+        c->activation = ACT_GELU;
+    else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh"))
+        c->activation = ACT_GELU_TANH;
+    else if (!strcmp(act, "relu"))
+        c->activation = ACT_RELU;
+    else
+        return err_set(e, 400, "BadModel", "bert hidden_act '%s' is not supported (gelu, gelu_new, relu)", act);
+    const char *pos = json_string_value(json_object_get(root, "position_embedding_type"));
+    if (pos && strcmp(pos, "absolute"))
+        return err_set(e, 400, "BadModel", "bert position_embedding_type '%s' is not supported (absolute)", pos);
+    if (c->type_vocab_size <= 0 || c->type_vocab_size > 1024)
+        return err_set(e, 400, "BadModel", "bert type_vocab_size %d is out of range", c->type_vocab_size);
+    return 0;
+}
+
 static int check_config(infer_config *c, err *e)
 {
     if (c->dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
         c->head_dim <= 0 || c->ffn_dim <= 0 || c->vocab_size <= 0 || c->n_heads % c->n_kv_heads ||
-        c->head_dim % 2 || c->dim > 65536 || c->n_layers > 1024 || c->head_dim > 1024 ||
+        (c->head_dim % 2 && c->arch != ARCH_BERT) || c->dim > 65536 || c->n_layers > 1024 || c->head_dim > 1024 ||
         c->n_heads > 1024 || c->ffn_dim > 1 << 20 || c->vocab_size > 1 << 24)
         return err_set(e, 400, "BadModel",
                        "inconsistent model config: hidden %d, layers %d, heads %d/%d, head_dim %d, "
@@ -341,6 +414,9 @@ static int config_from_json(infer_model *m, json_t *root, err *e)
         c->norm_eps = (float)jnum(root, "layer_norm_epsilon", 1e-5);
         c->vocab_size = jint(root, "vocab_size", 50257);
         c->tied_embeddings = true;
+    } else if (!strcmp(type, "bert")) {
+        if (bert_config(c, root, e))
+            return -1;
     } else if (!strcmp(type, "llama") || !strcmp(type, "mistral") || !strcmp(type, "qwen2") ||
                !strcmp(type, "qwen3") || !strcmp(type, "gemma") || !strcmp(type, "gemma2") ||
                !strcmp(type, "gemma3_text")) {
@@ -431,7 +507,7 @@ static int config_from_json(infer_model *m, json_t *root, err *e)
         }
     } else {
         return err_set(e, 400, "BadModel", "model_type '%s' is not supported (llama, mistral, "
-                       "qwen2, qwen3, gemma, gemma2, gemma3_text, gpt2)", type);
+                       "qwen2, qwen3, gemma, gemma2, gemma3_text, gpt2, bert)", type);
     }
     m->bos_id = jint(root, "bos_token_id", -1);
     add_eos_json(m, json_object_get(root, "eos_token_id"));
@@ -633,6 +709,99 @@ static void read_tokenizer_config(infer_model *m, const char *dir)
         add_eos(m, infer_token_id(m->tokenizer, m->eos_token));
 }
 
+/* ---- sentence-transformers (modules.json, 1_Pooling/config.json, sentence_bert_config.json) ----- */
+
+static bool jtrue(json_t *o, const char *key) { return json_is_true(json_object_get(o, key)); }
+
+/* A Pooling module's config.json: which modes, and the width it expects. */
+static int read_pooling(infer_model *m, const char *dir, const char *path, err *e)
+{
+    buf sub = BUF_INIT;
+    buf_printf(&sub, "%s/%s", dir, path);
+    json_t *pc = read_json(sub.data, "config.json", true, e);
+    buf_free(&sub);
+    if (!pc)
+        return -1;
+    infer_pooling *p = &m->pooling;
+    p->cls = jtrue(pc, "pooling_mode_cls_token");
+    p->max = jtrue(pc, "pooling_mode_max_tokens");
+    p->mean = jtrue(pc, "pooling_mode_mean_tokens");
+    p->mean_sqrt_len = jtrue(pc, "pooling_mode_mean_sqrt_len_tokens");
+    p->weighted_mean = jtrue(pc, "pooling_mode_weightedmean_tokens");
+    p->last_token = jtrue(pc, "pooling_mode_lasttoken");
+    const char *mode = json_string_value(json_object_get(pc, "pooling_mode"));
+    int rc = 0;
+    if (mode) {   /* newer configs may name one mode instead */
+        p->cls |= !strcmp(mode, "cls");
+        p->max |= !strcmp(mode, "max");
+        p->mean |= !strcmp(mode, "mean");
+        p->mean_sqrt_len |= !strcmp(mode, "mean_sqrt_len_tokens");
+        p->weighted_mean |= !strcmp(mode, "weightedmean");
+        p->last_token |= !strcmp(mode, "lasttoken");
+    }
+    json_t *width = json_object_get(pc, "word_embedding_dimension");
+    if (!(p->cls || p->max || p->mean || p->mean_sqrt_len || p->weighted_mean || p->last_token))
+        rc = err_set(e, 400, "BadModel", "%s/%s/config.json: no pooling mode is on (cls, mean, max, "
+                     "mean_sqrt_len_tokens, weightedmean, lasttoken)", dir, path);
+    else if (json_is_integer(width) && json_integer_value(width) != m->cfg.dim)
+        rc = err_set(e, 400, "BadModel", "%s/%s/config.json: word_embedding_dimension %lld, but the "
+                     "model's hidden size is %d", dir, path, (long long)json_integer_value(width), m->cfg.dim);
+    json_decref(pc);
+    return rc;
+}
+
+/* How sentence-transformers turns the encoder's output into an embedding: the modules it lists
+ * (Transformer, Pooling, Normalize; anything else is refused by name), and the length limit.
+ * Without modules.json: mean pooling, as sentence-transformers does for a plain encoder. */
+static int read_sentence_transformers(infer_model *m, const char *dir, err *e)
+{
+    err ignore = ERR_INIT;
+    json_t *st = read_json(dir, "sentence_bert_config.json", false, &ignore);
+    if (st) {
+        int max = jint(st, "max_seq_length", 0);
+        m->pooling.max_tokens = max > 0 && max < m->cfg.max_seq ? max : 0;
+        m->pooling.lowercase = jtrue(st, "do_lower_case");
+        json_decref(st);
+    }
+    buf path = BUF_INIT;
+    buf_printf(&path, "%s/modules.json", dir);
+    struct stat sb;
+    json_error_t je;
+    json_t *mods = stat(path.data, &sb) == 0 ? json_load_file(path.data, 0, &je) : json_array();
+    buf_free(&path);
+    if (!json_is_array(mods)) {
+        json_decref(mods);
+        return err_set(e, 400, "BadModel", "%s/modules.json: not a JSON list of modules", dir);
+    }
+    int rc = 0;
+    bool pooled = false;
+    size_t i;
+    json_t *mod;
+    json_array_foreach(mods, i, mod) {
+        const char *type = json_string_value(json_object_get(mod, "type"));
+        const char *sub = json_string_value(json_object_get(mod, "path"));
+        const char *kind = type ? strrchr(type, '.') : NULL;
+        kind = kind ? kind + 1 : type ? type : "";
+        if (!strcmp(kind, "Transformer")) {
+            continue;
+        } else if (!strcmp(kind, "Pooling") && sub && !strstr(sub, "..")) {
+            rc = read_pooling(m, dir, sub, e);
+            pooled = true;
+        } else if (!strcmp(kind, "Normalize")) {
+            m->pooling.normalize = true;
+        } else {
+            rc = err_set(e, 400, "BadModel", "%s/modules.json: module '%s' is not supported "
+                         "(Transformer, Pooling, Normalize)", dir, type ? type : "(no type)");
+        }
+        if (rc)
+            break;
+    }
+    json_decref(mods);
+    if (rc == 0 && !pooled)
+        m->pooling.mean = true;
+    return rc;
+}
+
 /* ---- load ------------------------------------------------------------------------------------ */
 
 static int load_dir(infer_model *m, const char *dir, err *e)
@@ -708,7 +877,10 @@ int infer_model_load(infer_model **out, const char *path, const infer_load_optio
                          infer_tokenizer_vocab_size(m->tokenizer), m->cfg.vocab_size);
     }
     if (rc == 0)
-        rc = m->cfg.arch == ARCH_GPT2 ? bind_gpt2(m, e) : bind_llama(m, e);
+        rc = m->cfg.arch == ARCH_GPT2 ? bind_gpt2(m, e) : m->cfg.arch == ARCH_BERT ? bind_bert(m, e)
+                                                                              : bind_llama(m, e);
+    if (rc == 0 && m->cfg.arch == ARCH_BERT)   /* after the weights, which name a mismatch best */
+        rc = read_sentence_transformers(m, path, e);
     if (rc != 0) {
         infer_model_free(m);
         return -1;
@@ -746,6 +918,7 @@ infer_tokenizer *infer_model_tokenizer(const infer_model *m) { return m->tokeniz
 int infer_model_vocab_size(const infer_model *m) { return m->cfg.vocab_size; }
 int infer_model_max_seq(const infer_model *m) { return m->cfg.max_seq; }
 int32_t infer_model_bos(const infer_model *m) { return m->bos_id; }
+bool infer_model_is_encoder(const infer_model *m) { return m->cfg.arch == ARCH_BERT; }
 const char *infer_model_chat_template(const infer_model *m) { return m->chat_template; }
 const char *infer_model_bos_token(const infer_model *m) { return m->bos_token ? m->bos_token : ""; }
 const char *infer_model_eos_token(const infer_model *m) { return m->eos_token ? m->eos_token : ""; }

@@ -355,7 +355,7 @@ static void put_lower(buf *out, uint32_t cp)
     utf8_put(out, (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp));
 }
 
-static void lowercase_text(const char *s, size_t n, buf *out)
+void infer_text_lowercase(const char *s, size_t n, buf *out)
 {
     for (size_t i = 0; i < n;)
         put_lower(out, next_cp(s, n, &i));
@@ -410,7 +410,7 @@ static void bert_normalize(const norm_step *st, const char *s, size_t n, buf *ou
         strip_marks(b.data ? b.data : "", b.len, &a);
     }
     if (st->lowercase)
-        lowercase_text(a.data ? a.data : "", a.len, out);
+        infer_text_lowercase(a.data ? a.data : "", a.len, out);
     else
         buf_append(out, a.data ? a.data : "", a.len);
     buf_free(&a);
@@ -1202,7 +1202,7 @@ static void normalize(const infer_tokenizer *t, buf *text)
             replace_all(&out, text->data ? text->data : "", text->len, st->a, st->b);
             break;
         case NORM_LOWERCASE:
-            lowercase_text(text->data ? text->data : "", text->len, &out);
+            infer_text_lowercase(text->data ? text->data : "", text->len, &out);
             break;
         case NORM_UNICODE:
             unicode_normalize(text->data ? text->data : "", text->len, st->unicode_form, &out);

@@ -142,14 +142,7 @@ def test_tokenizer_matches_tokenizers_package(tmp_path, kind):
     strings = corpus_mod.corpus(2000)
     p = hearth(str(tmp_path), "--tokenize", stdin="".join(json.dumps(s) + "\n" for s in strings).encode())
     rows = [json.loads(line) for line in p.stdout.decode().splitlines()]
-    assert len(rows) == len(strings)
-    bad = []
-    for s, row in zip(strings, rows):
-        ids = ref.encode(s).ids
-        if row["ids"] != ids:
-            bad.append("encode %r: ours %s, tokenizers %s" % (s, row["ids"], ids))
-        elif row["text"] != ref.decode(ids):
-            bad.append("decode %r: ours %r, tokenizers %r" % (s, row["text"], ref.decode(ids)))
+    bad = corpus_mod.mismatches(ref, strings, rows)
     assert not bad, "%d of %d differ; first:\n%s" % (len(bad), len(strings), "\n".join(bad[:10]))
 
 
@@ -306,14 +299,7 @@ def test_real_vocabulary_matches_tokenizers_package(name):
     strings = corpus_mod.corpus(2000)
     p = hearth(d, "--tokenize", stdin="".join(json.dumps(s) + "\n" for s in strings).encode())
     rows = [json.loads(line) for line in p.stdout.decode().splitlines()]
-    assert len(rows) == len(strings)
-    bad = []
-    for s, row in zip(strings, rows):
-        ids = ref.encode(s).ids
-        if row["ids"] != ids:
-            bad.append("encode %r: ours %s, tokenizers %s" % (s, row["ids"][:16], ids[:16]))
-        elif row["text"] != ref.decode(ids):
-            bad.append("decode %r: ours %r, tokenizers %r" % (s, row["text"], ref.decode(ids)))
+    bad = corpus_mod.mismatches(ref, strings, rows)
     assert not bad, "%s: %d of %d differ; first:\n%s" % (name, len(bad), len(strings), "\n".join(bad[:10]))
 
 

@@ -57,3 +57,17 @@ def corpus(n=2000, seed=1234):
             s = " ".join(rng.choice(UNICODE + WORDS) for _ in range(rng.randint(1, 6)))
         out.append(s)
     return out[:n]
+
+
+def mismatches(ref, strings, rows):
+    """Where `hearth run --tokenize` rows ({"ids", "text"}) differ from the `tokenizers` package's
+    encode and decode of the same strings: one line per string that differs."""
+    assert len(rows) == len(strings)
+    bad = []
+    for s, row in zip(strings, rows):
+        ids = ref.encode(s).ids
+        if row["ids"] != ids:
+            bad.append("encode %r: ours %s, tokenizers %s" % (s, row["ids"][:16], ids[:16]))
+        elif row["text"] != ref.decode(ids):
+            bad.append("decode %r: ours %r, tokenizers %r" % (s, row["text"], ref.decode(ids)))
+    return bad

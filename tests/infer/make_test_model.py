@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Writes tiny random-weight models for Hearth's inference tests.
 
-    make_test_model.py OUT_DIR --arch llama|mistral|qwen2|qwen3|gpt2 [--dtype f32|f16|bf16]
-                       [--tokenizer gpt2|llama3|qwen|llama2|metaspace] [--shards N]
+    make_test_model.py OUT_DIR --arch llama|mistral|qwen2|qwen3|gpt2|bert [--dtype f32|f16|bf16]
+                       [--tokenizer gpt2|llama3|qwen|llama2|metaspace|bert|bert-cased|wordpiece] [--shards N]
                        [--gguf FILE --gguf-type f32|f16|q8_0|q4_0|q4_k|q6_k]
 
 OUT_DIR gets the Hugging Face layout: config.json, model.safetensors (or shards + index),
-tokenizer.json, tokenizer_config.json, generation_config.json. --gguf also writes the same
+tokenizer.json, tokenizer_config.json, generation_config.json (for bert: a sentence-transformers
+encoder with modules.json and 1_Pooling/ instead). --gguf also writes the same
 weights as a GGUF file through the `gguf` package (llama.cpp's own writer), with llama.cpp's
 conventions (q/k rows permuted for the llama architecture, its tensor names, its tokenizer keys).
 
@@ -303,10 +304,10 @@ def save_safetensors(path, tensors, dtype):
     header, blobs, off = {}, [], 0
     name = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
     for k, v in tensors.items():
-        dt = dtype
-        arr = to_dtype(v, dt)
+        dt = "i64" if v.dtype == np.int64 else dtype   # BERT's position_ids buffer stays I64
+        arr = v if dt == "i64" else to_dtype(v, dt)
         raw = np.ascontiguousarray(arr).tobytes()
-        header[k] = {"dtype": name[dt], "shape": list(v.shape), "data_offsets": [off, off + len(raw)]}
+        header[k] = {"dtype": dict(name, i64="I64")[dt], "shape": list(v.shape), "data_offsets": [off, off + len(raw)]}
         blobs.append(raw)
         off += len(raw)
     header["__metadata__"] = {"format": "pt"}
@@ -610,12 +611,75 @@ def make_model(out, arch, dtype="f32", tokenizer=None, shards=1, gguf_path=None,
     return cfg
 
 
+POOLING_MODES = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens",
+                 "lasttoken")
+
+
+def make_bert_model(out, dtype="f32", tokenizer="bert", pooling=("mean_tokens",), normalize=True,
+                    prefix="", hidden_act="gelu", max_seq_length=None, layers=2, hidden=64, heads=4,
+                    ffn=128, ctx=128, seed=0):
+    """A tiny random BERT sentence encoder in the sentence-transformers layout: config.json,
+    model.safetensors (tensor names under `prefix`, e.g. "bert." as BertForMaskedLM saves them),
+    tokenizer.json, modules.json (Transformer, Pooling, Normalize when asked),
+    1_Pooling/config.json and, with max_seq_length, sentence_bert_config.json."""
+    os.makedirs(os.path.join(out, "1_Pooling"), exist_ok=True)
+    tok_json, _ = make_tokenizer(tokenizer)
+    from tokenizers import Tokenizer
+    vocab_size = Tokenizer.from_str(tok_json).get_vocab_size(with_added_tokens=True)
+    cfg = {"architectures": ["BertModel"], "model_type": "bert", "vocab_size": vocab_size,
+           "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+           "intermediate_size": ffn, "max_position_embeddings": ctx, "type_vocab_size": 2,
+           "layer_norm_eps": 1e-12, "hidden_act": hidden_act, "position_embedding_type": "absolute",
+           "pad_token_id": 0, "torch_dtype": "float32"}
+    rng = np.random.default_rng(seed)
+
+    def lin(o, i):
+        return (rng.standard_normal((o, i)) / np.sqrt(i)).astype(np.float32)
+
+    def vec(n, scale=0.1, base=0.0):
+        return (base + scale * rng.standard_normal(n)).astype(np.float32)
+    w = {"embeddings.word_embeddings.weight": rng.standard_normal((vocab_size, hidden)).astype(np.float32),
+         "embeddings.position_embeddings.weight": vec((ctx, hidden), 0.5),
+         "embeddings.token_type_embeddings.weight": vec((2, hidden), 0.5),
+         "embeddings.LayerNorm.weight": vec(hidden, 0.1, 1.0), "embeddings.LayerNorm.bias": vec(hidden),
+         "embeddings.position_ids": np.arange(ctx, dtype=np.int64)[None]}
+    for i in range(layers):
+        p = "encoder.layer.%d." % i
+        for name, o, n in (("attention.self.query", hidden, hidden), ("attention.self.key", hidden, hidden),
+                           ("attention.self.value", hidden, hidden), ("attention.output.dense", hidden, hidden),
+                           ("intermediate.dense", ffn, hidden), ("output.dense", hidden, ffn)):
+            w[p + name + ".weight"], w[p + name + ".bias"] = lin(o, n), vec(o)
+        for name in ("attention.output.LayerNorm", "output.LayerNorm"):
+            w[p + name + ".weight"], w[p + name + ".bias"] = vec(hidden, 0.1, 1.0), vec(hidden)
+    w["pooler.dense.weight"], w["pooler.dense.bias"] = lin(hidden, hidden), vec(hidden)   # unused
+    w = {prefix + k: v for k, v in w.items()}
+    save_safetensors(os.path.join(out, "model.safetensors"), w, dtype)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    with open(os.path.join(out, "tokenizer.json"), "w") as f:
+        f.write(tok_json)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    with open(os.path.join(out, "modules.json"), "w") as f:
+        json.dump(modules, f, indent=2)
+    with open(os.path.join(out, "1_Pooling", "config.json"), "w") as f:
+        json.dump(dict({"word_embedding_dimension": hidden},
+                       **{"pooling_mode_" + m: m in pooling for m in POOLING_MODES}), f, indent=2)
+    if max_seq_length:
+        with open(os.path.join(out, "sentence_bert_config.json"), "w") as f:
+            json.dump({"max_seq_length": max_seq_length, "do_lower_case": False}, f)
+    return cfg
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out")
-    ap.add_argument("--arch", default="llama", choices=sorted(ARCH_DEFAULTS))
+    ap.add_argument("--arch", default="llama", choices=sorted(ARCH_DEFAULTS) + ["bert"])
     ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
-    ap.add_argument("--tokenizer", choices=["gpt2", "llama3", "qwen", "llama2", "metaspace"])
+    ap.add_argument("--tokenizer", choices=["gpt2", "llama3", "qwen", "llama2", "metaspace", "bert", "bert-cased",
+                                            "wordpiece"])
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--gguf")
     ap.add_argument("--gguf-type", default="f32", choices=["f32", "f16", "q8_0", "q4_0", "q4_k", "q6_k"])
@@ -628,6 +692,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     shape = dict(layers=a.layers, hidden=a.hidden, heads=a.heads, kv_heads=a.kv_heads, ffn=a.ffn, ctx=a.ctx)
+    if a.arch == "bert":   # a sentence encoder: mean pooling + Normalize
+        shape.pop("kv_heads")
+        return make_bert_model(a.out, a.dtype, a.tokenizer or "bert", seed=a.seed, **shape) and 0
     if a.arch == "gpt2":
         shape.pop("kv_heads")
         shape.pop("ffn")

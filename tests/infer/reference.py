@@ -11,6 +11,7 @@ not from Hearth's C, so the two agree only if both are right.
 """
 import argparse
 import json
+import math
 import os
 
 import numpy as np
@@ -34,7 +35,7 @@ def load_safetensors_dir(d):
             if v["dtype"] == "BF16":
                 a = (chunk.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
             else:
-                a = chunk.view({"F32": np.float32, "F16": np.float16}[v["dtype"]])
+                a = chunk.view({"F32": np.float32, "F16": np.float16, "I64": np.int64}[v["dtype"]])
             w[k] = a.reshape(v["shape"]).astype(np.float64)
     return w
 
@@ -275,6 +276,70 @@ def forward_gpt2(cfg, w, ids):
         x = x + h @ w[p + "mlp.c_proj.weight"] + w[p + "mlp.c_proj.bias"]
     x = layernorm(x, w[pre + "ln_f.weight"], w[pre + "ln_f.bias"], eps)
     return x[-1] @ w[pre + "wte.weight"].T
+
+
+def forward_bert(cfg, w, ids):
+    """BertModel's last hidden state (transformers' modeling_bert: post-LayerNorm, erf GELU,
+    absolute positions, token type 0, no attention mask for one unpadded text)."""
+    p = "bert." if "bert.embeddings.word_embeddings.weight" in w else ""
+    eps, H = cfg.get("layer_norm_eps", 1e-12), cfg["num_attention_heads"]
+    ids = np.asarray(ids)
+    n = len(ids)
+    x = (w[p + "embeddings.word_embeddings.weight"][ids] + w[p + "embeddings.position_embeddings.weight"][:n]
+         + w[p + "embeddings.token_type_embeddings.weight"][0])
+    x = layernorm(x, w[p + "embeddings.LayerNorm.weight"], w[p + "embeddings.LayerNorm.bias"], eps)
+    act = {"gelu": lambda v: 0.5 * v * (1 + np.vectorize(math.erf)(v / math.sqrt(2))),
+           "gelu_new": lambda v: 0.5 * v * (1 + np.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3))),
+           "relu": lambda v: np.maximum(v, 0)}[cfg.get("hidden_act", "gelu")]
+    for i in range(cfg["num_hidden_layers"]):
+        L = "%sencoder.layer.%d." % (p, i)
+
+        def lin(name, v):
+            return v @ w[L + name + ".weight"].T + w[L + name + ".bias"]
+        q, k, v = (lin("attention.self." + t, x) for t in ("query", "key", "value"))
+        D = q.shape[1]
+        hd = D // H
+        q, k, v = (a.reshape(n, H, hd).transpose(1, 0, 2) for a in (q, k, v))
+        scores = q @ k.transpose(0, 2, 1) / math.sqrt(hd)
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        ctx = (probs @ v).transpose(1, 0, 2).reshape(n, D)
+        x = layernorm(lin("attention.output.dense", ctx) + x, w[L + "attention.output.LayerNorm.weight"],
+                      w[L + "attention.output.LayerNorm.bias"], eps)
+        h = act(lin("intermediate.dense", x))
+        x = layernorm(lin("output.dense", h) + x, w[L + "output.LayerNorm.weight"], w[L + "output.LayerNorm.bias"], eps)
+    return x
+
+
+def sentence_embedding(model_dir, cfg, w, ids):
+    """sentence-transformers' Pooling (+ Normalize) over forward_bert, read from modules.json and
+    the Pooling module's config.json; mean pooling when the model lists no modules."""
+    tokens = forward_bert(cfg, w, ids)
+    modules, pool_cfg = [], {"pooling_mode_mean_tokens": True}
+    if os.path.exists(os.path.join(model_dir, "modules.json")):
+        modules = json.load(open(os.path.join(model_dir, "modules.json")))
+        for m in modules:
+            if m["type"].endswith("Pooling"):
+                pool_cfg = json.load(open(os.path.join(model_dir, m["path"], "config.json")))
+    n = len(ids)
+    parts = []
+    if pool_cfg.get("pooling_mode_cls_token"):
+        parts.append(tokens[0])
+    if pool_cfg.get("pooling_mode_max_tokens"):
+        parts.append(tokens.max(0))
+    if pool_cfg.get("pooling_mode_mean_tokens"):
+        parts.append(tokens.mean(0))
+    if pool_cfg.get("pooling_mode_mean_sqrt_len_tokens"):
+        parts.append(tokens.sum(0) / math.sqrt(n))
+    if pool_cfg.get("pooling_mode_weightedmean_tokens"):
+        weights = np.arange(1, n + 1, dtype=np.float64)
+        parts.append((tokens * weights[:, None]).sum(0) / weights.sum())
+    if pool_cfg.get("pooling_mode_lasttoken"):
+        parts.append(tokens[-1])
+    out = np.concatenate(parts)
+    if any(m["type"].endswith("Normalize") for m in modules):
+        out = out / max(np.linalg.norm(out), 1e-12)
+    return out
 
 
 def greedy(cfg, w, ids, n, top):
