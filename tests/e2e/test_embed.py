@@ -27,6 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "tests", "infer"))
 
 import corpus as corpus_mod  # noqa: E402
+from mutate import assert_no_sanitizer_report, mutations  # noqa: E402
 import make_test_model as mtm  # noqa: E402
 import reference  # noqa: E402
 
@@ -195,6 +196,23 @@ def test_bad_encoder_fails_cleanly(tiny, tmp_path, case):
     err = p.stderr.decode(errors="replace")
     assert p.returncode == 1 and "hearth embed:" in err and message in err, err
     assert "Sanitizer" not in err and "runtime error" not in err, err
+
+
+def test_mutated_encoder_files_never_crash(tiny, tmp_path):
+    import struct
+    src = tiny("cls-bert-prefix", **TINY_VARIANTS["cls-bert-prefix"])
+    d = tmp_path / "m"
+    shutil.copytree(src, d)
+    weights = open(os.path.join(src, "model.safetensors"), "rb").read()
+    n = struct.unpack("<Q", weights[:8])[0]
+    cases = [("model.safetensors", blob + weights[8 + n:]) for blob in mutations(weights[:8 + n], 60, 5)]
+    for name in ("config.json", "modules.json", "1_Pooling/config.json"):
+        cases += [(name, blob) for blob in mutations(open(os.path.join(src, name), "rb").read(), 20, 3)]
+    for i, (name, blob) in enumerate(cases):
+        (d / name).write_bytes(blob)
+        p = hearth("embed", str(d), "-q", "hello world", check=False)
+        assert_no_sanitizer_report(p, "%s mutation %d" % (name, i))
+        shutil.copy(os.path.join(src, name), d / name)
 
 
 def test_embed_and_run_refuse_the_other_kind_of_model(tiny, tmp_path):

@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "tests", "infer"))
 
 import corpus as corpus_mod  # noqa: E402
+from mutate import assert_no_sanitizer_report, mutations  # noqa: E402
 import make_test_model as mtm  # noqa: E402
 import reference  # noqa: E402
 
@@ -460,32 +461,6 @@ def test_quantize_on_load_matches_llamacpp_quantizer(models, arch, qtype):
 
 
 # ---- hostile parser inputs (a light in-test fuzzer over the ASan + UBSan build) --------------------
-
-def mutations(data, n, seed):
-    rng = np.random.default_rng(seed)
-    for _ in range(n):
-        b = bytearray(data)
-        kind = rng.integers(0, 4)
-        if kind == 0:      # flip bytes
-            for _ in range(int(rng.integers(1, 8))):
-                b[int(rng.integers(0, len(b)))] = int(rng.integers(0, 256))
-        elif kind == 1:    # truncate
-            b = b[:int(rng.integers(0, len(b)))]
-        elif kind == 2:    # duplicate a slice
-            i, j = sorted(int(x) for x in rng.integers(0, len(b), 2))
-            b[j:j] = b[i:j][:4096]
-        else:              # delete a slice
-            i, j = sorted(int(x) for x in rng.integers(0, len(b), 2))
-            del b[i:j]
-        yield bytes(b)
-
-
-def assert_no_sanitizer_report(p, label):
-    err = p.stderr.decode(errors="replace")
-    assert "AddressSanitizer" not in err and "runtime error" not in err and "LeakSanitizer" not in err, \
-        label + "\n" + err[-3000:]
-    assert p.returncode in (0, 1, 2), "%s: exit %d\n%s" % (label, p.returncode, err[-2000:])
-
 
 def test_mutated_tokenizer_json_never_crashes(tmp_path):
     text, _ = mtm.make_tokenizer("llama3", vocab_size=300)
