@@ -553,6 +553,14 @@ static int add_pre(infer_tokenizer *t, json_t *p, err *e)
         json_array_foreach(json_object_get(p, "pretokenizers"), i, x) if (add_pre(t, x, e)) return -1;
         return 0;
     }
+    if (!strcmp(type, "BertPreTokenizer")) {   /* whitespace, then each punctuation character alone */
+        json_t *ws = json_pack("{s:s}", "type", "WhitespaceSplit"),
+               *punct = json_pack("{s:s, s:s}", "type", "Punctuation", "behavior", "Isolated");
+        int rc = add_pre(t, ws, e) || add_pre(t, punct, e) ? -1 : 0;
+        json_decref(ws);
+        json_decref(punct);
+        return rc;
+    }
     t->pre = realloc(t->pre, (t->n_pre + 1) * sizeof *t->pre);
     pre_step *s = &t->pre[t->n_pre];
     memset(s, 0, sizeof *s);
@@ -564,19 +572,11 @@ static int add_pre(infer_tokenizer *t, json_t *p, err *e)
         if (s->use_regex && !(s->re = compile_regex(GPT2_REGEX, e)))
             return -1;
         t->byte_level = true;
-    } else if (!strcmp(type, "WhitespaceSplit") || !strcmp(type, "Punctuation") ||
-               !strcmp(type, "BertPreTokenizer")) {
-        /* BertPreTokenizer = WhitespaceSplit, then each punctuation character on its own. */
+    } else if (!strcmp(type, "WhitespaceSplit") || !strcmp(type, "Punctuation")) {
         s->kind = PRE_SPLIT;
         bool punct = !strcmp(type, "Punctuation");
         s->chars = punct ? CLASS_PUNCTUATION : CLASS_WHITESPACE;
         s->behavior = punct ? split_behavior_of(jstr(p, "behavior"), SPLIT_ISOLATED) : SPLIT_REMOVED;
-        if (!strcmp(type, "BertPreTokenizer")) {
-            t->n_pre++;
-            t->pre = realloc(t->pre, (t->n_pre + 1) * sizeof *t->pre);
-            t->pre[t->n_pre] = (pre_step){.kind = PRE_SPLIT, .chars = CLASS_PUNCTUATION,
-                                          .behavior = SPLIT_ISOLATED};
-        }
     } else if (!strcmp(type, "Split") || !strcmp(type, "Digits") || !strcmp(type, "Whitespace")) {
         s->kind = PRE_SPLIT;
         bool is_regex = true;
