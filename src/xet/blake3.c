@@ -95,10 +95,18 @@ void xet_blake3_compress_in_place(uint32_t cv[8], const uint8_t block[64], uint8
         cv[i] = s[i] ^ s[i + 8];
 }
 
-/* Hashes `count` whole 1 KiB chunks starting at counter, one chaining value (8 words) each. */
+/* Hashes `count` whole 1 KiB chunks starting at counter, one chaining value (8 words) each;
+ * with XET_BLAKE3_PARENT in flags, `count` parent blocks of 64 bytes. */
 static void hash_chunks_portable(const uint8_t *input, size_t count, const uint32_t key[8],
                                  uint64_t counter, uint8_t flags, uint32_t *cvs_out)
 {
+    if (flags & XET_BLAKE3_PARENT) {
+        for (size_t c = 0; c < count; c++) {
+            memcpy(cvs_out + 8 * c, key, 32);
+            xet_blake3_compress_in_place(cvs_out + 8 * c, input + 64 * c, 64, 0, flags);
+        }
+        return;
+    }
     for (size_t c = 0; c < count; c++) {
         uint32_t cv[8];
         memcpy(cv, key, sizeof cv);
@@ -168,9 +176,10 @@ static void hash_chunks(const uint8_t *input, size_t count, const uint32_t key[8
                         uint64_t counter, uint8_t flags, uint32_t *cvs_out)
 {
     size_t done = kernels[choose_kernel()].fn(input, count, key, counter, flags, cvs_out);
+    bool parent = flags & XET_BLAKE3_PARENT;
     if (done < count)
-        hash_chunks_portable(input + done * XET_BLAKE3_CHUNK_LEN, count - done, key,
-                             counter + done, flags, cvs_out + 8 * done);
+        hash_chunks_portable(input + done * (parent ? 64 : XET_BLAKE3_CHUNK_LEN), count - done,
+                             key, parent ? 0 : counter + done, flags, cvs_out + 8 * done);
 }
 
 int xet_blake3_use_kernel(const char *kernel)
@@ -387,8 +396,58 @@ void xet_blake3_final(const xet_blake3_hasher *h, uint8_t *out, size_t out_len)
     }
 }
 
+/* One-shot hashing of 2..ONESHOT_MAX chunks (every Xet chunk): the leaves side by side, then
+ * the tree a level at a time with the parents of a level side by side too. BLAKE3's tree
+ * (left subtrees complete) is exactly this: pair neighbours, carry an odd last node up. */
+enum { ONESHOT_MAX = 256 };
+
+static bool hash_oneshot(const uint32_t key[8], uint8_t flags, const uint8_t *in, size_t len,
+                         uint8_t out[32])
+{
+    size_t n = (len + XET_BLAKE3_CHUNK_LEN - 1) / XET_BLAKE3_CHUNK_LEN;
+    if (n < 2 || n > ONESHOT_MAX)
+        return false;
+    uint32_t cvs[ONESHOT_MAX * 8];
+    size_t full = len / XET_BLAKE3_CHUNK_LEN;
+    hash_chunks(in, full, key, 0, flags, cvs);
+    if (full < n) {
+        /* the last, partial chunk through the chunk state */
+        xet_blake3_hasher h;
+        memcpy(h.key, key, sizeof h.key);
+        h.flags = flags;
+        chunk_reset(&h, full);
+        chunk_update(&h, in + full * XET_BLAKE3_CHUNK_LEN, len - full * XET_BLAKE3_CHUNK_LEN);
+        uint8_t block[64] = {0};
+        memcpy(block, h.block, h.block_len);
+        xet_blake3_compress_in_place(h.chunk_cv, block, h.block_len, full,
+                                     flags | chunk_start_flag(&h) | XET_BLAKE3_CHUNK_END);
+        memcpy(cvs + 8 * full, h.chunk_cv, 32);
+    }
+    uint8_t blocks[ONESHOT_MAX / 2 * 64];
+    while (n > 2) {
+        size_t pairs = n / 2;
+        for (size_t i = 0; i < pairs; i++)
+            for (int w = 0; w < 16; w++)
+                store32(blocks + 64 * i + 4 * w, cvs[16 * i + w]);
+        hash_chunks(blocks, pairs, key, 0, flags | XET_BLAKE3_PARENT, cvs);
+        if (n & 1)
+            memmove(cvs + 8 * pairs, cvs + 8 * (n - 1), 32);
+        n = pairs + (n & 1);
+    }
+    uint8_t block[64];
+    for (int w = 0; w < 16; w++)
+        store32(block + 4 * w, cvs[w]);
+    uint32_t s[16];
+    compress_state(s, key, block, 64, 0, flags | XET_BLAKE3_PARENT | XET_BLAKE3_ROOT);
+    for (int i = 0; i < 8; i++)
+        store32(out + 4 * i, s[i] ^ s[i + 8]);
+    return true;
+}
+
 void xet_blake3(const void *data, size_t len, uint8_t out[32])
 {
+    if (hash_oneshot(xet_blake3_iv, 0, data, len, out))
+        return;
     xet_blake3_hasher h;
     xet_blake3_init(&h);
     xet_blake3_update(&h, data, len);
@@ -397,6 +456,11 @@ void xet_blake3(const void *data, size_t len, uint8_t out[32])
 
 void xet_blake3_keyed(const uint8_t key[32], const void *data, size_t len, uint8_t out[32])
 {
+    uint32_t words[8];
+    for (int i = 0; i < 8; i++)
+        words[i] = load32(key + 4 * i);
+    if (hash_oneshot(words, XET_BLAKE3_KEYED_HASH, data, len, out))
+        return;
     xet_blake3_hasher h;
     xet_blake3_init_keyed(&h, key);
     xet_blake3_update(&h, data, len);

@@ -57,9 +57,11 @@ static const uint8_t schedule[7][16] = {
 size_t xet_blake3_hash_chunks_avx2(const uint8_t *input, size_t count, const uint32_t key[8],
                                    uint64_t counter, uint8_t flags, uint32_t *cvs_out)
 {
+    const size_t stride = flags & XET_BLAKE3_PARENT ? 64 : XET_BLAKE3_CHUNK_LEN;
+    const uint64_t step = flags & XET_BLAKE3_PARENT ? 0 : 1;
     size_t done = 0;
     while (count - done >= 8) {
-        hash8_avx2(input + done * XET_BLAKE3_CHUNK_LEN, key, counter + done, flags, cvs_out + 8 * done);
+        hash8_avx2(input + done * stride, key, counter + step * done, flags, cvs_out + 8 * done);
         done += 8;
     }
     return done;
@@ -68,9 +70,11 @@ size_t xet_blake3_hash_chunks_avx2(const uint8_t *input, size_t count, const uin
 size_t xet_blake3_hash_chunks_avx512(const uint8_t *input, size_t count, const uint32_t key[8],
                                      uint64_t counter, uint8_t flags, uint32_t *cvs_out)
 {
+    const size_t stride = flags & XET_BLAKE3_PARENT ? 64 : XET_BLAKE3_CHUNK_LEN;
+    const uint64_t step = flags & XET_BLAKE3_PARENT ? 0 : 1;
     size_t done = 0;
     while (count - done >= 8) {
-        hash8_avx512(input + done * XET_BLAKE3_CHUNK_LEN, key, counter + done, flags, cvs_out + 8 * done);
+        hash8_avx512(input + done * stride, key, counter + step * done, flags, cvs_out + 8 * done);
         done += 8;
     }
     return done;

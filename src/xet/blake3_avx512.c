@@ -64,23 +64,27 @@ AVX512 static void transpose16(__m512i r[16])
 AVX512 static void hash16(const uint8_t *input, const uint32_t key[8], uint64_t counter,
                           uint8_t flags, uint32_t *cvs_out)
 {
+    const bool parent = flags & XET_BLAKE3_PARENT; /* one block per input, as hash8 */
+    const size_t stride = parent ? 64 : XET_BLAKE3_CHUNK_LEN, blocks = parent ? 1 : 16;
+    const uint64_t step = parent ? 0 : 1;
     __m512i cv[8];
     for (int i = 0; i < 8; i++)
         cv[i] = _mm512_set1_epi32((int)key[i]);
     uint32_t lo[16], hi[16];
     for (int lane = 0; lane < 16; lane++) {
-        lo[lane] = (uint32_t)(counter + (uint64_t)lane);
-        hi[lane] = (uint32_t)((counter + (uint64_t)lane) >> 32);
+        lo[lane] = (uint32_t)(counter + step * (uint64_t)lane);
+        hi[lane] = (uint32_t)((counter + step * (uint64_t)lane) >> 32);
     }
     const __m512i counter_lo = _mm512_loadu_si512(lo), counter_hi = _mm512_loadu_si512(hi);
 
-    for (size_t b = 0; b < 16; b++) {
+    for (size_t b = 0; b < blocks; b++) {
         __m512i m[16];
         for (int lane = 0; lane < 16; lane++)
-            m[lane] = _mm512_loadu_si512(input + (size_t)lane * XET_BLAKE3_CHUNK_LEN + 64 * b);
+            m[lane] = _mm512_loadu_si512(input + (size_t)lane * stride + 64 * b);
         transpose16(m);
-        uint8_t f = flags | (b == 0 ? XET_BLAKE3_CHUNK_START : 0) |
-                    (b == 15 ? XET_BLAKE3_CHUNK_END : 0);
+        uint8_t f = parent ? flags
+                           : (uint8_t)(flags | (b == 0 ? XET_BLAKE3_CHUNK_START : 0) |
+                                       (b == 15 ? XET_BLAKE3_CHUNK_END : 0));
         __m512i v[16];
         for (int i = 0; i < 8; i++)
             v[i] = cv[i];
@@ -119,14 +123,16 @@ AVX512 static void hash16(const uint8_t *input, const uint32_t key[8], uint64_t 
 size_t xet_blake3_hash_chunks_avx512f(const uint8_t *input, size_t count, const uint32_t key[8],
                                       uint64_t counter, uint8_t flags, uint32_t *cvs_out)
 {
+    const size_t stride = flags & XET_BLAKE3_PARENT ? 64 : XET_BLAKE3_CHUNK_LEN;
+    const uint64_t step = flags & XET_BLAKE3_PARENT ? 0 : 1;
     size_t done = 0;
     while (count - done >= 16) {
-        hash16(input + done * XET_BLAKE3_CHUNK_LEN, key, counter + done, flags, cvs_out + 8 * done);
+        hash16(input + done * stride, key, counter + step * done, flags, cvs_out + 8 * done);
         done += 16;
     }
-    /* A remainder of 8..15 chunks still gets eight lanes. */
-    done += xet_blake3_hash_chunks_avx512(input + done * XET_BLAKE3_CHUNK_LEN, count - done, key,
-                                          counter + done, flags, cvs_out + 8 * done);
+    /* A remainder of 8..15 still gets eight lanes. */
+    done += xet_blake3_hash_chunks_avx512(input + done * stride, count - done, key,
+                                          counter + step * done, flags, cvs_out + 8 * done);
     return done;
 }
 

@@ -93,6 +93,60 @@ void xet_chunker_init(xet_chunker *c, xet_chunker_rule rule)
     c->rule = rule;
 }
 
+/* The first position p in [i, end) where the hash after byte p matches the boundary mask;
+ * returns p + 1 (0 when there is none) and leaves *h as the hash after the last byte read.
+ *
+ * The hash after byte p depends on bytes p-63..p only (each step doubles it, so older bytes
+ * are shifted out of 64 bits). Long ranges are therefore scanned as two halves at once, the
+ * second half's hash warmed up on the 64 bytes before it: two independent dependency chains
+ * keep the core busy where one would wait on each add. A match in the first half wins. */
+static size_t scan(const uint8_t *data, size_t i, size_t end, uint64_t *h)
+{
+    const uint64_t *table = xet_gear_table;
+    uint64_t ha = *h;
+    if (end - i >= 4 * HASH_WINDOW) {
+        size_t half = (end - i) / 2, mid = i + half;
+        uint64_t hb = 0;
+        for (size_t k = mid - HASH_WINDOW; k < mid; k++)
+            hb = 2 * hb + table[data[k]];
+        size_t k = 0;
+        for (; k < half; k++) {
+            ha = 2 * ha + table[data[i + k]];
+            hb = 2 * hb + table[data[mid + k]];
+            if (__builtin_expect(((ha & BOUNDARY_MASK) == 0) | ((hb & BOUNDARY_MASK) == 0), 0))
+                break;
+        }
+        if (k < half && (ha & BOUNDARY_MASK) == 0) {
+            *h = ha;
+            return i + k + 1;
+        }
+        /* The first half holds no match before k: finish it, then the second half resumes. */
+        size_t b_at = k < half ? mid + k + 1 : 0; /* the second half's first match, if any */
+        for (size_t j = k + 1; j < half && b_at; j++) {
+            ha = 2 * ha + table[data[i + j]];
+            if ((ha & BOUNDARY_MASK) == 0) {
+                *h = ha;
+                return i + j + 1;
+            }
+        }
+        if (b_at) {
+            *h = hb;
+            return b_at;
+        }
+        i = mid + half;
+        ha = hb;
+    }
+    for (; i < end; i++) {
+        ha = 2 * ha + table[data[i]];
+        if ((ha & BOUNDARY_MASK) == 0) {
+            *h = ha;
+            return i + 1;
+        }
+    }
+    *h = ha;
+    return 0;
+}
+
 size_t xet_chunker_next(xet_chunker *c, const uint8_t *data, size_t len, bool *chunk_ends)
 {
     *chunk_ends = false;
@@ -125,31 +179,9 @@ size_t xet_chunker_next(xet_chunker *c, const uint8_t *data, size_t len, bool *c
         }
     }
     if (!found) {
-        /* Two bytes per step, which halves the loop overhead; a match on the first byte of a
-         * step is told apart after the (rare) branch. */
-        const uint64_t *table = xet_gear_table;
-        for (; i + 2 <= end; i += 2) {
-            uint64_t ta = table[data[i]], tb = table[data[i + 1]];
-            uint64_t h1 = 2 * h + ta;
-            uint64_t h2 = 2 * h1 + tb;
-            if (__builtin_expect(((h1 & BOUNDARY_MASK) == 0) | ((h2 & BOUNDARY_MASK) == 0), 0)) {
-                if ((h1 & BOUNDARY_MASK) == 0) {
-                    h = h1;
-                    i += 1;
-                } else {
-                    h = h2;
-                    i += 2;
-                }
-                found = true;
-                break;
-            }
-            h = h2;
-        }
-        if (!found && i < end) {
-            h = 2 * h + table[data[i]];
-            i++;
-            found = (h & BOUNDARY_MASK) == 0;
-        }
+        size_t cut = scan(data, i, end, &h);
+        found = cut != 0;
+        i = found ? cut : end;
     }
     if (found || c->chunk_len + i == XET_CHUNK_MAX) {
         *chunk_ends = true;

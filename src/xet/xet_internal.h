@@ -2,6 +2,7 @@
 #ifndef HEARTH_XET_INTERNAL_H
 #define HEARTH_XET_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,7 +20,9 @@ extern const uint32_t xet_blake3_iv[8];
 void xet_blake3_compress_in_place(uint32_t cv[8], const uint8_t block[64], uint8_t block_len,
                                   uint64_t counter, uint8_t flags);
 /* Hashes whole 1 KiB chunks, 8 at a time, into chaining values (8 words each). Returns how
- * many it did (a multiple of 8); the caller does the rest. x86-64 only. */
+ * many it did (a multiple of 8); the caller does the rest. x86-64 only. With
+ * XET_BLAKE3_PARENT in flags the inputs are instead parent nodes: 64-byte blocks (left and
+ * right child chaining values), all with counter 0. */
 size_t xet_blake3_hash_chunks_avx2(const uint8_t *input, size_t count, const uint32_t key[8],
                                    uint64_t counter, uint8_t flags, uint32_t *cvs_out);
 /* The same with AVX-512VL (rotates in one instruction, 32 registers). */
