@@ -25,11 +25,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
+#if defined(__x86_64__)
+#include <xxh_x86dispatch.h> /* the library picks SSE2 / AVX2 / AVX-512 at run time */
+#define record_xxh3 XXH3_64bits_dispatch
+#define record_xxh3_update XXH3_64bits_update_dispatch
+#else
+#define record_xxh3 XXH3_64bits
+#define record_xxh3_update XXH3_64bits_update
+#endif
 
 #define BATCH_CHUNKS 64   /* chunks looked up per metadata query while writing */
 
@@ -277,7 +286,7 @@ int store_read_chunk(int fd, const pack_chunk *c, uint8_t *out, uint8_t *scratch
 typedef struct own_pack {
     char name[33];
     char tmp[4200];
-    int fd;
+    packfile *file;          /* while being written */
     uint64_t bytes;
     uint64_t raw;
     pack_chunk *chunks;
@@ -314,9 +323,10 @@ typedef struct batch {
     uint8_t *data;           /* BATCH_CHUNKS * XET_CHUNK_MAX */
 } batch;
 
-/* Ingest runs on two threads: the request's thread hashes the file (SHA-256), finds chunk
- * boundaries and fills a batch; a storing thread hashes the chunks (BLAKE3), looks them up
- * and writes the new ones, while the next batch fills. Small files never start the thread. */
+/* Ingest runs on two threads (and a pack writer's I/O thread, which mostly waits on the disk):
+ * the request's thread receives the bytes, finds chunk boundaries and fills a batch; a storing
+ * thread hashes the batch (SHA-256 of the file, BLAKE3 of each chunk), looks the chunks up and
+ * writes the new ones, while the next batch fills. Small files never start the thread. */
 struct store_writer {
     store *s;
     hash_ctx *sha;
@@ -434,24 +444,17 @@ static void add_term(store_writer *w, int64_t pack, uint32_t idx, uint32_t raw)
 
 static int seal_pack(own_pack *p, err *e)
 {
-    if (p->fd < 0)
+    if (!p->file)
         return 0;
-    if (fsync(p->fd) != 0) {
-        int saved = errno;
-        close(p->fd);
-        p->fd = -1;
-        return err_set(e, saved == ENOSPC ? 507 : 500, "", "cannot sync a pack: %s",
-                       strerror(saved));
-    }
-    close(p->fd);
-    p->fd = -1;
-    return 0;
+    packfile *f = p->file;
+    p->file = NULL;
+    return packfile_seal(f, e);
 }
 
 static own_pack *open_pack(store_writer *w, err *e)
 {
     own_pack *cur = w->npacks ? &w->packs[w->npacks - 1] : NULL;
-    if (cur && cur->fd >= 0)
+    if (cur && cur->file)
         return cur;
     w->packs = realloc(w->packs, (w->npacks + 1) * sizeof *w->packs);
     if (!w->packs)
@@ -462,11 +465,8 @@ static own_pack *open_pack(store_writer *w, err *e)
     hash_random(rnd, sizeof rnd);
     hex_encode(rnd, sizeof rnd, p->name);
     snprintf(p->tmp, sizeof p->tmp, "%s/tmp/%s.xorb", w->s->dir, p->name);
-    p->fd = open(p->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (p->fd < 0) {
-        err_set(e, errno == ENOSPC ? 507 : 500, "", "cannot create a pack: %s", strerror(errno));
+    if (!(p->file = packfile_create(p->tmp, e)))
         return NULL;
-    }
     w->npacks++;
     return p;
 }
@@ -495,29 +495,35 @@ static int append_chunk(store_writer *w, const pending *c, const uint8_t *data, 
     own_pack *p = open_pack(w, e);
     if (!p)
         return -1;
-    buf_reset(&w->record);
-    xet_compression scheme = worth_compressing(data, c->len) ? XET_COMPRESSION_AUTO
-                                                            : XET_COMPRESSION_NONE;
-    if (xet_xorb_append_chunk(&w->record, data, c->len, scheme, NULL, e) < 0)
-        return -1;
+    /* A raw record (most weights) goes straight into the pack's buffer, header then payload;
+     * only a compressed one is built aside first. */
+    bool raw = !worth_compressing(data, c->len);
+    uint8_t header[XET_CHUNK_HEADER_LEN];
+    uint32_t record_len;
+    uint64_t check;
+    if (raw) {
+        xet_chunk_header h = {0, c->len, XET_COMPRESSION_NONE, c->len};
+        xet_chunk_header_encode(&h, header);
+        record_len = XET_CHUNK_HEADER_LEN + c->len;
+        check = store_record_check2(header, sizeof header, data, c->len);
+    } else {
+        buf_reset(&w->record);
+        if (xet_xorb_append_chunk(&w->record, data, c->len, XET_COMPRESSION_AUTO, NULL, e) < 0)
+            return -1;
+        record_len = (uint32_t)w->record.len;
+        check = store_record_check(w->record.data, w->record.len);
+    }
     if (p->n && (p->raw + c->len > PACK_MAX_BYTES || p->n >= PACK_MAX_CHUNKS)) {
         if (seal_pack(p, e) != 0)
             return -1;
         if (!(p = open_pack(w, e)))
             return -1;
     }
-    const char *q = w->record.data;
-    size_t left = w->record.len;
-    while (left) {
-        ssize_t n = write(p->fd, q, left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return err_set(e, errno == ENOSPC ? 507 : 500, "", "cannot write a pack: %s",
-                           strerror(errno));
-        q += n;
-        left -= (size_t)n;
-    }
+    int rc = raw ? packfile_append(p->file, header, sizeof header, e) ||
+                       packfile_append(p->file, data, c->len, e)
+                 : packfile_append(p->file, w->record.data, w->record.len, e);
+    if (rc != 0)
+        return -1;
     if (p->n == p->cap) {
         p->cap = p->cap ? p->cap * 2 : 256;
         p->chunks = realloc(p->chunks, p->cap * sizeof *p->chunks);
@@ -525,14 +531,8 @@ static int append_chunk(store_writer *w, const pending *c, const uint8_t *data, 
             abort();
     }
     uint32_t idx = (uint32_t)p->n;
-    p->chunks[p->n++] = (pack_chunk){c->hash, p->bytes, (uint32_t)w->record.len, c->len,
-                                     store_record_check(w->record.data, w->record.len)};
-    /* Start writing back every 8 MiB as we go, so that the fsync at the end finds little left
-     * to do and the disk works while we chunk and hash. */
-    uint64_t before = p->bytes;
-    p->bytes += w->record.len;
-    if ((before >> 23) != (p->bytes >> 23))
-        sync_file_range(p->fd, (off_t)((before >> 23) << 23), 1 << 23, SYNC_FILE_RANGE_WRITE);
+    p->chunks[p->n++] = (pack_chunk){c->hash, p->bytes, record_len, c->len, check};
+    p->bytes += record_len;
     p->raw += c->len;
     int32_t own = (int32_t)(p - w->packs);
     map_put(w, &c->hash, own + 1, idx);
@@ -554,6 +554,9 @@ static int store_batch(store_writer *w, batch *b, err *e)
 {
     if (!b->n)
         return 0;
+    /* A batch is whole chunks of the file, in order: the file's SHA-256 goes on here, off the
+     * request's thread, which only chunks. */
+    hash_update(w->sha, b->data, b->used);
     for (size_t i = 0; i < b->n; i++) {
         pending *c = &b->items[i];
         xet_chunk_hash(b->data + c->data_off, c->len, &c->hash);
@@ -649,6 +652,7 @@ static int store_batch(store_writer *w, batch *b, err *e)
 static void *storing_thread(void *arg)
 {
     store_writer *w = arg;
+    pthread_setname_np(pthread_self(), "hearth-ingest");
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (!w->busy && !w->stop)
@@ -732,7 +736,6 @@ static int end_chunk(store_writer *w, err *e)
 
 int store_writer_write(store_writer *w, const void *data, size_t len, err *e)
 {
-    hash_update(w->sha, data, len);
     w->size += (int64_t)len;
     const uint8_t *p = data;
     while (len) {
@@ -769,8 +772,8 @@ static void writer_free(store_writer *w, bool remove_packs)
     stop_thread(w);
     for (size_t i = 0; i < w->npacks; i++) {
         own_pack *p = &w->packs[i];
-        if (p->fd >= 0)
-            close(p->fd);
+        packfile_abort(p->file);
+        p->file = NULL;
         if (remove_packs) {
             unlink(p->tmp);
             if (p->renamed) {
@@ -932,6 +935,14 @@ fail:
 int store_writer_finish(store_writer *w, const char *expected_oid, int64_t expected_size,
                         char oid_out[65], err *e)
 {
+    xet_hash xet;
+    if (end_chunk(w, e) != 0 || wait_idle(w, e) != 0 || store_batch(w, w->filling, e) != 0 ||
+        xet_file_hash(w->all, w->nall, &xet) != 0) {
+        if (!err_is_set(e))
+            err_set(e, 500, "", "out of memory");
+        writer_free(w, true);
+        return -1;
+    }
     char oid[65];
     hash_final_hex(w->sha, oid);
     w->sha = NULL;
@@ -944,14 +955,6 @@ int store_writer_finish(store_writer *w, const char *expected_oid, int64_t expec
     if (expected_oid && strcmp(oid, expected_oid) != 0) {
         err_set(e, 400, "", "sha256 mismatch: received content hashes to %s, expected %s", oid,
                 expected_oid);
-        writer_free(w, true);
-        return -1;
-    }
-    xet_hash xet;
-    if (end_chunk(w, e) != 0 || wait_idle(w, e) != 0 || store_batch(w, w->filling, e) != 0 ||
-        xet_file_hash(w->all, w->nall, &xet) != 0) {
-        if (!err_is_set(e))
-            err_set(e, 500, "", "out of memory");
         writer_free(w, true);
         return -1;
     }
@@ -995,7 +998,8 @@ typedef struct reader_term {
     uint64_t raw_start, raw_len;
     pack_chunk *chunks;      /* loaded on first use */
     size_t nchunks;
-    int fd;
+    const uint8_t *map;      /* the whole pack, read-only, mapped on first use */
+    size_t map_len;
 } reader_term;
 
 struct store_reader {
@@ -1004,7 +1008,6 @@ struct store_reader {
     int64_t size;
     reader_term *terms;
     size_t n;
-    uint8_t *scratch;        /* one record */
     uint8_t *decoded;        /* one chunk */
     int64_t decoded_pack;
     uint64_t decoded_offset; /* record offset of the chunk in `decoded` */
@@ -1014,8 +1017,8 @@ struct store_reader {
 static void reader_drop_terms(store_reader *r)
 {
     for (size_t i = 0; i < r->n; i++) {
-        if (r->terms[i].fd >= 0)
-            close(r->terms[i].fd);
+        if (r->terms[i].map)
+            munmap((void *)r->terms[i].map, r->terms[i].map_len);
         free(r->terms[i].chunks);
     }
     free(r->terms);
@@ -1061,7 +1064,6 @@ static int reader_load(store_reader *r, err *e)
             }
             reader_term *t = &r->terms[r->n++];
             memset(t, 0, sizeof *t);
-            t->fd = -1;
             t->pack = sqlite3_column_int64(st, 0);
             snprintf(t->name, sizeof t->name, "%s", (const char *)sqlite3_column_text(st, 1));
             t->start = (uint32_t)sqlite3_column_int64(st, 2);
@@ -1090,9 +1092,8 @@ store_reader *store_reader_open(store *s, const char *oid, err *e)
         abort();
     r->s = s;
     memcpy(r->oid, oid, 65);
-    r->scratch = malloc(XET_CHUNK_HEADER_LEN + XET_CHUNK_MAX_COMPRESSED);
     r->decoded = malloc(XET_CHUNK_MAX);
-    if (!r->scratch || !r->decoded)
+    if (!r->decoded)
         abort();
     if (reader_load(r, e) != 0) {
         store_reader_close(r);
@@ -1109,15 +1110,29 @@ int store_reader_region(store_reader *r, int64_t offset, int64_t len, int *fd,
     return 1; /* chunk records interleave headers with data: always copied out */
 }
 
+/* A pack is mapped whole and read in place: a chunk's record is checked where it lies and its
+ * payload copied (or decoded) once, into the caller's buffer. Packs are immutable and gc
+ * unlinks rather than truncates them, so a mapping stays valid for as long as the reader. */
 static int term_ready(store_reader *r, reader_term *t, err *e)
 {
-    if (t->fd < 0) {
+    if (!t->map) {
         char path[4200];
         store_pack_path(r->s, t->name, path, sizeof path);
-        t->fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (t->fd < 0)
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
             return err_set(e, errno == ENOENT ? 410 : 500, "", "cannot open pack %s: %s",
                            t->name, strerror(errno));
+        struct stat st;
+        void *map = MAP_FAILED;
+        if (fstat(fd, &st) == 0 && st.st_size > 0)
+            map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        int saved = errno;
+        close(fd);
+        if (map == MAP_FAILED)
+            return err_set(e, 500, "", "cannot map pack %s: %s", t->name,
+                           st.st_size > 0 ? strerror(saved) : "empty file");
+        t->map = map;
+        t->map_len = (size_t)st.st_size;
     }
     if (!t->chunks) {
         pthread_mutex_lock(&r->s->lock);
@@ -1131,50 +1146,57 @@ static int term_ready(store_reader *r, reader_term *t, err *e)
     return 0;
 }
 
-uint64_t store_record_check(const void *record, size_t len) { return XXH3_64bits(record, len); }
+uint64_t store_record_check(const void *record, size_t len) { return record_xxh3(record, len); }
+
+uint64_t store_record_check2(const void *a, size_t alen, const void *b, size_t blen)
+{
+    XXH3_state_t state;
+    XXH3_64bits_reset(&state);
+    record_xxh3_update(&state, a, alen);
+    record_xxh3_update(&state, b, blen);
+    return XXH3_64bits_digest(&state);
+}
 
 /* Downloads check each record against its XXH3 (tens of GB/s) rather than re-hashing it with
  * BLAKE3: corruption is still caught before a byte is sent, at a fraction of the cost; fsck
- * checks the BLAKE3 hashes themselves. */
-
-/* A chunk stored without compression: header and payload read with one preadv, the payload
- * directly into out, then the record checked there. */
-static int read_raw_chunk(int fd, const pack_chunk *c, uint8_t *out, err *e)
+ * checks the BLAKE3 hashes themselves. The record is checked in the mapping, then its payload
+ * copied (raw) or decoded into out while it is still in cache. */
+static int read_chunk(const reader_term *t, const pack_chunk *c, uint8_t *out, err *e)
 {
-    uint8_t header[XET_CHUNK_HEADER_LEN];
-    struct iovec iov[2] = {{header, sizeof header}, {out, c->raw}};
-    size_t want = sizeof header + c->raw;
-    ssize_t got;
-    do
-        got = preadv(fd, iov, 2, (off_t)c->offset);
-    while (got < 0 && errno == EINTR);
-    XXH3_state_t state;
-    XXH3_64bits_reset(&state);
-    XXH3_64bits_update(&state, header, sizeof header);
-    XXH3_64bits_update(&state, out, c->raw);
     xet_chunk_header h;
-    if (got != (ssize_t)want || XXH3_64bits_digest(&state) != c->check ||
-        xet_chunk_header_decode(header, &h, e) != 0 || h.compression != XET_COMPRESSION_NONE ||
-        h.uncompressed_len != c->raw)
-        return err_set(e, 500, "", "damaged chunk record at %llu", (unsigned long long)c->offset);
+    if (c->length < XET_CHUNK_HEADER_LEN ||
+        c->length > XET_CHUNK_HEADER_LEN + XET_CHUNK_MAX_COMPRESSED ||
+        c->offset > t->map_len || c->length > t->map_len - c->offset)
+        return err_set(e, 500, "", "damaged pack %s: chunk record at %llu (length %u) is outside"
+                       " the file", t->name, (unsigned long long)c->offset, c->length);
+    const uint8_t *record = t->map + c->offset;
+    if (store_record_check(record, c->length) != c->check ||
+        xet_chunk_header_decode(record, &h, e) != 0 || h.uncompressed_len != c->raw)
+        return err_set(e, 500, "", "damaged chunk record at %llu of pack %s",
+                       (unsigned long long)c->offset, t->name);
+    if (h.compression == XET_COMPRESSION_NONE && c->length == c->raw + XET_CHUNK_HEADER_LEN) {
+        memcpy(out, record + XET_CHUNK_HEADER_LEN, c->raw);
+        return 0;
+    }
+    if (xet_chunk_decode(&h, record + XET_CHUNK_HEADER_LEN, out, e) != 0)
+        return err_set(e, 500, "", "damaged chunk record at %llu of pack %s",
+                       (unsigned long long)c->offset, t->name);
     return 0;
 }
 
-/* Any chunk: the record read into scratch and checked, then decoded into out. */
-static int read_checked_chunk(int fd, const pack_chunk *c, uint8_t *out, uint8_t *scratch, err *e)
+/* Maps the page tables for the records about to be read in one call rather than a fault per
+ * few pages (a no-op where the kernel lacks MADV_POPULATE_READ). */
+static void prefault(const reader_term *t, uint64_t from, uint64_t to)
 {
-    if (c->length < XET_CHUNK_HEADER_LEN || c->length > XET_CHUNK_HEADER_LEN + XET_CHUNK_MAX_COMPRESSED)
-        return err_set(e, 500, "", "corrupt chunk record (length %u)", c->length);
-    ssize_t got;
-    do
-        got = pread(fd, scratch, c->length, (off_t)c->offset);
-    while (got < 0 && errno == EINTR);
-    xet_chunk_header h;
-    if (got != (ssize_t)c->length || store_record_check(scratch, c->length) != c->check ||
-        xet_chunk_header_decode(scratch, &h, e) != 0 || h.uncompressed_len != c->raw ||
-        xet_chunk_decode(&h, scratch + XET_CHUNK_HEADER_LEN, out, e) != 0)
-        return err_set(e, 500, "", "damaged chunk record at %llu", (unsigned long long)c->offset);
-    return 0;
+#ifdef MADV_POPULATE_READ
+    uint64_t page = 4096, lo = from & ~(page - 1);
+    if (to > t->map_len)
+        to = t->map_len;
+    if (to > lo)
+        (void)madvise((void *)(t->map + lo), to - lo, MADV_POPULATE_READ);
+#else
+    (void)t, (void)from, (void)to;
+#endif
 }
 
 static ssize_t pread_once(store_reader *r, uint8_t *out, size_t n, int64_t offset, err *e)
@@ -1196,6 +1218,7 @@ static ssize_t pread_once(store_reader *r, uint8_t *out, size_t n, int64_t offse
         if (term_ready(r, t, e) != 0)
             return -1;
         uint64_t pos = t->raw_start;
+        bool faulted = false;
         for (size_t ci = 0; ci < t->nchunks && done < n; ci++) {
             const pack_chunk *c = &t->chunks[ci];
             uint64_t want = (uint64_t)offset + done;
@@ -1203,21 +1226,21 @@ static ssize_t pread_once(store_reader *r, uint8_t *out, size_t n, int64_t offse
                 pos += c->raw;
                 continue;
             }
+            if (!faulted) {
+                /* records are contiguous in a term: about as many stored bytes as n */
+                prefault(t, c->offset, c->offset + (n - done) + (n - done) / 64 + 4096);
+                faulted = true;
+            }
             uint64_t skip = want - pos;
             size_t take = c->raw - skip;
             if (take > n - done)
                 take = n - done;
-            bool whole = skip == 0 && take == c->raw;
-            if (whole && c->length == c->raw + XET_CHUNK_HEADER_LEN) {
-                /* a raw chunk: its bytes go straight into out, then are checked there */
-                if (read_raw_chunk(t->fd, c, out + done, e) != 0)
-                    return -1;
-            } else if (whole) {
-                if (read_checked_chunk(t->fd, c, out + done, r->scratch, e) != 0)
+            if (skip == 0 && take == c->raw) {
+                if (read_chunk(t, c, out + done, e) != 0)
                     return -1;
             } else {
                 if (r->decoded_pack != t->pack || r->decoded_offset != c->offset) {
-                    if (read_checked_chunk(t->fd, c, r->decoded, r->scratch, e) != 0)
+                    if (read_chunk(t, c, r->decoded, e) != 0)
                         return -1;
                     r->decoded_pack = t->pack;
                     r->decoded_offset = c->offset;
@@ -1253,7 +1276,6 @@ void store_reader_close(store_reader *r)
     if (!r)
         return;
     reader_drop_terms(r);
-    free(r->scratch);
     free(r->decoded);
     free(r);
 }

@@ -36,6 +36,8 @@ typedef struct pack_chunk {
 
 /* The fast integrity check of a stored record; downloads verify it, fsck the BLAKE3 hash. */
 uint64_t store_record_check(const void *record, size_t len);
+/* The same of a record in two pieces (header, payload). */
+uint64_t store_record_check2(const void *a, size_t alen, const void *b, size_t blen);
 
 /* Loads chunks [start, end) of pack `pack` (end 0 = to the last). Caller holds the lock and
  * frees *out. */
@@ -47,6 +49,17 @@ int store_load_pack_chunks(store *s, int64_t pack, uint32_t start, uint32_t end,
  * copy of any chunk not indexed yet. *id receives the pack's id. */
 int store_insert_pack(store *s, const char *name, const pack_chunk *chunks, size_t n,
                       const xet_hash *hash, bool index_chunks, int64_t *id, err *e);
+
+/* A new pack file being appended to (packfile.c): direct I/O where the file system allows,
+ * disk writes overlapped with the caller's work. Errors: 507 when the disk is full. */
+typedef struct packfile packfile;
+packfile *packfile_create(const char *path, err *e);
+int packfile_append(packfile *f, const void *data, size_t len, err *e);
+uint64_t packfile_size(const packfile *f);
+/* Writes what is left and fsyncs; frees f in every case. */
+int packfile_seal(packfile *f, err *e);
+/* Closes without syncing (the caller removes the file); frees f. NULL is allowed. */
+void packfile_abort(packfile *f);
 
 /* Reads and decodes one chunk record from fd into out (raw bytes), checking its BLAKE3 hash
  * (fsck: the full check). */

@@ -1,0 +1,258 @@
+/* packfile — appending a new pack file with direct I/O, its disk writes overlapped with ingest.
+ *
+ * Bytes appended go into one of two aligned 8 MiB buffers; a full buffer is handed to the
+ * pack's I/O thread, which writes it with O_DIRECT (the disk DMAs it from our buffer: no page
+ * cache copy, which on buffered writes costs more CPU than hashing the bytes) while ingest
+ * fills the other. Sealing writes the tail (padded to the block size, then truncated to the
+ * exact length) and fsyncs. Where the file system refuses O_DIRECT (tmpfs, some overlays), the
+ * same code writes through the page cache instead.
+ *
+ * A pack being written is read by nobody (it lives in tmp/ until renamed), so the page cache
+ * holding none of it is harmless; readers map the pack later and read it from disk once.
+ */
+#include "store/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { PF_BUF = 8u << 20, PF_ALIGN = 4096 };
+
+struct packfile {
+    int fd;
+    bool direct;
+    uint8_t *bufs[2];
+    uint8_t *cur;            /* the buffer being filled */
+    size_t used;             /* bytes in cur */
+    uint64_t size;           /* bytes appended */
+    uint64_t flushed;        /* file offset of cur's first byte */
+    /* the I/O thread: writes `pending` (pending_len bytes at pending_off) */
+    pthread_t thread;
+    bool started, busy, stop;
+    const uint8_t *pending;
+    size_t pending_len;
+    uint64_t pending_off;
+    int io_errno;            /* first write error */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+/* Spare buffers kept between packs: a fresh 8 MiB allocation is fresh pages the kernel must
+ * zero, every 64 MiB of ingest. */
+enum { SPARE_MAX = 4 };
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t *spare[SPARE_MAX];
+static int nspare;
+
+static uint8_t *buffer_get(void)
+{
+    uint8_t *b = NULL;
+    pthread_mutex_lock(&spare_lock);
+    if (nspare)
+        b = spare[--nspare];
+    pthread_mutex_unlock(&spare_lock);
+    if (!b && posix_memalign((void **)&b, PF_ALIGN, PF_BUF) != 0)
+        abort();
+    return b;
+}
+
+static void buffer_put(uint8_t *b)
+{
+    pthread_mutex_lock(&spare_lock);
+    if (nspare < SPARE_MAX) {
+        spare[nspare++] = b;
+        b = NULL;
+    }
+    pthread_mutex_unlock(&spare_lock);
+    free(b);
+}
+
+static int write_at(int fd, const uint8_t *p, size_t len, uint64_t off)
+{
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? errno : EIO;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* A write O_DIRECT refuses (EINVAL: the file system cannot) is done through the page cache. */
+static int write_block(packfile *f, const uint8_t *p, size_t len, uint64_t off)
+{
+    int rc = write_at(f->fd, p, len, off);
+    if (rc == EINVAL && f->direct) {
+        int flags = fcntl(f->fd, F_GETFL);
+        if (flags >= 0 && fcntl(f->fd, F_SETFL, flags & ~O_DIRECT) == 0) {
+            f->direct = false;
+            rc = write_at(f->fd, p, len, off);
+        }
+    }
+    return rc;
+}
+
+static void *io_thread(void *arg)
+{
+    packfile *f = arg;
+    pthread_setname_np(pthread_self(), "hearth-packio");
+    pthread_mutex_lock(&f->mu);
+    for (;;) {
+        while (!f->busy && !f->stop)
+            pthread_cond_wait(&f->cv, &f->mu);
+        if (!f->busy)
+            break;
+        const uint8_t *p = f->pending;
+        size_t len = f->pending_len;
+        uint64_t off = f->pending_off;
+        pthread_mutex_unlock(&f->mu);
+        int rc = f->io_errno ? 0 : write_block(f, p, len, off);
+        pthread_mutex_lock(&f->mu);
+        if (rc && !f->io_errno)
+            f->io_errno = rc;
+        f->busy = false;
+        pthread_cond_broadcast(&f->cv);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+/* Waits for the I/O thread to finish its write; returns the first write error (an errno). */
+static int wait_io(packfile *f)
+{
+    pthread_mutex_lock(&f->mu);
+    while (f->busy)
+        pthread_cond_wait(&f->cv, &f->mu);
+    int rc = f->io_errno;
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
+static int io_error(int code, err *e)
+{
+    return err_set(e, code == ENOSPC || code == EDQUOT ? 507 : 500, "",
+                   "cannot write a pack: %s", strerror(code));
+}
+
+packfile *packfile_create(const char *path, err *e)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0644);
+    bool direct = fd >= 0;
+    if (fd < 0 && errno == EINVAL)
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        err_set(e, errno == ENOSPC ? 507 : 500, "", "cannot create a pack: %s", strerror(errno));
+        return NULL;
+    }
+    packfile *f = calloc(1, sizeof *f);
+    if (!f)
+        abort();
+    f->fd = fd;
+    f->direct = direct;
+    f->bufs[0] = buffer_get();
+    f->bufs[1] = buffer_get();
+    f->cur = f->bufs[0];
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    return f;
+}
+
+uint64_t packfile_size(const packfile *f) { return f->size; }
+
+/* Hands the full buffer to the I/O thread and switches to the other one. */
+static int submit(packfile *f, err *e)
+{
+    if (!f->started) {
+        if (pthread_create(&f->thread, NULL, io_thread, f) != 0)
+            return err_set(e, 500, "", "cannot start a pack writer thread");
+        f->started = true;
+    }
+    int rc = wait_io(f); /* the other buffer is free again */
+    if (rc)
+        return io_error(rc, e);
+    pthread_mutex_lock(&f->mu);
+    f->pending = f->cur;
+    f->pending_len = f->used;
+    f->pending_off = f->flushed;
+    f->busy = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    f->flushed += f->used;
+    f->cur = f->cur == f->bufs[0] ? f->bufs[1] : f->bufs[0];
+    f->used = 0;
+    return 0;
+}
+
+int packfile_append(packfile *f, const void *data, size_t len, err *e)
+{
+    const uint8_t *p = data;
+    while (len) {
+        size_t take = PF_BUF - f->used;
+        if (take > len)
+            take = len;
+        memcpy(f->cur + f->used, p, take);
+        f->used += take;
+        f->size += take;
+        p += take;
+        len -= take;
+        if (f->used == PF_BUF && submit(f, e) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void stop_thread(packfile *f)
+{
+    if (!f->started)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->stop = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    pthread_join(f->thread, NULL);
+    f->started = false;
+}
+
+static void packfile_free(packfile *f)
+{
+    stop_thread(f);
+    if (f->fd >= 0)
+        close(f->fd);
+    buffer_put(f->bufs[0]);
+    buffer_put(f->bufs[1]);
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cv);
+    free(f);
+}
+
+int packfile_seal(packfile *f, err *e)
+{
+    int rc = f->started ? wait_io(f) : 0;
+    if (rc == 0 && f->used) {
+        /* direct I/O writes whole blocks: pad the tail, then cut the file to its length */
+        size_t len = f->used;
+        if (f->direct) {
+            len = (f->used + PF_ALIGN - 1) / PF_ALIGN * PF_ALIGN;
+            memset(f->cur + f->used, 0, len - f->used);
+        }
+        rc = write_block(f, f->cur, len, f->flushed);
+        if (rc == 0 && len != f->used && ftruncate(f->fd, (off_t)f->size) != 0)
+            rc = errno;
+    }
+    if (rc == 0 && fsync(f->fd) != 0)
+        rc = errno;
+    packfile_free(f);
+    return rc ? io_error(rc, e) : 0;
+}
+
+void packfile_abort(packfile *f)
+{
+    if (f)
+        packfile_free(f);
+}
