@@ -24,6 +24,16 @@ static int setup(void **state)
     return 0;
 }
 
+/* The same in a tmpfs, where packs cannot be written with O_DIRECT (the page cache path). */
+static int setup_tmpfs(void **state)
+{
+    if (access("/dev/shm", W_OK) != 0)
+        return setup(state);
+    strcpy(dir, "/dev/shm/hearth-store-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    return 0;
+}
+
 static int teardown(void **state)
 {
     path_remove_tree(dir);
@@ -118,6 +128,31 @@ static void test_put_and_read(void **state)
     put(s, data, 0, oid);
     assert_string_equal(oid, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     assert_reads_back(s, oid, data, 0);
+    free(data);
+    store_close(s);
+}
+
+/* A file over several packs and many pack-writer buffers, with a tail that is no whole number
+ * of disk blocks: every byte reads back, and the packs are exactly as long as their records. */
+static void test_large_file_across_packs(void **state)
+{
+    err e = ERR_INIT;
+    store *s = store_open(dir, true, &e);
+    assert_non_null(s);
+    size_t n = (70u << 20) + 12345;
+    uint8_t *data = malloc(n);
+    fill(data, n, 7);
+    char oid[65], want[65];
+    hash_sha256_hex(data, n, want);
+    put(s, data, n, oid);
+    assert_string_equal(oid, want);
+    assert_reads_back(s, oid, data, n);
+    store_stats st;
+    assert_int_equal(store_get_stats(s, &st, &e), 0);
+    assert_int_equal(st.packs, 2);
+    assert_true(st.stored_bytes > (int64_t)n && st.stored_bytes < (int64_t)n + (1 << 20));
+    assert_int_equal(files_in("tmp"), 0);
+    assert_int_equal(store_fsck(s, NULL, NULL, &e), 0);
     free(data);
     store_close(s);
 }
@@ -276,6 +311,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_put_and_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_file_across_packs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_file_across_packs, setup_tmpfs, teardown),
         cmocka_unit_test_setup_teardown(test_gc_and_fsck, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mismatch_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xorb_roundtrip, setup, teardown),
