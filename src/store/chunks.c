@@ -324,9 +324,10 @@ typedef struct batch {
 } batch;
 
 /* Ingest runs on two threads (and a pack writer's I/O thread, which mostly waits on the disk):
- * the request's thread receives the bytes, finds chunk boundaries and fills a batch; a storing
- * thread hashes the batch (SHA-256 of the file, BLAKE3 of each chunk), looks the chunks up and
- * writes the new ones, while the next batch fills. Small files never start the thread. */
+ * the request's thread receives the bytes, finds chunk boundaries, hashes each chunk (BLAKE3)
+ * and fills a batch; a storing thread hashes the batch into the file's SHA-256, looks the
+ * chunks up and writes the new ones, while the next batch fills. Small files never start the
+ * thread. */
 struct store_writer {
     store *s;
     hash_ctx *sha;
@@ -548,8 +549,8 @@ static bool already_leased(store_writer *w, int64_t pack)
     return false;
 }
 
-/* Hashes the batch's chunks, looks them up in one query, leases the packs it dedups against
- * and writes the new chunks. */
+/* Adds the batch to the file's SHA-256, looks its chunks up in one query, leases the packs it
+ * dedups against and writes the new chunks. */
 static int store_batch(store_writer *w, batch *b, err *e)
 {
     if (!b->n)
@@ -558,8 +559,7 @@ static int store_batch(store_writer *w, batch *b, err *e)
      * request's thread, which only chunks. */
     hash_update(w->sha, b->data, b->used);
     for (size_t i = 0; i < b->n; i++) {
-        pending *c = &b->items[i];
-        xet_chunk_hash(b->data + c->data_off, c->len, &c->hash);
+        const pending *c = &b->items[i];
         if (w->nall == w->cap_all) {
             w->cap_all = w->cap_all ? w->cap_all * 2 : 256;
             w->all = realloc(w->all, w->cap_all * sizeof *w->all);
@@ -728,7 +728,10 @@ static int end_chunk(store_writer *w, err *e)
     if (!w->chunk_len)
         return 0;
     batch *b = w->filling;
-    b->items[b->n++] = (pending){.len = (uint32_t)w->chunk_len, .data_off = (uint32_t)b->used};
+    pending *c = &b->items[b->n++];
+    *c = (pending){.len = (uint32_t)w->chunk_len, .data_off = (uint32_t)b->used};
+    /* hashed here, while the chunk is still in cache from being copied in */
+    xet_chunk_hash(b->data + c->data_off, c->len, &c->hash);
     b->used += w->chunk_len;
     w->chunk_len = 0;
     return b->n == BATCH_CHUNKS ? submit_batch(w, e) : 0;

@@ -175,11 +175,25 @@ static int choose_kernel(void)
 static void hash_chunks(const uint8_t *input, size_t count, const uint32_t key[8],
                         uint64_t counter, uint8_t flags, uint32_t *cvs_out)
 {
-    size_t done = kernels[choose_kernel()].fn(input, count, key, counter, flags, cvs_out);
+    int k = choose_kernel();
+    size_t done = kernels[k].fn(input, count, key, counter, flags, cvs_out);
     bool parent = flags & XET_BLAKE3_PARENT;
-    if (done < count)
-        hash_chunks_portable(input + done * (parent ? 64 : XET_BLAKE3_CHUNK_LEN), count - done,
-                             key, parent ? 0 : counter + done, flags, cvs_out + 8 * done);
+    size_t stride = parent ? 64 : XET_BLAKE3_CHUNK_LEN, left = count - done;
+    uint64_t next = parent ? 0 : counter + done;
+    if (left > 0 && k > 0) {
+        /* Fewer than eight left: eight lanes over a padded copy still cost about what one
+         * input costs one block at a time. */
+        uint8_t padded[8 * XET_BLAKE3_CHUNK_LEN];
+        uint32_t cvs[8 * 8];
+        memcpy(padded, input + done * stride, left * stride);
+        memset(padded + left * stride, 0, (8 - left) * stride);
+        if (kernels[k].fn(padded, 8, key, next, flags, cvs) == 8) {
+            memcpy(cvs_out + 8 * done, cvs, left * 32);
+            return;
+        }
+    }
+    if (left > 0)
+        hash_chunks_portable(input + done * stride, left, key, next, flags, cvs_out + 8 * done);
 }
 
 int xet_blake3_use_kernel(const char *kernel)
