@@ -30,6 +30,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 [ "$what" = build ] && exit 0
 
+# libFuzzer's runtime is only a recommendation of clang's package, which the line above skips.
+rt="libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
+if ! dpkg-query -W -f='${Status}' "$rt" 2>/dev/null | grep -q "install ok installed" &&
+   apt-cache show "$rt" >/dev/null 2>&1; then
+    echo "deps: installing $rt" >&2
+    SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$rt" >&2
+fi
+
 # Python test clients in a test-only virtualenv.
 venv=tests/.venv
 pyreqs=tests/e2e/requirements.txt
