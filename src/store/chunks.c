@@ -41,6 +41,7 @@
 #endif
 
 #define BATCH_CHUNKS 64   /* chunks looked up per metadata query while writing */
+#define NBATCH 4          /* batches per upload: one filling, the rest queued or being stored */
 
 static const char *schema =
     "CREATE TABLE IF NOT EXISTS packs (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
@@ -306,6 +307,7 @@ typedef struct pending {
     xet_hash hash;
     uint32_t len;
     uint32_t data_off;       /* into the batch buffer */
+    bool hashed;             /* hash is set (else the storing thread computes it) */
 } pending;
 
 /* Open-addressing map from chunk hash to its place in an own pack (dedup within an upload). */
@@ -326,8 +328,8 @@ typedef struct batch {
 /* Ingest runs on two threads (and a pack writer's I/O thread, which mostly waits on the disk):
  * the request's thread receives the bytes, finds chunk boundaries, hashes each chunk (BLAKE3)
  * and fills a batch; a storing thread hashes the batch into the file's SHA-256, looks the
- * chunks up and writes the new ones, while the next batch fills. Small files never start the
- * thread. */
+ * chunks up and writes the new ones, while the next batch fills. Chunk hashing moves to the
+ * storing thread while that one would otherwise wait. Small files never start the thread. */
 struct store_writer {
     store *s;
     hash_ctx *sha;
@@ -335,12 +337,13 @@ struct store_writer {
     char owner[25];          /* lease owner id */
     xet_chunker chunker;
     size_t chunk_len;        /* bytes of the current chunk, at filling->data + filling->used */
-    batch batches[2];
+    batch batches[NBATCH];   /* a ring: filled in turn, stored in the same order */
     batch *filling;
     /* the storing thread */
     pthread_t thread;
-    bool started, busy, stop;
-    batch *queued;
+    bool started, stop;
+    unsigned fill, store_next, queued; /* ring positions; batches handed over, not yet stored */
+    bool storer_waiting;     /* idle, waiting for a batch (read without the lock: a hint) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int thread_rc;
@@ -367,7 +370,7 @@ store_writer *store_writer_new(store *s, err *e)
     w->s = s;
     w->sha = hash_sha256_new();
     xet_chunker_init(&w->chunker, XET_CHUNKER_HF_XET);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < NBATCH; i++) {
         w->batches[i].data = malloc((size_t)BATCH_CHUNKS * XET_CHUNK_MAX);
         if (!w->batches[i].data)
             abort();
@@ -559,7 +562,9 @@ static int store_batch(store_writer *w, batch *b, err *e)
      * request's thread, which only chunks. */
     hash_update(w->sha, b->data, b->used);
     for (size_t i = 0; i < b->n; i++) {
-        const pending *c = &b->items[i];
+        pending *c = &b->items[i];
+        if (!c->hashed)
+            xet_chunk_hash(b->data + c->data_off, c->len, &c->hash);
         if (w->nall == w->cap_all) {
             w->cap_all = w->cap_all ? w->cap_all * 2 : 256;
             w->all = realloc(w->all, w->cap_all * sizeof *w->all);
@@ -655,11 +660,13 @@ static void *storing_thread(void *arg)
     pthread_setname_np(pthread_self(), "hearth-ingest");
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->busy && !w->stop)
+        __atomic_store_n(&w->storer_waiting, true, __ATOMIC_RELAXED);
+        while (!w->queued && !w->stop)
             pthread_cond_wait(&w->cv, &w->mu);
-        if (!w->busy)
+        __atomic_store_n(&w->storer_waiting, false, __ATOMIC_RELAXED);
+        if (!w->queued)
             break;
-        batch *b = w->queued;
+        batch *b = &w->batches[w->store_next];
         pthread_mutex_unlock(&w->mu);
         err e = ERR_INIT;
         int rc = w->thread_rc == 0 ? store_batch(w, b, &e) : 0;
@@ -669,20 +676,22 @@ static void *storing_thread(void *arg)
             w->thread_rc = rc;
             w->thread_err = e;
         }
-        w->busy = false;
+        w->store_next = (w->store_next + 1) % NBATCH;
+        w->queued--;
         pthread_cond_broadcast(&w->cv);
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
 }
 
-/* Waits until the storing thread is idle; returns its error, if it had one. */
-static int wait_idle(store_writer *w, err *e)
+/* Waits until at most `most` batches are queued (0: the storing thread is idle); returns the
+ * storing thread's error, if it had one. */
+static int wait_queued(store_writer *w, unsigned most, err *e)
 {
     if (!w->started)
         return 0;
     pthread_mutex_lock(&w->mu);
-    while (w->busy)
+    while (w->queued > most)
         pthread_cond_wait(&w->cv, &w->mu);
     int rc = w->thread_rc;
     if (rc && e)
@@ -691,7 +700,10 @@ static int wait_idle(store_writer *w, err *e)
     return rc;
 }
 
-/* Hands the filling batch to the storing thread (starting it if needed) and fills the other. */
+static int wait_idle(store_writer *w, err *e) { return wait_queued(w, 0, e); }
+
+/* Hands the filling batch to the storing thread (starting it if needed) and fills the next,
+ * once that one is free. */
 static int submit_batch(store_writer *w, err *e)
 {
     if (!w->started) {
@@ -699,14 +711,14 @@ static int submit_batch(store_writer *w, err *e)
             return store_batch(w, w->filling, e); /* no thread: store it here */
         w->started = true;
     }
-    if (wait_idle(w, e) != 0)
+    if (wait_queued(w, NBATCH - 2, e) != 0)
         return -1;
     pthread_mutex_lock(&w->mu);
-    w->queued = w->filling;
-    w->busy = true;
+    w->queued++;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
-    w->filling = w->filling == &w->batches[0] ? &w->batches[1] : &w->batches[0];
+    w->fill = (w->fill + 1) % NBATCH;
+    w->filling = &w->batches[w->fill];
     return 0;
 }
 
@@ -730,8 +742,12 @@ static int end_chunk(store_writer *w, err *e)
     batch *b = w->filling;
     pending *c = &b->items[b->n++];
     *c = (pending){.len = (uint32_t)w->chunk_len, .data_off = (uint32_t)b->used};
-    /* hashed here, while the chunk is still in cache from being copied in */
-    xet_chunk_hash(b->data + c->data_off, c->len, &c->hash);
+    /* Hashed here while the chunk is still in cache from being copied in, unless the storing
+     * thread is waiting for work: then it takes the hashing, and the two threads balance. */
+    if (!w->started || !__atomic_load_n(&w->storer_waiting, __ATOMIC_RELAXED)) {
+        xet_chunk_hash(b->data + c->data_off, c->len, &c->hash);
+        c->hashed = true;
+    }
     b->used += w->chunk_len;
     w->chunk_len = 0;
     return b->n == BATCH_CHUNKS ? submit_batch(w, e) : 0;
@@ -794,8 +810,8 @@ static void writer_free(store_writer *w, bool remove_packs)
     free(w->all);
     free(w->map);
     free(w->leased);
-    free(w->batches[0].data);
-    free(w->batches[1].data);
+    for (int i = 0; i < NBATCH; i++)
+        free(w->batches[i].data);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     buf_free(&w->record);
