@@ -4,7 +4,7 @@
   bench/serve.py [--size-mib 1024] [--seconds 10]
 
 1. Throughput: the same file (default 1 GiB of random bytes) downloaded through Hearth's
-   /resolve (an LFS object in the store, sent with sendfile) and through nginx serving the file
+   /resolve (an LFS object in the chunk store, checked and copied out of mapped packs) and through nginx serving the file
    from disk (sendfile on). Each is fetched several times with curl to /dev/null; the best run
    of each is compared. Goal: ratio >= 0.95.
 2. HEAD requests/s: wrk with 64 connections on HEAD /resolve of a small (empty) file, beside
