@@ -2,6 +2,7 @@
  *
  * Not part of the public interface (that is infer.h). The module is laid out llama2.c-style:
  *   tensor.c       dtypes, fp16/bf16 conversion, block dequantisation, dot products, matvec
+ *   qgemm.c        prompt products of quantised weights in int8 (activations quantised per call)
  *   pool.c         a fixed thread pool that splits row ranges between cores
  *   safetensors.c  safetensors headers (single file and sharded index), memory-mapped
  *   gguf.c         GGUF v2/v3 metadata and tensor directory, memory-mapped
@@ -81,6 +82,26 @@ void infer_f32_to_f16_row(const float *x, uint16_t *out, int n);
 
 /* y[rows] = W · x for each of n_tok inputs (x is n_tok × cols, y is n_tok × rows). */
 void infer_matmul(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok);
+
+/* Kernel levels, in the order of what they need from the CPU. */
+typedef enum {
+    INFER_QGEMM_PORTABLE,
+    INFER_QGEMM_AVX2,          /* AVX2 + FMA */
+    INFER_QGEMM_AVX512,        /* AVX-512 F/BW/VL/DQ */
+    INFER_QGEMM_AVX512_VNNI,   /* and vpdpbusd */
+} infer_qgemm_level;
+
+/* The best level this CPU runs (tensor.c). */
+infer_qgemm_level infer_cpu_level(void);
+
+/* Prompt products for Q8_0 / Q4_0 / Q4_K / Q6_K weights in int8 arithmetic (qgemm.c): the
+ * activations are quantised once per call, as llama.cpp does (32-blocks for Q8_0 and Q4_0,
+ * 256-blocks for the K-quants), then meet the weights in integer dot products. level caps the
+ * kernel (tests use it to run every one); false when the type is not one of these or memory ran
+ * out, and nothing was written. */
+bool infer_qgemm_supports(infer_dtype t);
+bool infer_qgemm(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok,
+                 infer_qgemm_level level);
 
 /* ---- tensor directory shared by the file readers (safetensors.c, gguf.c) ------------------- */
 

@@ -678,6 +678,16 @@ static bool have_avx512(void)
     return cached;
 }
 
+static bool have_vnni(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512vnni");
+    }
+    return cached;
+}
+
 AVX2 static float vec_dot_avx2(const float *a, const float *b, int n) { return dot_f32_avx2(a, b, n); }
 
 AVX2 static void vec_axpy_f16_avx2(float *y, float a, const uint16_t *x, int n)
@@ -773,6 +783,7 @@ static void gemm8_avx512(const float *w, int nr, int64_t cols, const float *x, i
 }
 static bool have_avx2(void) { return false; }
 static bool have_avx512(void) { return false; }
+static bool have_vnni(void) { return false; }
 #endif
 
 float infer_vec_dot(const float *a, const float *b, int n)
@@ -885,8 +896,20 @@ static void matmul_rows(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+infer_qgemm_level infer_cpu_level(void)
+{
+    if (!have_avx2())
+        return INFER_QGEMM_PORTABLE;
+    if (!have_avx512())
+        return INFER_QGEMM_AVX2;
+    return have_vnni() ? INFER_QGEMM_AVX512_VNNI : INFER_QGEMM_AVX512;
+}
+
 void infer_matmul(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok)
 {
+    /* Quantised weights in a prompt: int8 products on quantised activations (qgemm.c). */
+    if (n_tok > 1 && infer_qgemm_supports(w->type) && infer_qgemm(p, y, x, w, n_tok, infer_cpu_level()))
+        return;
     matmul_job job = {y, x, w, n_tok, have_avx2(), have_avx2() && have_avx512()};
     infer_pool_run(p, w->rows, matmul_rows, &job);
 }

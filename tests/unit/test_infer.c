@@ -57,7 +57,98 @@ static void test_q8_0_and_q4_0_blocks(void **state)
     assert_true(infer_dtype_row_bytes(INFER_Q8_0, 33) == SIZE_MAX);
 }
 
-/* A matmul through the pool agrees with the portable dot product for every dtype. */
+/* How far quantising x to int8 can move dot(row, x): each element moves by at most half a step
+ * of its group's scale (amax/127), plus the f16 rounding of that scale (llama.cpp's Q8_0). */
+static float int8_error_bound(infer_dtype t, const uint8_t *row, const float *x, int64_t cols)
+{
+    if (!infer_qgemm_supports(t))
+        return 0;
+    int group = t == INFER_Q4_K || t == INFER_Q6_K ? 256 : 32;
+    float *w = malloc((size_t)cols * sizeof *w), bound = 0;
+    infer_dequant_row(t, row, w, cols);
+    for (int64_t g = 0; g < cols; g += group) {
+        float amax = 0, wsum = 0;
+        for (int j = 0; j < group; j++) {
+            amax = fmaxf(amax, fabsf(x[g + j]));
+            wsum += fabsf(w[g + j]);
+        }
+        bound += 0.6f * amax / 127 * wsum;
+    }
+    free(w);
+    return bound;
+}
+
+/* Random blocks with sane scales: every float field gets a small finite value. */
+static void fill_weights(infer_dtype t, uint8_t *w, size_t bytes)
+{
+    size_t bb = infer_dtype_block_bytes(t);
+    for (size_t i = 0; i < bytes; i++)
+        w[i] = (uint8_t)rand();
+    for (size_t i = 0; i < bytes; i += bb) {
+        float f = (float)rand() / RAND_MAX - 0.5f;
+        uint16_t h = infer_f32_to_f16(f), small = infer_f32_to_f16(0.01f + 0.02f * (float)rand() / RAND_MAX);
+        switch (t) {
+        case INFER_F32: memcpy(w + i, &f, 4); break;
+        case INFER_F16: memcpy(w + i, &h, 2); break;
+        case INFER_BF16: { uint32_t u; memcpy(&u, &f, 4); uint16_t b = (uint16_t)(u >> 16); memcpy(w + i, &b, 2); break; }
+        case INFER_Q8_0: case INFER_Q4_0: memcpy(w + i, &small, 2); break;
+        case INFER_Q4_K: memcpy(w + i, &small, 2); memcpy(w + i + 2, &small, 2); break;
+        case INFER_Q6_K: memcpy(w + i + 208, &small, 2); break;
+        default: break;
+        }
+    }
+}
+
+/* The int8 prompt kernels (every level this CPU has, each tile edge, superblock tails) agree with
+ * the float dot product on the dequantised weights within what activation rounding allows, and
+ * with the portable kernel up to float summation order. */
+static void test_qgemm_matches_reference(void **state)
+{
+    (void)state;
+    static const struct { infer_dtype type; int cols[3]; } cases[] = {
+        {INFER_Q8_0, {96, 512, 1120}}, {INFER_Q4_0, {64, 512, 544}},
+        {INFER_Q4_K, {256, 768, 1024}}, {INFER_Q6_K, {256, 512, 1280}},
+    };
+    static const int shapes[][2] = {{1, 2}, {5, 3}, {13, 7}, {8, 6}};   /* rows, tokens */
+    infer_pool *pool = infer_pool_new(2);
+    srand(7);
+    for (size_t c = 0; c < ARRAY_LEN(cases); c++)
+        for (int k = 0; k < 3; k++)
+            for (size_t s = 0; s < ARRAY_LEN(shapes); s++) {
+                infer_dtype t = cases[c].type;
+                int cols = cases[c].cols[k], rows = shapes[s][0], n_tok = shapes[s][1];
+                infer_matrix m = {t, NULL, rows, cols, infer_dtype_row_bytes(t, cols)};
+                uint8_t *w = malloc(m.row_bytes * (size_t)rows);
+                float *x = malloc(sizeof(float) * (size_t)(cols * n_tok));
+                float *y = malloc(sizeof(float) * (size_t)(rows * n_tok)), *y0 = malloc(sizeof(float) * (size_t)(rows * n_tok));
+                fill_weights(t, w, m.row_bytes * (size_t)rows);
+                m.data = w;
+                for (int i = 0; i < cols * n_tok; i++)
+                    x[i] = (float)rand() / RAND_MAX - 0.5f;
+                for (int i = 0; i < 32; i++)   /* an all-zero group: scale 0 */
+                    x[i] = 0;
+                for (int level = INFER_QGEMM_PORTABLE; level <= (int)infer_cpu_level(); level++) {
+                    assert_true(infer_qgemm(pool, level ? y : y0, x, &m, n_tok, (infer_qgemm_level)level));
+                    for (int tok = 0; tok < n_tok; tok++)
+                        for (int r = 0; r < rows; r++) {
+                            const uint8_t *row = w + m.row_bytes * (size_t)r;
+                            const float *xt = x + (size_t)tok * (size_t)cols;
+                            float ref = infer_dot_row(t, row, xt, cols), bound = int8_error_bound(t, row, xt, cols);
+                            float got = (level ? y : y0)[tok * rows + r];
+                            assert_true(fabsf(got - ref) <= bound + 1e-5f);
+                            assert_true(fabsf(got - y0[tok * rows + r]) <= 1e-4f * bound + 1e-5f);
+                        }
+                }
+                free(w);
+                free(x);
+                free(y);
+                free(y0);
+            }
+    infer_pool_free(pool);
+}
+
+/* A matmul through the pool agrees with the portable dot product for every dtype (quantised
+ * weights within what the int8 rounding of the activations allows). */
 static void test_matmul_matches_reference(void **state)
 {
     (void)state;
@@ -73,29 +164,14 @@ static void test_matmul_matches_reference(void **state)
     infer_pool *pool = infer_pool_new(3);
     for (size_t k = 0; k < ARRAY_LEN(types); k++) {
         infer_matrix m = {types[k], w, ROWS, COLS, infer_dtype_row_bytes(types[k], COLS)};
-        size_t bytes = ROWS * m.row_bytes, bb = infer_dtype_block_bytes(types[k]);
-        for (size_t i = 0; i < bytes; i++)
-            w[i] = (uint8_t)rand();
-        /* Random bytes but sane floats: every float field gets a small finite value. */
-        uint16_t half = infer_f32_to_f16(0.01f);
-        for (size_t i = 0; i < bytes; i += bb) {
-            float f = (float)rand() / RAND_MAX - 0.5f;
-            uint16_t h = infer_f32_to_f16(f);
-            switch (types[k]) {
-            case INFER_F32: memcpy(w + i, &f, 4); break;
-            case INFER_F16: memcpy(w + i, &h, 2); break;
-            case INFER_BF16: { uint32_t u; memcpy(&u, &f, 4); uint16_t b = (uint16_t)(u >> 16); memcpy(w + i, &b, 2); break; }
-            case INFER_Q8_0: case INFER_Q4_0: memcpy(w + i, &half, 2); break;
-            case INFER_Q4_K: memcpy(w + i, &half, 2); memcpy(w + i + 2, &half, 2); break;
-            case INFER_Q6_K: memcpy(w + i + 208, &half, 2); break;
-            default: break;
-            }
-        }
+        fill_weights(types[k], w, ROWS * m.row_bytes);
         infer_matmul(pool, y, x, &m, 2);
         for (int t = 0; t < 2; t++)
             for (int r = 0; r < ROWS; r++) {
-                float ref = infer_dot_row(types[k], w + m.row_bytes * (size_t)r, x + t * COLS, COLS);
-                assert_true(fabsf(y[t * ROWS + r] - ref) <= 1e-3f * fmaxf(1.0f, fabsf(ref)));
+                const uint8_t *row = w + m.row_bytes * (size_t)r;
+                float ref = infer_dot_row(types[k], row, x + t * COLS, COLS);
+                assert_true(fabsf(y[t * ROWS + r] - ref) <=
+                            1e-3f * fmaxf(1.0f, fabsf(ref)) + int8_error_bound(types[k], row, x + t * COLS, COLS));
             }
     }
     infer_pool_free(pool);
@@ -399,6 +475,7 @@ int main(void)
         cmocka_unit_test(test_half_floats),
         cmocka_unit_test(test_q8_0_and_q4_0_blocks),
         cmocka_unit_test(test_matmul_matches_reference),
+        cmocka_unit_test(test_qgemm_matches_reference),
         cmocka_unit_test(test_safetensors_validation),
         cmocka_unit_test(test_gguf_reader),
         cmocka_unit_test(test_tokenizer_roundtrip),

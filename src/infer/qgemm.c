@@ -1,0 +1,628 @@
+/* qgemm.c — prompt matrix products for quantised weights, in int8 arithmetic.
+ *
+ * Converting Q8_0 / Q4_0 / Q4_K / Q6_K weights to floats for every prompt chunk costs more than
+ * the multiplications themselves. Instead, as llama.cpp does, the activations are quantised once
+ * per call (blocks of 32 with their own scale for Q8_0 / Q4_0, blocks of 256 for the K-quants) and
+ * each weight block meets each activation block in an integer dot product; scales are applied in
+ * float once per block.
+ *
+ * The trick that keeps the integer units busy is the lane layout. A "lane" is one weight block's
+ * worth of elements that share a scale (32, or 16 for Q6_K whose scales cover 16). Sixteen lanes
+ * form a superblock, stored transposed: 4 bytes of lane 0, 4 bytes of lane 1, ... 4 bytes of lane
+ * 15, then the next 4 bytes of each. One 64-byte vector thus holds 4 bytes of 16 different blocks,
+ * and a vpdpbusd (u8 × s8 → s32, 4 products per 32-bit lane) accumulates each block in its own
+ * 32-bit lane: a whole superblock of 512 products per lane pair needs no scaling until its end.
+ * Weights are unsigned in the layout (Q8_0 stored +128, nibbles as is, Q6_K without its -32), and
+ * what that offset adds is removed in float: a block contributes
+ *
+ *     scale_w · scale_x · Σ u·q  −  offset_w · (scale_x · Σ q)
+ *
+ * where u are the unsigned weight bytes and q the activation bytes; offset_w is 128·d for Q8_0,
+ * 8·d for Q4_0, dmin·m for Q4_K and 32·d·sc for Q6_K. Both sides use the same superblock shape
+ * (quants, then 16 float scales, then 16 float offsets — for activations, scale_x·Σq), so the
+ * kernels are one loop for every type.
+ *
+ * Each thread repacks a few weight rows into that layout (a panel that stays in L1/L2) and runs
+ * them against every token of the chunk in register tiles. Kernels: AVX-512 VNNI (4 rows × 3
+ * tokens), AVX2 (pmaddubsw, 2 × 2) and portable C, chosen at run time like tensor.c's.
+ */
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer/internal.h"
+
+enum { LANES = 16, MAX_TILE = 16 };
+
+/* The superblock shape of one weight type. */
+typedef struct qgemm_layout {
+    int lane;          /* elements per lane: 32, or 16 for Q6_K */
+    int group;         /* activation elements sharing one scale: 32 (Q8_0 style) or 256 (Q8_K) */
+    int64_t nsb;       /* superblocks per row, the last one padded with zero lanes */
+    size_t sb_bytes;   /* LANES·lane quants, LANES scales, LANES offsets */
+} qgemm_layout;
+
+bool infer_qgemm_supports(infer_dtype t)
+{
+    return t == INFER_Q8_0 || t == INFER_Q4_0 || t == INFER_Q4_K || t == INFER_Q6_K;
+}
+
+static qgemm_layout layout_of(infer_dtype t, int64_t cols)
+{
+    qgemm_layout l;
+    l.lane = t == INFER_Q6_K ? 16 : 32;
+    l.group = t == INFER_Q4_K || t == INFER_Q6_K ? 256 : 32;
+    l.nsb = (cols + LANES * l.lane - 1) / (LANES * l.lane);
+    l.sb_bytes = (size_t)LANES * (size_t)l.lane + 2 * LANES * sizeof(float);
+    return l;
+}
+
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+/* Writes lane k of superblock sb: its quants transposed into 4-byte steps, scale, offset. */
+static void put_lane(const qgemm_layout *l, uint8_t *sb, int64_t k, const uint8_t *q, float scale,
+                     float offset)
+{
+    for (int s = 0; s < l->lane / 4; s++)
+        memcpy(sb + 64 * s + 4 * k, q + 4 * s, 4);
+    float *f = (float *)(sb + (size_t)LANES * (size_t)l->lane);
+    f[k] = scale;
+    f[LANES + k] = offset;
+}
+
+/* ---- weights → lanes ---------------------------------------------------------------------------- */
+
+/* Q4_K's packed 6-bit scale and min of sub-block j (llama.cpp's get_scale_min_k4). */
+static void q4k_scale_min(int j, const uint8_t *s, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+/* Unpacks one storage block into unsigned lane bytes u (block elements, in order), and the scale
+ * and offset of each of its lanes. */
+static void unpack_block(infer_dtype t, const uint8_t *b, uint8_t *u, float *scale, float *offset)
+{
+    switch (t) {
+    case INFER_Q8_0: {
+        float d = infer_f16_to_f32(rd16(b));
+        for (int j = 0; j < 32; j++)
+            u[j] = b[2 + j] ^ 0x80;   /* w + 128 */
+        scale[0] = d;
+        offset[0] = 128 * d;
+        return;
+    }
+    case INFER_Q4_0: {
+        float d = infer_f16_to_f32(rd16(b));
+        for (int j = 0; j < 16; j++) {
+            u[j] = b[2 + j] & 0xF;
+            u[j + 16] = b[2 + j] >> 4;
+        }
+        scale[0] = d;
+        offset[0] = 8 * d;
+        return;
+    }
+    case INFER_Q4_K: {
+        float d = infer_f16_to_f32(rd16(b)), dmin = infer_f16_to_f32(rd16(b + 2));
+        const uint8_t *q = b + 16;
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            q4k_scale_min(j, b + 4, &sc, &m);
+            scale[j] = d * (float)sc;
+            offset[j] = dmin * (float)m;
+        }
+        for (int c = 0; c < 4; c++)
+            for (int k = 0; k < 32; k++) {
+                u[64 * c + k] = q[32 * c + k] & 0xF;
+                u[64 * c + 32 + k] = q[32 * c + k] >> 4;
+            }
+        return;
+    }
+    case INFER_Q6_K: {
+        const uint8_t *ql = b, *qh = b + 128;
+        const int8_t *sc = (const int8_t *)(b + 192);
+        float d = infer_f16_to_f32(rd16(b + 208));
+        for (int j = 0; j < 16; j++) {
+            scale[j] = d * (float)sc[j];
+            offset[j] = 32 * d * (float)sc[j];
+        }
+        for (int n = 0; n < 2; n++, ql += 64, qh += 32, u += 128)
+            for (int k = 0; k < 32; k++) {
+                u[k] = (uint8_t)((ql[k] & 0xF) | ((qh[k] & 3) << 4));
+                u[k + 32] = (uint8_t)((ql[k + 32] & 0xF) | (((qh[k] >> 2) & 3) << 4));
+                u[k + 64] = (uint8_t)((ql[k] >> 4) | (((qh[k] >> 4) & 3) << 4));
+                u[k + 96] = (uint8_t)((ql[k + 32] >> 4) | (((qh[k] >> 6) & 3) << 4));
+            }
+        return;
+    }
+    default:
+        return;
+    }
+}
+
+/* Packs superblock g of a weight row (scalar; any type, any tail). */
+static void pack_superblock(infer_dtype t, const qgemm_layout *l, const uint8_t *row, int64_t cols,
+                            int64_t g, uint8_t *out)
+{
+    int block = infer_dtype_block(t), per = block / l->lane;
+    size_t bytes = infer_dtype_block_bytes(t);
+    int64_t first = g * LANES, last = first + LANES < cols / l->lane ? first + LANES : cols / l->lane;
+    if (last - first < LANES)   /* zero lanes (zero scale and offset) pad the last superblock */
+        memset(out, 0, l->sb_bytes);
+    uint8_t u[256];
+    float scale[16], offset[16];
+    for (int64_t b = first / per; b < last / per; b++) {
+        unpack_block(t, row + bytes * (size_t)b, u, scale, offset);
+        for (int k = 0; k < per; k++)
+            put_lane(l, out, b * per + k - first, u + k * l->lane, scale[k], offset[k]);
+    }
+}
+
+/* ---- activations → lanes ------------------------------------------------------------------------ */
+
+/* Quantises one group of activations to int8, as llama.cpp's quantize_row_q8_0 (32: scale
+ * amax/127 rounded to f16) or quantize_row_q8_K (256: scale max/-127 of the signed extreme, f32)
+ * do, rounding to nearest even; returns the scale. */
+static float quantize_group(const float *x, int n, int8_t *q)
+{
+    float amax = 0, max = 0;
+    for (int j = 0; j < n; j++)
+        if (fabsf(x[j]) > amax) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    if (amax == 0) {
+        memset(q, 0, (size_t)n);
+        return 0;
+    }
+    if (n == 32) {
+        float d = amax / 127, id = 1.0f / d;
+        for (int j = 0; j < n; j++)
+            q[j] = (int8_t)nearbyintf(x[j] * id);
+        return infer_f16_to_f32(infer_f32_to_f16(d));
+    }
+    float iscale = -127.0f / max;
+    for (int j = 0; j < n; j++) {
+        float v = nearbyintf(iscale * x[j]);
+        q[j] = (int8_t)(v > 127 ? 127 : v);
+    }
+    return 1 / iscale;
+}
+
+/* Quantises superblock g of an activation row (scalar; the reference for the SIMD version). */
+static void quantize_superblock(const qgemm_layout *l, const float *x, int64_t cols, int64_t g,
+                                uint8_t *out)
+{
+    int8_t q[256];
+    int64_t begin = g * LANES * l->lane, end = begin + LANES * l->lane < cols ? begin + LANES * l->lane : cols;
+    if (end - begin < LANES * l->lane)
+        memset(out, 0, l->sb_bytes);
+    for (int64_t e = begin; e < end; e += l->group) {
+        float d = quantize_group(x + e, l->group, q);
+        for (int k = 0; k < l->group / l->lane; k++) {
+            const int8_t *lq = q + k * l->lane;
+            int sum = 0;
+            for (int j = 0; j < l->lane; j++)
+                sum += lq[j];
+            put_lane(l, out, (e - begin) / l->lane + k, (const uint8_t *)lq, d, d * (float)sum);
+        }
+    }
+}
+
+/* ---- tile kernels: out[r·tokens + t] = Σ over the row of weight panel r · activation t ----------- */
+
+typedef void (*tile_fn)(const uint8_t *const *w, const uint8_t *const *x, const qgemm_layout *l,
+                        bool q8_0, float *out);
+
+static void tile_portable(const uint8_t *const *w, const uint8_t *const *x, const qgemm_layout *l,
+                          bool q8_0, float *out)
+{
+    size_t quants = (size_t)LANES * (size_t)l->lane;
+    float acc = 0;
+    for (int64_t g = 0; g < l->nsb; g++) {
+        const uint8_t *ws = w[0] + (size_t)g * l->sb_bytes, *xs = x[0] + (size_t)g * l->sb_bytes;
+        const float *wf = (const float *)(ws + quants), *xf = (const float *)(xs + quants);
+        for (int k = 0; k < LANES; k++) {
+            int32_t dot = 0;
+            for (int s = 0; s < l->lane / 4; s++)
+                for (int b = 0; b < 4; b++)
+                    dot += ws[64 * s + 4 * k + b] * (int8_t)xs[64 * s + 4 * k + b];
+            acc += wf[k] * xf[k] * (float)dot - wf[LANES + k] * xf[LANES + k];
+        }
+    }
+    out[0] = acc;
+}
+
+#if defined(__x86_64__)
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define AVX2 __attribute__((target("avx2,fma")))
+
+/* The SIMD packers below produce exactly what pack_superblock / quantize_superblock do, for
+ * whole superblocks: gathers pick 4 bytes of each of the 16 lanes' blocks per step. */
+
+AVX512 static inline void put_steps_gathered(uint8_t *sb, const uint8_t *base, __m512i index, int steps)
+{
+    for (int s = 0; s < steps; s++)
+        _mm512_store_si512(sb + 64 * s, _mm512_i32gather_epi32(index, base + 4 * s, 1));
+}
+
+AVX512 static void pack_superblock_avx512(infer_dtype t, const qgemm_layout *l, const uint8_t *row, int64_t g,
+                                        uint8_t *sb)
+{
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i nib = _mm512_set1_epi8(0xF);
+    float *scale = (float *)(sb + (size_t)LANES * (size_t)l->lane), *offset = scale + LANES;
+    switch (t) {
+    case INFER_Q8_0: {
+        const uint8_t *base = row + (size_t)g * LANES * 34;
+        __m512i index = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(34));
+        for (int s = 0; s < 8; s++)
+            _mm512_store_si512(sb + 64 * s, _mm512_xor_si512(_mm512_i32gather_epi32(index, base + 2 + 4 * s, 1),
+                                                             _mm512_set1_epi8((char)0x80)));
+        __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(index, base, 1)));
+        _mm512_store_ps(scale, d);
+        _mm512_store_ps(offset, _mm512_mul_ps(d, _mm512_set1_ps(128)));
+        return;
+    }
+    case INFER_Q4_0: {
+        const uint8_t *base = row + (size_t)g * LANES * 18;
+        __m512i index = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(18));
+        for (int s = 0; s < 4; s++) {
+            __m512i v = _mm512_i32gather_epi32(index, base + 2 + 4 * s, 1);
+            _mm512_store_si512(sb + 64 * s, _mm512_and_si512(v, nib));
+            _mm512_store_si512(sb + 64 * (s + 4), _mm512_and_si512(_mm512_srli_epi32(v, 4), nib));
+        }
+        __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(index, base, 1)));
+        _mm512_store_ps(scale, d);
+        _mm512_store_ps(offset, _mm512_mul_ps(d, _mm512_set1_ps(8)));
+        return;
+    }
+    case INFER_Q4_K: {   /* two blocks; lane k: block k/8, 32 bytes c = k%8/2, low or high nibbles */
+        const uint8_t *base = row + (size_t)g * 2 * 144;
+        __m512i block = _mm512_srli_epi32(lanes, 3), within = _mm512_and_si512(lanes, _mm512_set1_epi32(7));
+        __m512i index = _mm512_add_epi32(_mm512_mullo_epi32(block, _mm512_set1_epi32(144)),
+                                         _mm512_add_epi32(_mm512_set1_epi32(16),
+                                                          _mm512_slli_epi32(_mm512_srli_epi32(within, 1), 5)));
+        __m512i shift = _mm512_slli_epi32(_mm512_and_si512(lanes, _mm512_set1_epi32(1)), 2);
+        for (int s = 0; s < 8; s++)
+            _mm512_store_si512(sb + 64 * s, _mm512_and_si512(
+                                                _mm512_srlv_epi32(_mm512_i32gather_epi32(index, base + 4 * s, 1), shift), nib));
+        for (int b = 0; b < 2; b++) {
+            const uint8_t *blk = base + 144 * b;
+            float d = infer_f16_to_f32(rd16(blk)), dmin = infer_f16_to_f32(rd16(blk + 2));
+            for (int j = 0; j < 8; j++) {
+                int sc, m;
+                q4k_scale_min(j, blk + 4, &sc, &m);
+                scale[8 * b + j] = d * (float)sc;
+                offset[8 * b + j] = dmin * (float)m;
+            }
+        }
+        return;
+    }
+    case INFER_Q6_K: {   /* one block; lane j: half j/8, quarter (j%8)/2, 16 of its 32 */
+        const uint8_t *base = row + (size_t)g * 210;
+        __m512i half = _mm512_srli_epi32(lanes, 3), quarter = _mm512_and_si512(_mm512_srli_epi32(lanes, 1),
+                                                                               _mm512_set1_epi32(3));
+        __m512i sixteen = _mm512_slli_epi32(_mm512_and_si512(lanes, _mm512_set1_epi32(1)), 4);
+        __m512i low = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32(half, 6), sixteen),
+                                       _mm512_slli_epi32(_mm512_and_si512(quarter, _mm512_set1_epi32(1)), 5));
+        __m512i high = _mm512_add_epi32(_mm512_set1_epi32(128), _mm512_add_epi32(_mm512_slli_epi32(half, 5), sixteen));
+        __m512i low_shift = _mm512_slli_epi32(_mm512_srli_epi32(quarter, 1), 2), high_shift = _mm512_slli_epi32(quarter, 1);
+        for (int s = 0; s < 4; s++) {
+            __m512i lo = _mm512_and_si512(_mm512_srlv_epi32(_mm512_i32gather_epi32(low, base + 4 * s, 1), low_shift), nib);
+            __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(_mm512_i32gather_epi32(high, base + 4 * s, 1), high_shift),
+                                          _mm512_set1_epi8(3));
+            _mm512_store_si512(sb + 64 * s, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)));
+        }
+        __m512 d = _mm512_set1_ps(infer_f16_to_f32(rd16(base + 208)));
+        __m512 sc = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(base + 192)))));
+        _mm512_store_ps(scale, sc);
+        _mm512_store_ps(offset, _mm512_mul_ps(sc, _mm512_set1_ps(32)));
+        return;
+    }
+    default:
+        return;
+    }
+}
+
+/* 16 floats to int8 with rounding to nearest even, and their sum. */
+AVX512 static inline __m128i quantize16(__m512 v, __m512 scale, __m512i *sum)
+{
+    __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v, scale));
+    q = _mm512_min_epi32(q, _mm512_set1_epi32(127));
+    *sum = _mm512_add_epi32(*sum, q);
+    return _mm512_cvtepi32_epi8(q);
+}
+
+AVX512 static void quantize_superblock_avx512(const qgemm_layout *l, const float *x, int64_t g, uint8_t *sb)
+{
+    _Alignas(64) int8_t q[512];
+    float *scale = (float *)(sb + (size_t)LANES * (size_t)l->lane), *offset = scale + LANES;
+    int n = LANES * l->lane;
+    x += g * n;
+    if (l->group == 32) {
+        for (int k = 0; k < LANES; k++) {
+            __m512 a = _mm512_loadu_ps(x + 32 * k), b = _mm512_loadu_ps(x + 32 * k + 16);
+            float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+            float d = amax / 127, id = amax ? 1.0f / d : 0;
+            __m512i sum = _mm512_setzero_si512();
+            _mm_store_si128((__m128i *)(q + 32 * k), quantize16(a, _mm512_set1_ps(id), &sum));
+            _mm_store_si128((__m128i *)(q + 32 * k + 16), quantize16(b, _mm512_set1_ps(id), &sum));
+            scale[k] = infer_f16_to_f32(infer_f32_to_f16(d));
+            offset[k] = scale[k] * (float)_mm512_reduce_add_epi32(sum);
+        }
+    } else {
+        for (int e = 0; e < n; e += 256) {   /* one group of 256: 8 lanes of 32 or 16 of 16 */
+            __m512 amax = _mm512_setzero_ps();
+            for (int i = 0; i < 256; i += 16)
+                amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(x + e + i)));
+            float m = _mm512_reduce_max_ps(amax), max = 0;
+            for (int i = 0; i < 256 && m; i++)   /* the first element of that magnitude, with its sign */
+                if (fabsf(x[e + i]) == m) {
+                    max = x[e + i];
+                    break;
+                }
+            float iscale = m ? -127.0f / max : 0, d = m ? 1 / iscale : 0;
+            int lanes = 256 / l->lane, k0 = e / l->lane;
+            for (int k = 0; k < lanes; k++) {
+                __m512i sum = _mm512_setzero_si512();
+                for (int i = 0; i < l->lane; i += 16)
+                    _mm_store_si128((__m128i *)(q + e + k * l->lane + i),
+                                    quantize16(_mm512_loadu_ps(x + e + k * l->lane + i), _mm512_set1_ps(iscale), &sum));
+                scale[k0 + k] = d;
+                offset[k0 + k] = d * (float)_mm512_reduce_add_epi32(sum);
+            }
+        }
+    }
+    __m512i index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                       _mm512_set1_epi32(l->lane));
+    put_steps_gathered(sb, (const uint8_t *)q, index, l->lane / 4);
+}
+
+enum { VNNI_ROWS = 4, VNNI_TOKENS = 3 };
+
+/* One superblock-long pass of the VNNI tile with the step count known at compile time. */
+VNNI static inline __attribute__((always_inline)) void
+tile_vnni_steps(const uint8_t *const *w, const uint8_t *const *x, int64_t nsb, size_t sbb, int steps,
+                float *out)
+{
+    __m512 acc[VNNI_ROWS][VNNI_TOKENS] = {0};
+    for (int64_t g = 0; g < nsb; g++) {
+        size_t o = (size_t)g * sbb;
+        __m512i sum[VNNI_ROWS][VNNI_TOKENS] = {0};
+#pragma GCC unroll 8
+        for (int s = 0; s < steps; s++) {
+            __m512i wv[VNNI_ROWS];
+#pragma GCC unroll 4
+            for (int r = 0; r < VNNI_ROWS; r++)
+                wv[r] = _mm512_load_si512(w[r] + o + 64 * s);
+#pragma GCC unroll 3
+            for (int t = 0; t < VNNI_TOKENS; t++) {
+                __m512i xv = _mm512_load_si512(x[t] + o + 64 * s);
+#pragma GCC unroll 4
+                for (int r = 0; r < VNNI_ROWS; r++)
+                    sum[r][t] = _mm512_dpbusd_epi32(sum[r][t], wv[r], xv);
+            }
+        }
+        size_t so = o + 64 * (size_t)steps;
+#pragma GCC unroll 4
+        for (int r = 0; r < VNNI_ROWS; r++) {
+            __m512 dw = _mm512_load_ps(w[r] + so), mw = _mm512_load_ps(w[r] + so + 64);
+#pragma GCC unroll 3
+            for (int t = 0; t < VNNI_TOKENS; t++) {
+                __m512 dx = _mm512_load_ps(x[t] + so), sx = _mm512_load_ps(x[t] + so + 64);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[r][t]), _mm512_mul_ps(dw, dx), acc[r][t]);
+                acc[r][t] = _mm512_fnmadd_ps(mw, sx, acc[r][t]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < VNNI_ROWS; r++)
+#pragma GCC unroll 3
+        for (int t = 0; t < VNNI_TOKENS; t++)
+            out[r * VNNI_TOKENS + t] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+VNNI static void tile_vnni(const uint8_t *const *w, const uint8_t *const *x, const qgemm_layout *l,
+                           bool q8_0, float *out)
+{
+    if (l->lane == 32)
+        tile_vnni_steps(w, x, l->nsb, l->sb_bytes, 8, out);
+    else
+        tile_vnni_steps(w, x, l->nsb, l->sb_bytes, 4, out);
+}
+
+enum { AVX2_ROWS = 2, AVX2_TOKENS = 2 };
+
+/* The AVX2 tile works on half a superblock (8 lanes) at a time. pmaddubsw saturates at 16 bits,
+ * which Q8_0's 255·127·2 would exceed, so Q8_0 weights are turned back into signed bytes and
+ * multiplied through the abs/sign identity; that sum is the true dot, without the +128 offset. */
+AVX2 static inline __attribute__((always_inline)) void
+tile_avx2_kind(const uint8_t *const *w, const uint8_t *const *x, const qgemm_layout *l, bool q8_0,
+               float *out)
+{
+    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
+    int steps = l->lane / 4;
+    __m256 acc[AVX2_ROWS][AVX2_TOKENS] = {0};
+    for (int64_t g = 0; g < l->nsb; g++) {
+        for (int h = 0; h < 2; h++) {
+            size_t o = (size_t)g * l->sb_bytes + 32 * (size_t)h;
+            __m256i sum[AVX2_ROWS][AVX2_TOKENS] = {0};
+            for (int s = 0; s < steps; s++) {
+                __m256i wv[AVX2_ROWS], ws[AVX2_ROWS];
+                for (int r = 0; r < AVX2_ROWS; r++) {
+                    wv[r] = _mm256_load_si256((const __m256i *)(w[r] + o + 64 * s));
+                    if (q8_0) {
+                        ws[r] = _mm256_xor_si256(wv[r], flip);
+                        wv[r] = _mm256_abs_epi8(ws[r]);
+                    }
+                }
+                for (int t = 0; t < AVX2_TOKENS; t++) {
+                    __m256i xv = _mm256_load_si256((const __m256i *)(x[t] + o + 64 * s));
+                    for (int r = 0; r < AVX2_ROWS; r++) {
+                        __m256i p = _mm256_maddubs_epi16(wv[r], q8_0 ? _mm256_sign_epi8(xv, ws[r]) : xv);
+                        sum[r][t] = _mm256_add_epi32(sum[r][t], _mm256_madd_epi16(p, ones));
+                    }
+                }
+            }
+            size_t so = (size_t)g * l->sb_bytes + 64 * (size_t)steps + 32 * (size_t)h;
+            for (int r = 0; r < AVX2_ROWS; r++) {
+                __m256 dw = _mm256_load_ps((const float *)(w[r] + so));
+                __m256 mw = _mm256_load_ps((const float *)(w[r] + so + 64));
+                for (int t = 0; t < AVX2_TOKENS; t++) {
+                    __m256 dx = _mm256_load_ps((const float *)(x[t] + so));
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[r][t]), _mm256_mul_ps(dw, dx), acc[r][t]);
+                    if (!q8_0)
+                        acc[r][t] = _mm256_fnmadd_ps(mw, _mm256_load_ps((const float *)(x[t] + so + 64)), acc[r][t]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < AVX2_ROWS; r++)
+        for (int t = 0; t < AVX2_TOKENS; t++) {
+            __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc[r][t]), _mm256_extractf128_ps(acc[r][t], 1));
+            v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+            v = _mm_add_ss(v, _mm_movehdup_ps(v));
+            out[r * AVX2_TOKENS + t] = _mm_cvtss_f32(v);
+        }
+}
+
+AVX2 static void tile_avx2(const uint8_t *const *w, const uint8_t *const *x, const qgemm_layout *l,
+                           bool q8_0, float *out)
+{
+    if (q8_0)
+        tile_avx2_kind(w, x, l, true, out);
+    else
+        tile_avx2_kind(w, x, l, false, out);
+}
+#else
+static void pack_superblock_avx512(infer_dtype t, const qgemm_layout *l, const uint8_t *row, int64_t g,
+                                   uint8_t *sb)
+{
+}
+static void quantize_superblock_avx512(const qgemm_layout *l, const float *x, int64_t g, uint8_t *sb) {}
+#endif
+
+/* ---- driver ---------------------------------------------------------------------------------- */
+
+typedef struct qgemm_job {
+    const infer_matrix *w;
+    qgemm_layout l;
+    const float *x;
+    uint8_t *xq;            /* n_tok packed activation rows */
+    uint8_t *panels;        /* one panel of `rows` packed weight rows per part */
+    float *y;
+    int n_tok, parts;
+    int rows, tokens;       /* the tile */
+    tile_fn tile;
+    bool simd_pack;         /* AVX-512 packing of whole superblocks */
+} qgemm_job;
+
+static size_t packed_row_bytes(const qgemm_layout *l) { return (size_t)l->nsb * l->sb_bytes; }
+
+static void quantize_tokens(void *ctx, int64_t begin, int64_t end)
+{
+    qgemm_job *j = ctx;
+    int64_t cols = j->w->cols;
+    for (int64_t t = begin; t < end; t++)
+        for (int64_t g = 0; g < j->l.nsb; g++) {
+            uint8_t *sb = j->xq + (size_t)t * packed_row_bytes(&j->l) + (size_t)g * j->l.sb_bytes;
+            if (j->simd_pack && (g + 1) * LANES * j->l.lane <= cols)
+                quantize_superblock_avx512(&j->l, j->x + t * cols, g, sb);
+            else
+                quantize_superblock(&j->l, j->x + t * cols, cols, g, sb);
+        }
+}
+
+static void pack_weight_row(const qgemm_job *j, const uint8_t *row, uint8_t *out)
+{
+    for (int64_t g = 0; g < j->l.nsb; g++) {
+        if (j->simd_pack && (g + 1) * LANES * j->l.lane <= j->w->cols)
+            pack_superblock_avx512(j->w->type, &j->l, row, g, out + (size_t)g * j->l.sb_bytes);
+        else
+            pack_superblock(j->w->type, &j->l, row, j->w->cols, g, out + (size_t)g * j->l.sb_bytes);
+    }
+}
+
+/* Part p of the rows: whole tiles, split as evenly as the tile allows. */
+static void multiply_part(void *ctx, int64_t begin, int64_t end)
+{
+    qgemm_job *j = ctx;
+    const infer_matrix *w = j->w;
+    size_t rb = packed_row_bytes(&j->l);
+    int64_t tiles = (w->rows + j->rows - 1) / j->rows;
+    for (int64_t part = begin; part < end; part++) {
+        uint8_t *panel = j->panels + (size_t)part * (size_t)j->rows * rb;
+        int64_t t0 = tiles * part / j->parts, t1 = tiles * (part + 1) / j->parts;
+        for (int64_t tile = t0; tile < t1; tile++) {
+            int64_t r0 = tile * j->rows;
+            int nr = w->rows - r0 < j->rows ? (int)(w->rows - r0) : j->rows;
+            const uint8_t *wp[MAX_TILE], *xp[MAX_TILE];
+            for (int k = 0; k < j->rows; k++) {   /* missing rows repeat the last: computed, not stored */
+                if (k < nr)
+                    pack_weight_row(j, w->data + w->row_bytes * (size_t)(r0 + k), panel + (size_t)k * rb);
+                wp[k] = panel + (size_t)(k < nr ? k : nr - 1) * rb;
+            }
+            for (int t = 0; t < j->n_tok; t += j->tokens) {
+                int nt = j->n_tok - t < j->tokens ? j->n_tok - t : j->tokens;
+                for (int k = 0; k < j->tokens; k++)
+                    xp[k] = j->xq + (size_t)(t + (k < nt ? k : nt - 1)) * rb;
+                float out[MAX_TILE * MAX_TILE];
+                j->tile(wp, xp, &j->l, w->type == INFER_Q8_0, out);
+                for (int k = 0; k < nr; k++)
+                    for (int m = 0; m < nt; m++)
+                        j->y[(int64_t)(t + m) * w->rows + r0 + k] = out[k * j->tokens + m];
+            }
+        }
+    }
+}
+
+static void *alloc64(size_t n) { return aligned_alloc(64, (n + 63) & ~(size_t)63); }
+
+bool infer_qgemm(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok,
+                 infer_qgemm_level level)
+{
+    if (!infer_qgemm_supports(w->type) || w->cols % infer_dtype_block(w->type))
+        return false;
+    infer_qgemm_level cpu = infer_cpu_level();
+    if (level > cpu)
+        level = cpu;
+    qgemm_job j = {.w = w, .l = layout_of(w->type, w->cols), .x = x, .y = y, .n_tok = n_tok,
+                   .rows = 1, .tokens = 1, .tile = tile_portable};
+#if defined(__x86_64__)
+    j.simd_pack = level >= INFER_QGEMM_AVX512;
+    if (level >= INFER_QGEMM_AVX512_VNNI) {
+        j.rows = VNNI_ROWS;
+        j.tokens = VNNI_TOKENS;
+        j.tile = tile_vnni;
+    } else if (level >= INFER_QGEMM_AVX2) {
+        j.rows = AVX2_ROWS;
+        j.tokens = AVX2_TOKENS;
+        j.tile = tile_avx2;
+    }
+#endif
+    int64_t tiles = (w->rows + j.rows - 1) / j.rows;
+    j.parts = infer_pool_threads(p) < tiles ? infer_pool_threads(p) : (int)tiles;
+    size_t rb = packed_row_bytes(&j.l);
+    j.xq = alloc64((size_t)n_tok * rb);
+    j.panels = alloc64((size_t)j.parts * (size_t)j.rows * rb);
+    if (!j.xq || !j.panels) {
+        free(j.xq);
+        free(j.panels);
+        return false;
+    }
+    infer_pool_run(p, n_tok, quantize_tokens, &j);
+    infer_pool_run(p, j.parts, multiply_part, &j);
+    free(j.xq);
+    free(j.panels);
+    return true;
+}
