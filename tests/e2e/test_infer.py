@@ -445,7 +445,8 @@ def test_greedy_tokens_match_llamacpp(models, arch, qtype):
 @pytest.mark.parametrize("arch,qtype", [("llama", "q8_0"), ("qwen2", "q4_0"), ("qwen3", "q8_0")])
 def test_quantize_on_load_matches_llamacpp_quantizer(models, arch, qtype):
     """--quantize: the matrices quantised exactly as llama.cpp's quantizer (the gguf package's
-    copy of it) does, so the float64 reference on those dequantised weights still agrees to 1e-3."""
+    copy of it) does, so the float64 reference on those dequantised weights (with the prompt's
+    activations quantised as llama.cpp does) still agrees to 1e-3."""
     import gguf
     path, _, cfg = models("%s-f32-" % arch if arch != "qwen3" else "qwen3-f32-", arch=arch, dtype="f32")
     p = hearth(path, "--ids", ",".join(map(str, PROMPT_IDS)), "-n", "32", "--dump-logits", "5", "-q",
@@ -456,6 +457,7 @@ def test_quantize_on_load_matches_llamacpp_quantizer(models, arch, qtype):
     for k, v in w.items():
         if v.ndim == 2 and v.shape[1] % 32 == 0:
             w[k] = gguf.quants.dequantize(gguf.quants.quantize(v.astype(np.float32), qt), qt).astype(np.float64)
+            w.quantised[k] = qt.name   # and the prompt meets it as quantised activations
     ref = list(reference.greedy(cfg, w, PROMPT_IDS, 32, 5))
     compare_logits(ours, ref, "%s-%s" % (arch, qtype))
 

@@ -17,11 +17,52 @@ import os
 import numpy as np
 
 
+class Weights(dict):
+    """Weights by HF name; `quantised` names the matrices stored in a block type (GGUF Q8_0, Q4_0,
+    Q4_K, Q6_K, or --quantize), whose prompt products use quantised activations."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.quantised = {}
+
+
+def quantize_activations(x, qtype):
+    """x (rows × cols) rounded the way llama.cpp (and Hearth's prompt kernels) quantise the
+    activations that meet quantised weights in integer products: Q8_0 blocks of 32 (scale amax/127
+    stored as f16) for Q8_0 / Q4_0 weights, Q8_K blocks of 256 (scale of the signed extreme / -127,
+    f32) for the K-quants; float32 arithmetic, rounding to nearest even."""
+    x32 = x.astype(np.float32)
+    if qtype in ("Q8_0", "Q4_0"):
+        b = x32.reshape(-1, 32)
+        d = np.abs(b).max(1, keepdims=True) / np.float32(127)
+        inv = np.divide(np.float32(1), d, out=np.zeros_like(d), where=d > 0)
+        q = np.rint(b * inv)
+        return (q * d.astype(np.float16).astype(np.float64)).reshape(x.shape)
+    b = x32.reshape(-1, 256)
+    mx = b[np.arange(len(b)), np.abs(b).argmax(1)][:, None]   # the first extreme, with its sign
+    iscale = np.divide(np.float32(-127), mx, out=np.zeros_like(mx), where=mx != 0)
+    q = np.minimum(np.rint(iscale * b), 127)
+    d = np.divide(np.float32(1), iscale, out=np.zeros_like(iscale), where=iscale != 0)
+    return (q * d.astype(np.float64)).reshape(x.shape)
+
+
+def matmul(x, w, name, prompt, transposed=True):
+    """x @ W.T (or x @ W for GPT-2's Conv1D). The prompt's rows are processed as one chunk; when
+    there are several and W is quantised, they meet W as quantised activations (a single token,
+    as in decoding, stays float)."""
+    a = w[name]
+    qt = getattr(w, "quantised", {}).get(name)
+    if qt and prompt > 1:
+        x = x.copy()
+        x[:prompt] = quantize_activations(x[:prompt], qt)
+    return x @ (a.T if transposed else a)
+
+
 def load_safetensors_dir(d):
     from safetensors.numpy import load_file
     idx = os.path.join(d, "model.safetensors.index.json")
     files = sorted(set(json.load(open(idx))["weight_map"].values())) if os.path.exists(idx) else ["model.safetensors"]
-    w = {}
+    w = Weights()
     for f in files:
         path = os.path.join(d, f)
         header_len = int.from_bytes(open(path, "rb").read(8), "little")
@@ -48,7 +89,7 @@ def load_gguf(path, cfg):
     arch = cfg["model_type"]
     arch = "gemma3" if arch == "gemma3_text" else arch
     table = dict((b, a) for a, b in reversed(gguf_table(arch)))
-    w = {}
+    w = Weights()
     for t in r.tensors:
         a = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64)
         shape = [int(x) for x in reversed(t.shape)]
@@ -69,6 +110,8 @@ def load_gguf(path, cfg):
         if arch.startswith("gemma") and hf.endswith("norm.weight"):
             a = a - 1  # undo the converter's (1 + w)
         w[hf] = a
+        if t.tensor_type.name in ("Q8_0", "Q4_0", "Q4_K", "Q6_K"):
+            w.quantised[hf] = t.tensor_type.name
     return w
 
 
@@ -149,7 +192,7 @@ def attention(q, k, v, n_kv, window=None):
     return out
 
 
-def forward_gemma(cfg, w, ids):
+def forward_gemma(cfg, w, ids, prompt=0):
     """Gemma 1/2/3 as in transformers' modeling_gemma*.py: RMSNorm times (1 + w), embeddings
     times sqrt(hidden), GeGLU (tanh GELU), attention scaled by query_pre_attn_scalar^-0.5 with
     optional tanh soft-capping, post-attention and pre/post-feed-forward norms (2, 3), q/k norms
@@ -186,9 +229,9 @@ def forward_gemma(cfg, w, ids):
         cos = np.cos(np.concatenate([ang, ang], -1))[:, None, :]
         sin = np.sin(np.concatenate([ang, ang], -1))[:, None, :]
         n = norm(x, p + "input_layernorm.weight")
-        q = (n @ w[p + "self_attn.q_proj.weight"].T).reshape(T, H, hd)
-        k = (n @ w[p + "self_attn.k_proj.weight"].T).reshape(T, KV, hd)
-        v = (n @ w[p + "self_attn.v_proj.weight"].T).reshape(T, KV, hd)
+        q = matmul(n, w, p + "self_attn.q_proj.weight", prompt).reshape(T, H, hd)
+        k = matmul(n, w, p + "self_attn.k_proj.weight", prompt).reshape(T, KV, hd)
+        v = matmul(n, w, p + "self_attn.v_proj.weight", prompt).reshape(T, KV, hd)
         if p + "self_attn.q_norm.weight" in w:
             q = norm(q, p + "self_attn.q_norm.weight")
             k = norm(k, p + "self_attn.k_norm.weight")
@@ -206,15 +249,15 @@ def forward_gemma(cfg, w, ids):
             s = np.exp(s - s.max(-1, keepdims=True))
             s /= s.sum(-1, keepdims=True)
             out[:, h] = s @ v[:, h // (H // KV)]
-        a = out.reshape(T, H * hd) @ w[p + "self_attn.o_proj.weight"].T
+        a = matmul(out.reshape(T, H * hd), w, p + "self_attn.o_proj.weight", prompt)
         if mt == "gemma":
             x = x + a
             n = norm(x, p + "post_attention_layernorm.weight")
         else:
             x = x + norm(a, p + "post_attention_layernorm.weight")
             n = norm(x, p + "pre_feedforward_layernorm.weight")
-        m = (gelu(n @ w[p + "mlp.gate_proj.weight"].T) * (n @ w[p + "mlp.up_proj.weight"].T)) @ \
-            w[p + "mlp.down_proj.weight"].T
+        m = matmul(gelu(matmul(n, w, p + "mlp.gate_proj.weight", prompt)) *
+                   matmul(n, w, p + "mlp.up_proj.weight", prompt), w, p + "mlp.down_proj.weight", prompt)
         x = x + (m if mt == "gemma" else norm(m, p + "post_feedforward_layernorm.weight"))
     x = norm(x, "model.norm.weight")
     logits = x[-1] @ w["model.embed_tokens.weight"].T
@@ -222,7 +265,7 @@ def forward_gemma(cfg, w, ids):
     return np.tanh(logits / fcap) * fcap if fcap else logits
 
 
-def forward_llama(cfg, w, ids):
+def forward_llama(cfg, w, ids, prompt=0):
     D, H, KV = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd = cfg.get("head_dim") or D // H
     eps = cfg["rms_norm_eps"]
@@ -236,9 +279,9 @@ def forward_llama(cfg, w, ids):
     for i in range(cfg["num_hidden_layers"]):
         p = "model.layers.%d." % i
         n = rmsnorm(x, w[p + "input_layernorm.weight"], eps)
-        q = n @ w[p + "self_attn.q_proj.weight"].T + w.get(p + "self_attn.q_proj.bias", 0)
-        k = n @ w[p + "self_attn.k_proj.weight"].T + w.get(p + "self_attn.k_proj.bias", 0)
-        v = n @ w[p + "self_attn.v_proj.weight"].T + w.get(p + "self_attn.v_proj.bias", 0)
+        q = matmul(n, w, p + "self_attn.q_proj.weight", prompt) + w.get(p + "self_attn.q_proj.bias", 0)
+        k = matmul(n, w, p + "self_attn.k_proj.weight", prompt) + w.get(p + "self_attn.k_proj.bias", 0)
+        v = matmul(n, w, p + "self_attn.v_proj.weight", prompt) + w.get(p + "self_attn.v_proj.bias", 0)
         q, k, v = q.reshape(T, H, hd), k.reshape(T, KV, hd), v.reshape(T, KV, hd)
         if p + "self_attn.q_norm.weight" in w:
             q = rmsnorm(q, w[p + "self_attn.q_norm.weight"], eps)
@@ -246,17 +289,17 @@ def forward_llama(cfg, w, ids):
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         a = attention(q, k, v, KV, window).reshape(T, H * hd)
-        x = x + a @ w[p + "self_attn.o_proj.weight"].T
+        x = x + matmul(a, w, p + "self_attn.o_proj.weight", prompt)
         n = rmsnorm(x, w[p + "post_attention_layernorm.weight"], eps)
-        g = n @ w[p + "mlp.gate_proj.weight"].T
-        u = n @ w[p + "mlp.up_proj.weight"].T
-        x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "mlp.down_proj.weight"].T
+        g = matmul(n, w, p + "mlp.gate_proj.weight", prompt)
+        u = matmul(n, w, p + "mlp.up_proj.weight", prompt)
+        x = x + matmul(g / (1 + np.exp(-g)) * u, w, p + "mlp.down_proj.weight", prompt)
     x = rmsnorm(x, w["model.norm.weight"], eps)
     head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
     return x[-1] @ head.T
 
 
-def forward_gpt2(cfg, w, ids):
+def forward_gpt2(cfg, w, ids, prompt=0):
     D, H = cfg["n_embd"], cfg["n_head"]
     hd = D // H
     eps = cfg.get("layer_norm_epsilon", 1e-5)
@@ -266,14 +309,14 @@ def forward_gpt2(cfg, w, ids):
     for i in range(cfg["n_layer"]):
         p = pre + "h.%d." % i
         n = layernorm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps)
-        qkv = n @ w[p + "attn.c_attn.weight"] + w[p + "attn.c_attn.bias"]
+        qkv = matmul(n, w, p + "attn.c_attn.weight", prompt, False) + w[p + "attn.c_attn.bias"]
         q, k, v = (qkv[:, j * D:(j + 1) * D].reshape(T, H, hd) for j in range(3))
         a = attention(q, k, v, H).reshape(T, D)
-        x = x + a @ w[p + "attn.c_proj.weight"] + w[p + "attn.c_proj.bias"]
+        x = x + matmul(a, w, p + "attn.c_proj.weight", prompt, False) + w[p + "attn.c_proj.bias"]
         n = layernorm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps)
-        h = n @ w[p + "mlp.c_fc.weight"] + w[p + "mlp.c_fc.bias"]
+        h = matmul(n, w, p + "mlp.c_fc.weight", prompt, False) + w[p + "mlp.c_fc.bias"]
         h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h ** 3)))
-        x = x + h @ w[p + "mlp.c_proj.weight"] + w[p + "mlp.c_proj.bias"]
+        x = x + matmul(h, w, p + "mlp.c_proj.weight", prompt, False) + w[p + "mlp.c_proj.bias"]
     x = layernorm(x, w[pre + "ln_f.weight"], w[pre + "ln_f.bias"], eps)
     return x[-1] @ w[pre + "wte.weight"].T
 
@@ -347,8 +390,9 @@ def greedy(cfg, w, ids, n, top):
     mt = cfg["model_type"]
     fwd = forward_gpt2 if mt == "gpt2" else forward_gemma if mt.startswith("gemma") else forward_llama
     ids = list(ids)
+    prompt = len(ids)
     for step in range(n):
-        logits = fwd(cfg, w, ids)
+        logits = fwd(cfg, w, ids, prompt)
         order = np.argsort(-logits, kind="stable")[:top]
         nxt = int(order[0])
         yield {"step": step, "token": nxt, "top": [[int(i), float(logits[i])] for i in order]}
