@@ -247,58 +247,97 @@ static void tile_portable(const uint8_t *const *w, const uint8_t *const *x, cons
 #define AVX2 __attribute__((target("avx2,fma")))
 
 /* The SIMD packers below produce exactly what pack_superblock / quantize_superblock do, for
- * whole superblocks: gathers pick 4 bytes of each of the 16 lanes' blocks per step. */
+ * whole superblocks: lanes are first laid out one after another in a 64-byte aligned buffer,
+ * then transposed into 4-byte steps with two-source permutes (gathers would do it in one
+ * instruction, but cost several times more on CPUs with the GDS microcode mitigation). */
 
-AVX512 static inline void put_steps_gathered(uint8_t *sb, const uint8_t *base, __m512i index, int steps)
+/* 16 lanes of 32 bytes (a 16 × 8 matrix of 4-byte words) → 8 steps: three rounds of permutes,
+ * 4 × 4 blocks, then 8 × 2, then 16 × 1. */
+AVX512 static void transpose_lanes32(const uint8_t *lanes, uint8_t *sb)
 {
-    for (int s = 0; s < steps; s++)
-        _mm512_store_si512(sb + 64 * s, _mm512_i32gather_epi32(index, base + 4 * s, 1));
+    static const int32_t ix1[2][16] = {{0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27},
+                                       {4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31}};
+    static const int32_t ix2[2][16] = {{0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23},
+                                       {8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31}};
+    static const int32_t ix3[2][16] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+                                       {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}};
+    __m512i z[8], y[4][2];
+    for (int k = 0; k < 8; k++)
+        z[k] = _mm512_load_si512(lanes + 64 * k);
+    for (int p = 0; p < 4; p++)   /* y[p][q]: rows 4p.., words 4q.. */
+        for (int q = 0; q < 2; q++)
+            y[p][q] = _mm512_permutex2var_epi32(z[2 * p], _mm512_loadu_si512(ix1[q]), z[2 * p + 1]);
+    for (int q = 0; q < 2; q++)
+        for (int h = 0; h < 2; h++) {   /* v[pp]: rows 8pp.., words 4q + 2h.. */
+            __m512i v0 = _mm512_permutex2var_epi32(y[0][q], _mm512_loadu_si512(ix2[h]), y[1][q]);
+            __m512i v1 = _mm512_permutex2var_epi32(y[2][q], _mm512_loadu_si512(ix2[h]), y[3][q]);
+            for (int s = 0; s < 2; s++)
+                _mm512_store_si512(sb + 64 * (4 * q + 2 * h + s),
+                                   _mm512_permutex2var_epi32(v0, _mm512_loadu_si512(ix3[s]), v1));
+        }
+}
+
+/* 16 lanes of 16 bytes (16 × 4 words) → 4 steps: 8 × 2 blocks, then 16 × 1. */
+AVX512 static void transpose_lanes16(const uint8_t *lanes, uint8_t *sb)
+{
+    static const int32_t ixa[2][16] = {{0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29},
+                                       {2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31}};
+    static const int32_t ix3[2][16] = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+                                       {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}};
+    __m512i z[4];
+    for (int k = 0; k < 4; k++)
+        z[k] = _mm512_load_si512(lanes + 64 * k);
+    for (int h = 0; h < 2; h++) {
+        __m512i u0 = _mm512_permutex2var_epi32(z[0], _mm512_loadu_si512(ixa[h]), z[1]);
+        __m512i u1 = _mm512_permutex2var_epi32(z[2], _mm512_loadu_si512(ixa[h]), z[3]);
+        for (int s = 0; s < 2; s++)
+            _mm512_store_si512(sb + 64 * (2 * h + s), _mm512_permutex2var_epi32(u0, _mm512_loadu_si512(ix3[s]), u1));
+    }
+}
+
+AVX512 static void transpose_lanes(const qgemm_layout *l, const uint8_t *lanes, uint8_t *sb)
+{
+    if (l->lane == 32)
+        transpose_lanes32(lanes, sb);
+    else
+        transpose_lanes16(lanes, sb);
 }
 
 AVX512 static void pack_superblock_avx512(infer_dtype t, const qgemm_layout *l, const uint8_t *row, int64_t g,
-                                        uint8_t *sb)
+                                          uint8_t *sb)
 {
-    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i nib = _mm512_set1_epi8(0xF);
+    _Alignas(64) uint8_t u[512];
+    const __m256i nib = _mm256_set1_epi8(0xF);
     float *scale = (float *)(sb + (size_t)LANES * (size_t)l->lane), *offset = scale + LANES;
     switch (t) {
-    case INFER_Q8_0: {
-        const uint8_t *base = row + (size_t)g * LANES * 34;
-        __m512i index = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(34));
-        for (int s = 0; s < 8; s++)
-            _mm512_store_si512(sb + 64 * s, _mm512_xor_si512(_mm512_i32gather_epi32(index, base + 2 + 4 * s, 1),
-                                                             _mm512_set1_epi8((char)0x80)));
-        __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(index, base, 1)));
-        _mm512_store_ps(scale, d);
-        _mm512_store_ps(offset, _mm512_mul_ps(d, _mm512_set1_ps(128)));
-        return;
-    }
+    case INFER_Q8_0:
     case INFER_Q4_0: {
-        const uint8_t *base = row + (size_t)g * LANES * 18;
-        __m512i index = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(18));
-        for (int s = 0; s < 4; s++) {
-            __m512i v = _mm512_i32gather_epi32(index, base + 2 + 4 * s, 1);
-            _mm512_store_si512(sb + 64 * s, _mm512_and_si512(v, nib));
-            _mm512_store_si512(sb + 64 * (s + 4), _mm512_and_si512(_mm512_srli_epi32(v, 4), nib));
+        size_t bb = infer_dtype_block_bytes(t);
+        const uint8_t *base = row + (size_t)g * LANES * bb;
+        for (int k = 0; k < LANES; k++) {
+            const uint8_t *b = base + bb * (size_t)k;
+            if (t == INFER_Q8_0) {
+                __m256i q = _mm256_loadu_si256((const __m256i *)(b + 2));
+                _mm256_store_si256((__m256i *)(u + 32 * k), _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80)));
+            } else {
+                __m128i q = _mm_loadu_si128((const __m128i *)(b + 2));
+                __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
+                _mm256_store_si256((__m256i *)(u + 32 * k), _mm256_and_si256(both, nib));
+            }
+            scale[k] = _cvtsh_ss(rd16(b));
+            offset[k] = (t == INFER_Q8_0 ? 128 : 8) * scale[k];
         }
-        __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(index, base, 1)));
-        _mm512_store_ps(scale, d);
-        _mm512_store_ps(offset, _mm512_mul_ps(d, _mm512_set1_ps(8)));
-        return;
+        break;
     }
-    case INFER_Q4_K: {   /* two blocks; lane k: block k/8, 32 bytes c = k%8/2, low or high nibbles */
-        const uint8_t *base = row + (size_t)g * 2 * 144;
-        __m512i block = _mm512_srli_epi32(lanes, 3), within = _mm512_and_si512(lanes, _mm512_set1_epi32(7));
-        __m512i index = _mm512_add_epi32(_mm512_mullo_epi32(block, _mm512_set1_epi32(144)),
-                                         _mm512_add_epi32(_mm512_set1_epi32(16),
-                                                          _mm512_slli_epi32(_mm512_srli_epi32(within, 1), 5)));
-        __m512i shift = _mm512_slli_epi32(_mm512_and_si512(lanes, _mm512_set1_epi32(1)), 2);
-        for (int s = 0; s < 8; s++)
-            _mm512_store_si512(sb + 64 * s, _mm512_and_si512(
-                                                _mm512_srlv_epi32(_mm512_i32gather_epi32(index, base + 4 * s, 1), shift), nib));
+    case INFER_Q4_K:   /* two blocks; lanes 2c and 2c+1 are the low and high nibbles of 32 bytes */
         for (int b = 0; b < 2; b++) {
-            const uint8_t *blk = base + 144 * b;
-            float d = infer_f16_to_f32(rd16(blk)), dmin = infer_f16_to_f32(rd16(blk + 2));
+            const uint8_t *blk = row + (size_t)(2 * g + b) * 144;
+            float d = _cvtsh_ss(rd16(blk)), dmin = _cvtsh_ss(rd16(blk + 2));
+            for (int c = 0; c < 4; c++) {
+                __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * c));
+                _mm256_store_si256((__m256i *)(u + 256 * b + 64 * c), _mm256_and_si256(q, nib));
+                _mm256_store_si256((__m256i *)(u + 256 * b + 64 * c + 32), _mm256_and_si256(_mm256_srli_epi16(q, 4), nib));
+            }
             for (int j = 0; j < 8; j++) {
                 int sc, m;
                 q4k_scale_min(j, blk + 4, &sc, &m);
@@ -306,32 +345,36 @@ AVX512 static void pack_superblock_avx512(infer_dtype t, const qgemm_layout *l, 
                 offset[8 * b + j] = dmin * (float)m;
             }
         }
-        return;
-    }
-    case INFER_Q6_K: {   /* one block; lane j: half j/8, quarter (j%8)/2, 16 of its 32 */
-        const uint8_t *base = row + (size_t)g * 210;
-        __m512i half = _mm512_srli_epi32(lanes, 3), quarter = _mm512_and_si512(_mm512_srli_epi32(lanes, 1),
-                                                                               _mm512_set1_epi32(3));
-        __m512i sixteen = _mm512_slli_epi32(_mm512_and_si512(lanes, _mm512_set1_epi32(1)), 4);
-        __m512i low = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32(half, 6), sixteen),
-                                       _mm512_slli_epi32(_mm512_and_si512(quarter, _mm512_set1_epi32(1)), 5));
-        __m512i high = _mm512_add_epi32(_mm512_set1_epi32(128), _mm512_add_epi32(_mm512_slli_epi32(half, 5), sixteen));
-        __m512i low_shift = _mm512_slli_epi32(_mm512_srli_epi32(quarter, 1), 2), high_shift = _mm512_slli_epi32(quarter, 1);
-        for (int s = 0; s < 4; s++) {
-            __m512i lo = _mm512_and_si512(_mm512_srlv_epi32(_mm512_i32gather_epi32(low, base + 4 * s, 1), low_shift), nib);
-            __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(_mm512_i32gather_epi32(high, base + 4 * s, 1), high_shift),
-                                          _mm512_set1_epi8(3));
-            _mm512_store_si512(sb + 64 * s, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)));
+        break;
+    case INFER_Q6_K: {   /* one block, in dequantisation order */
+        const uint8_t *blk = row + (size_t)g * 210;
+        const __m256i three = _mm256_set1_epi8(3);
+        for (int n = 0; n < 2; n++) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)(blk + 64 * n));
+            __m256i b = _mm256_loadu_si256((const __m256i *)(blk + 64 * n + 32));
+            __m256i h = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * n));
+            __m256i v[4] = {
+                _mm256_or_si256(_mm256_and_si256(a, nib), _mm256_slli_epi16(_mm256_and_si256(h, three), 4)),
+                _mm256_or_si256(_mm256_and_si256(b, nib),
+                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), three), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), nib),
+                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), three), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), nib),
+                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), three), 4)),
+            };
+            for (int k = 0; k < 4; k++)
+                _mm256_store_si256((__m256i *)(u + 128 * n + 32 * k), v[k]);
         }
-        __m512 d = _mm512_set1_ps(infer_f16_to_f32(rd16(base + 208)));
-        __m512 sc = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(base + 192)))));
+        __m512 sc = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(rd16(blk + 208))),
+                                  _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 192)))));
         _mm512_store_ps(scale, sc);
         _mm512_store_ps(offset, _mm512_mul_ps(sc, _mm512_set1_ps(32)));
-        return;
+        break;
     }
     default:
         return;
     }
+    transpose_lanes(l, u, sb);
 }
 
 /* 16 floats to int8 with rounding to nearest even, and their sum. */
@@ -383,9 +426,7 @@ AVX512 static void quantize_superblock_avx512(const qgemm_layout *l, const float
             }
         }
     }
-    __m512i index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                       _mm512_set1_epi32(l->lane));
-    put_steps_gathered(sb, (const uint8_t *)q, index, l->lane / 4);
+    transpose_lanes(l, (const uint8_t *)q, sb);
 }
 
 enum { VNNI_ROWS = 4, VNNI_TOKENS = 3 };
@@ -519,9 +560,8 @@ typedef struct qgemm_job {
     qgemm_layout l;
     const float *x;
     uint8_t *xq;            /* n_tok packed activation rows */
-    uint8_t *panels;        /* one panel of `rows` packed weight rows per part */
     float *y;
-    int n_tok, parts;
+    int n_tok;
     int rows, tokens;       /* the tile */
     tile_fn tile;
     bool simd_pack;         /* AVX-512 packing of whole superblocks */
@@ -553,40 +593,44 @@ static void pack_weight_row(const qgemm_job *j, const uint8_t *row, uint8_t *out
     }
 }
 
-/* Part p of the rows: whole tiles, split as evenly as the tile allows. */
-static void multiply_part(void *ctx, int64_t begin, int64_t end)
+static void *alloc64(size_t n) { return aligned_alloc(64, (n + 63) & ~(size_t)63); }
+
+/* Row tiles [begin, end): each packed once into this call's panel, then run against every token. */
+static void multiply_tiles(void *ctx, int64_t begin, int64_t end)
 {
     qgemm_job *j = ctx;
     const infer_matrix *w = j->w;
     size_t rb = packed_row_bytes(&j->l);
-    int64_t tiles = (w->rows + j->rows - 1) / j->rows;
-    for (int64_t part = begin; part < end; part++) {
-        uint8_t *panel = j->panels + (size_t)part * (size_t)j->rows * rb;
-        int64_t t0 = tiles * part / j->parts, t1 = tiles * (part + 1) / j->parts;
-        for (int64_t tile = t0; tile < t1; tile++) {
-            int64_t r0 = tile * j->rows;
-            int nr = w->rows - r0 < j->rows ? (int)(w->rows - r0) : j->rows;
-            const uint8_t *wp[MAX_TILE], *xp[MAX_TILE];
-            for (int k = 0; k < j->rows; k++) {   /* missing rows repeat the last: computed, not stored */
-                if (k < nr)
-                    pack_weight_row(j, w->data + w->row_bytes * (size_t)(r0 + k), panel + (size_t)k * rb);
-                wp[k] = panel + (size_t)(k < nr ? k : nr - 1) * rb;
-            }
-            for (int t = 0; t < j->n_tok; t += j->tokens) {
-                int nt = j->n_tok - t < j->tokens ? j->n_tok - t : j->tokens;
-                for (int k = 0; k < j->tokens; k++)
-                    xp[k] = j->xq + (size_t)(t + (k < nt ? k : nt - 1)) * rb;
-                float out[MAX_TILE * MAX_TILE];
-                j->tile(wp, xp, &j->l, w->type == INFER_Q8_0, out);
-                for (int k = 0; k < nr; k++)
-                    for (int m = 0; m < nt; m++)
-                        j->y[(int64_t)(t + m) * w->rows + r0 + k] = out[k * j->tokens + m];
-            }
+    uint8_t *panel = alloc64((size_t)j->rows * rb);
+    if (!panel) {   /* out of memory: the float reference, slower but needing nothing */
+        for (int64_t r = begin * j->rows; r < end * j->rows && r < w->rows; r++)
+            for (int t = 0; t < j->n_tok; t++)
+                j->y[(int64_t)t * w->rows + r] =
+                    infer_dot_row(w->type, w->data + w->row_bytes * (size_t)r, j->x + t * w->cols, w->cols);
+        return;
+    }
+    for (int64_t tile = begin; tile < end; tile++) {
+        int64_t r0 = tile * j->rows;
+        int nr = w->rows - r0 < j->rows ? (int)(w->rows - r0) : j->rows;
+        const uint8_t *wp[MAX_TILE], *xp[MAX_TILE];
+        for (int k = 0; k < j->rows; k++) {   /* missing rows repeat the last: computed, not stored */
+            if (k < nr)
+                pack_weight_row(j, w->data + w->row_bytes * (size_t)(r0 + k), panel + (size_t)k * rb);
+            wp[k] = panel + (size_t)(k < nr ? k : nr - 1) * rb;
+        }
+        for (int t = 0; t < j->n_tok; t += j->tokens) {
+            int nt = j->n_tok - t < j->tokens ? j->n_tok - t : j->tokens;
+            for (int k = 0; k < j->tokens; k++)
+                xp[k] = j->xq + (size_t)(t + (k < nt ? k : nt - 1)) * rb;
+            float out[MAX_TILE * MAX_TILE];
+            j->tile(wp, xp, &j->l, w->type == INFER_Q8_0, out);
+            for (int k = 0; k < nr; k++)
+                for (int m = 0; m < nt; m++)
+                    j->y[(int64_t)(t + m) * w->rows + r0 + k] = out[k * j->tokens + m];
         }
     }
+    free(panel);
 }
-
-static void *alloc64(size_t n) { return aligned_alloc(64, (n + 63) & ~(size_t)63); }
 
 bool infer_qgemm(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok,
                  infer_qgemm_level level)
@@ -610,19 +654,11 @@ bool infer_qgemm(infer_pool *p, float *y, const float *x, const infer_matrix *w,
         j.tile = tile_avx2;
     }
 #endif
-    int64_t tiles = (w->rows + j.rows - 1) / j.rows;
-    j.parts = infer_pool_threads(p) < tiles ? infer_pool_threads(p) : (int)tiles;
-    size_t rb = packed_row_bytes(&j.l);
-    j.xq = alloc64((size_t)n_tok * rb);
-    j.panels = alloc64((size_t)j.parts * (size_t)j.rows * rb);
-    if (!j.xq || !j.panels) {
-        free(j.xq);
-        free(j.panels);
+    j.xq = alloc64((size_t)n_tok * packed_row_bytes(&j.l));
+    if (!j.xq)
         return false;
-    }
     infer_pool_run(p, n_tok, quantize_tokens, &j);
-    infer_pool_run(p, j.parts, multiply_part, &j);
+    infer_pool_run(p, (w->rows + j.rows - 1) / j.rows, multiply_tiles, &j);
     free(j.xq);
-    free(j.panels);
     return true;
 }
