@@ -62,16 +62,15 @@ static qgemm_layout layout_of(infer_dtype t, int64_t cols)
 
 static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
-/* Writes lane k of superblock sb: its quants transposed into 4-byte steps, scale, offset. */
-static void put_lane(const qgemm_layout *l, uint8_t *sb, int64_t k, const uint8_t *q, float scale,
-                     float offset)
+/* 16 lanes of `lane` bytes, one after another, into lane/4 steps of 4 bytes from each lane. */
+static void transpose_steps(const qgemm_layout *l, const uint8_t *lanes, uint8_t *steps)
 {
-    for (int s = 0; s < l->lane / 4; s++)
-        memcpy(sb + 64 * s + 4 * k, q + 4 * s, 4);
-    float *f = (float *)(sb + (size_t)LANES * (size_t)l->lane);
-    f[k] = scale;
-    f[LANES + k] = offset;
+    for (int k = 0; k < LANES; k++)
+        for (int s = 0; s < l->lane / 4; s++)
+            memcpy(steps + 64 * s + 4 * k, lanes + k * l->lane + 4 * s, 4);
 }
+
+static float *sb_scales(const qgemm_layout *l, uint8_t *sb) { return (float *)(sb + (size_t)LANES * (size_t)l->lane); }
 
 /* ---- weights → lanes ---------------------------------------------------------------------------- */
 
@@ -148,21 +147,22 @@ static void unpack_block(infer_dtype t, const uint8_t *b, uint8_t *u, float *sca
     }
 }
 
-/* Packs superblock g of a weight row (scalar; any type, any tail). */
-static void pack_superblock(infer_dtype t, const qgemm_layout *l, const uint8_t *row, int64_t cols,
-                            int64_t g, uint8_t *out)
+/* The 16 lanes of superblock g of a weight row, one after another (u: 16·lane bytes), with their
+ * scales and offsets; lanes past the row's end are zero (scalar; any type, any tail). */
+static void weight_lanes(infer_dtype t, const qgemm_layout *l, const uint8_t *row, int64_t cols, int64_t g,
+                         uint8_t *u, float *scale, float *offset)
 {
     int block = infer_dtype_block(t), per = block / l->lane;
     size_t bytes = infer_dtype_block_bytes(t);
     int64_t first = g * LANES, last = first + LANES < cols / l->lane ? first + LANES : cols / l->lane;
-    if (last - first < LANES)   /* zero lanes (zero scale and offset) pad the last superblock */
-        memset(out, 0, l->sb_bytes);
-    uint8_t u[256];
-    float scale[16], offset[16];
+    if (last - first < LANES) {
+        memset(u, 0, (size_t)LANES * (size_t)l->lane);
+        memset(scale, 0, LANES * sizeof *scale);
+        memset(offset, 0, LANES * sizeof *offset);
+    }
     for (int64_t b = first / per; b < last / per; b++) {
-        unpack_block(t, row + bytes * (size_t)b, u, scale, offset);
-        for (int k = 0; k < per; k++)
-            put_lane(l, out, b * per + k - first, u + k * l->lane, scale[k], offset[k]);
+        int64_t k = b * per - first;
+        unpack_block(t, row + bytes * (size_t)b, u + k * l->lane, scale + k, offset + k);
     }
 }
 
@@ -197,22 +197,25 @@ static float quantize_group(const float *x, int n, int8_t *q)
     return 1 / iscale;
 }
 
-/* Quantises superblock g of an activation row (scalar; the reference for the SIMD version). */
-static void quantize_superblock(const qgemm_layout *l, const float *x, int64_t cols, int64_t g,
-                                uint8_t *out)
+/* Quantises superblock g of an activation row into 16 lanes one after another, with each lane's
+ * scale and scale·Σq; lanes past the row's end are zero (scalar; the reference for SIMD). */
+static void activation_lanes(const qgemm_layout *l, const float *x, int64_t cols, int64_t g, int8_t *q,
+                             float *scale, float *offset)
 {
-    int8_t q[256];
     int64_t begin = g * LANES * l->lane, end = begin + LANES * l->lane < cols ? begin + LANES * l->lane : cols;
-    if (end - begin < LANES * l->lane)
-        memset(out, 0, l->sb_bytes);
+    if (end - begin < LANES * l->lane) {
+        memset(q, 0, (size_t)LANES * (size_t)l->lane);
+        memset(scale, 0, LANES * sizeof *scale);
+        memset(offset, 0, LANES * sizeof *offset);
+    }
     for (int64_t e = begin; e < end; e += l->group) {
-        float d = quantize_group(x + e, l->group, q);
-        for (int k = 0; k < l->group / l->lane; k++) {
-            const int8_t *lq = q + k * l->lane;
+        float d = quantize_group(x + e, l->group, q + (e - begin));
+        for (int64_t k = (e - begin) / l->lane; k < (e - begin + l->group) / l->lane; k++) {
             int sum = 0;
             for (int j = 0; j < l->lane; j++)
-                sum += lq[j];
-            put_lane(l, out, (e - begin) / l->lane + k, (const uint8_t *)lq, d, d * (float)sum);
+                sum += q[k * l->lane + j];
+            scale[k] = d;
+            offset[k] = d * (float)sum;
         }
     }
 }
@@ -303,12 +306,11 @@ AVX512 static void transpose_lanes(const qgemm_layout *l, const uint8_t *lanes, 
         transpose_lanes16(lanes, sb);
 }
 
-AVX512 static void pack_superblock_avx512(infer_dtype t, const qgemm_layout *l, const uint8_t *row, int64_t g,
-                                          uint8_t *sb)
+/* weight_lanes for a whole superblock; u 64-byte aligned. */
+AVX512 static void weight_lanes_avx512(infer_dtype t, const qgemm_layout *l, const uint8_t *row, int64_t g,
+                                       uint8_t *u, float *scale, float *offset)
 {
-    _Alignas(64) uint8_t u[512];
     const __m256i nib = _mm256_set1_epi8(0xF);
-    float *scale = (float *)(sb + (size_t)LANES * (size_t)l->lane), *offset = scale + LANES;
     switch (t) {
     case INFER_Q8_0:
     case INFER_Q4_0: {
@@ -367,14 +369,13 @@ AVX512 static void pack_superblock_avx512(infer_dtype t, const qgemm_layout *l, 
         }
         __m512 sc = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(rd16(blk + 208))),
                                   _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 192)))));
-        _mm512_store_ps(scale, sc);
-        _mm512_store_ps(offset, _mm512_mul_ps(sc, _mm512_set1_ps(32)));
+        _mm512_storeu_ps(scale, sc);
+        _mm512_storeu_ps(offset, _mm512_mul_ps(sc, _mm512_set1_ps(32)));
         break;
     }
     default:
         return;
     }
-    transpose_lanes(l, u, sb);
 }
 
 /* 16 floats to int8 with rounding to nearest even, and their sum. */
@@ -386,10 +387,10 @@ AVX512 static inline __m128i quantize16(__m512 v, __m512 scale, __m512i *sum)
     return _mm512_cvtepi32_epi8(q);
 }
 
-AVX512 static void quantize_superblock_avx512(const qgemm_layout *l, const float *x, int64_t g, uint8_t *sb)
+/* activation_lanes for a whole superblock; q 16-byte aligned. */
+AVX512 static void activation_lanes_avx512(const qgemm_layout *l, const float *x, int64_t g, int8_t *q,
+                                           float *scale, float *offset)
 {
-    _Alignas(64) int8_t q[512];
-    float *scale = (float *)(sb + (size_t)LANES * (size_t)l->lane), *offset = scale + LANES;
     int n = LANES * l->lane;
     x += g * n;
     if (l->group == 32) {
@@ -426,7 +427,6 @@ AVX512 static void quantize_superblock_avx512(const qgemm_layout *l, const float
             }
         }
     }
-    transpose_lanes(l, (const uint8_t *)q, sb);
 }
 
 enum { VNNI_ROWS = 4, VNNI_TOKENS = 3 };
@@ -546,11 +546,15 @@ AVX2 static void tile_avx2(const uint8_t *const *w, const uint8_t *const *x, con
         tile_avx2_kind(w, x, l, false, out);
 }
 #else
-static void pack_superblock_avx512(infer_dtype t, const qgemm_layout *l, const uint8_t *row, int64_t g,
-                                   uint8_t *sb)
+static void weight_lanes_avx512(infer_dtype t, const qgemm_layout *l, const uint8_t *row, int64_t g,
+                                uint8_t *u, float *scale, float *offset)
 {
 }
-static void quantize_superblock_avx512(const qgemm_layout *l, const float *x, int64_t g, uint8_t *sb) {}
+static void activation_lanes_avx512(const qgemm_layout *l, const float *x, int64_t g, int8_t *q,
+                                    float *scale, float *offset)
+{
+}
+static void transpose_lanes(const qgemm_layout *l, const uint8_t *lanes, uint8_t *sb) {}
 #endif
 
 /* ---- driver ---------------------------------------------------------------------------------- */
@@ -569,27 +573,52 @@ typedef struct qgemm_job {
 
 static size_t packed_row_bytes(const qgemm_layout *l) { return (size_t)l->nsb * l->sb_bytes; }
 
+/* Superblock g as lanes one after another, through SIMD where the CPU and the row allow. */
+static void job_weight_lanes(const qgemm_job *j, const uint8_t *row, int64_t g, uint8_t *u, float *scale,
+                             float *offset)
+{
+    if (j->simd_pack && (g + 1) * LANES * j->l.lane <= j->w->cols)
+        weight_lanes_avx512(j->w->type, &j->l, row, g, u, scale, offset);
+    else
+        weight_lanes(j->w->type, &j->l, row, j->w->cols, g, u, scale, offset);
+}
+
+static void job_activation_lanes(const qgemm_job *j, const float *x, int64_t g, int8_t *q, float *scale,
+                                 float *offset)
+{
+    if (j->simd_pack && (g + 1) * LANES * j->l.lane <= j->w->cols)
+        activation_lanes_avx512(&j->l, x, g, q, scale, offset);
+    else
+        activation_lanes(&j->l, x, j->w->cols, g, q, scale, offset);
+}
+
+static void job_transpose(const qgemm_job *j, const uint8_t *lanes, uint8_t *steps)
+{
+    if (j->simd_pack)
+        transpose_lanes(&j->l, lanes, steps);
+    else
+        transpose_steps(&j->l, lanes, steps);
+}
+
 static void quantize_tokens(void *ctx, int64_t begin, int64_t end)
 {
     qgemm_job *j = ctx;
-    int64_t cols = j->w->cols;
+    _Alignas(64) int8_t q[LANES * 32];
     for (int64_t t = begin; t < end; t++)
         for (int64_t g = 0; g < j->l.nsb; g++) {
             uint8_t *sb = j->xq + (size_t)t * packed_row_bytes(&j->l) + (size_t)g * j->l.sb_bytes;
-            if (j->simd_pack && (g + 1) * LANES * j->l.lane <= cols)
-                quantize_superblock_avx512(&j->l, j->x + t * cols, g, sb);
-            else
-                quantize_superblock(&j->l, j->x + t * cols, cols, g, sb);
+            job_activation_lanes(j, j->x + t * j->w->cols, g, q, sb_scales(&j->l, sb), sb_scales(&j->l, sb) + LANES);
+            job_transpose(j, (const uint8_t *)q, sb);
         }
 }
 
 static void pack_weight_row(const qgemm_job *j, const uint8_t *row, uint8_t *out)
 {
+    _Alignas(64) uint8_t u[LANES * 32];
     for (int64_t g = 0; g < j->l.nsb; g++) {
-        if (j->simd_pack && (g + 1) * LANES * j->l.lane <= j->w->cols)
-            pack_superblock_avx512(j->w->type, &j->l, row, g, out + (size_t)g * j->l.sb_bytes);
-        else
-            pack_superblock(j->w->type, &j->l, row, j->w->cols, g, out + (size_t)g * j->l.sb_bytes);
+        uint8_t *sb = out + (size_t)g * j->l.sb_bytes;
+        job_weight_lanes(j, row, g, u, sb_scales(&j->l, sb), sb_scales(&j->l, sb) + LANES);
+        job_transpose(j, u, sb);
     }
 }
 
