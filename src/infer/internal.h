@@ -89,6 +89,7 @@ typedef enum {
     INFER_QGEMM_AVX2,          /* AVX2 + FMA */
     INFER_QGEMM_AVX512,        /* AVX-512 F/BW/VL/DQ */
     INFER_QGEMM_AVX512_VNNI,   /* and vpdpbusd */
+    INFER_QGEMM_AMX,           /* and AMX-INT8 tiles, which the kernel lets this process use */
 } infer_qgemm_level;
 
 /* The best level this CPU runs (tensor.c). */

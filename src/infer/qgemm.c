@@ -545,6 +545,121 @@ AVX2 static void tile_avx2(const uint8_t *const *w, const uint8_t *const *x, con
     else
         tile_avx2_kind(w, x, l, false, out);
 }
+
+/* AMX: a tile multiply C (16 weight rows × 16 tokens, int32) += A (16 rows × one lane of bytes) ·
+ * B (that lane of 16 tokens, 4-byte interleaved) does 16·16·32 products in one instruction. It
+ * goes one lane (one block) deep at a time, because scales change from block to block; the vector
+ * unit then scales C into 16 float accumulators, as the VNNI tile does per superblock. Weights sit
+ * in the panel lane by lane (16 rows of each lane one after another: A needs no transposing);
+ * activations are interleaved per lane across 16 tokens (transpose_lanes, with tokens as lanes). */
+#define AMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+
+typedef struct amx_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+/* Tiles 0, 1: C; 2, 4: A; 3, 5: B. The configuration is per thread. */
+AMX static void amx_configure(int lane)
+{
+    amx_config c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int i = 0; i < 6; i++) {
+        bool is_a = i == 2 || i == 4, is_b = i == 3 || i == 5;
+        c.rows[i] = (uint8_t)(is_b ? lane / 4 : 16);
+        c.colsb[i] = (uint16_t)(is_a ? lane : 64);
+    }
+    __asm__ volatile("" : : "r"(&c) : "memory");   /* ldtilecfg reads all 64 bytes: keep every store */
+    _tile_loadconfig(&c);
+}
+
+AMX static void amx_release(void) { _tile_release(); }
+
+AMX static inline __attribute__((always_inline)) void
+amx_scale(const int32_t *c, const float *ws, const float *wo, const float *xs, const float *xo, __m512 *acc)
+{
+    __m512 dx = _mm512_load_ps(xs), sx = _mm512_load_ps(xo);
+#pragma GCC unroll 16
+    for (int r = 0; r < 16; r++) {
+        __m512 f = _mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * r));
+        acc[r] = _mm512_fmadd_ps(f, _mm512_mul_ps(dx, _mm512_set1_ps(ws[r])), acc[r]);
+        acc[r] = _mm512_fnmadd_ps(_mm512_set1_ps(wo[r]), sx, acc[r]);
+    }
+}
+
+/* acc[r] holds 16 tokens of row r; stores y[t·stride + r] for r < nr, t < nt: a 16 × 16
+ * transpose (unpacks, then 128-bit lane shuffles) so that each token's rows go out in one store. */
+AMX static inline __attribute__((always_inline)) void
+amx_store(__m512 *acc, float *y, int64_t stride, int nr, int nt)
+{
+    __m512 t[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(acc[i], acc[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(acc[i], acc[i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 16; i += 4) {
+        acc[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        acc[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        acc[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        acc[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(acc[i], acc[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(acc[i], acc[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(acc[i + 8], acc[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(acc[i + 8], acc[i + 12], 0xdd);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        acc[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        acc[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+    __mmask16 rows = (__mmask16)((1u << nr) - 1);
+    for (int i = 0; i < nt; i++)
+        _mm512_mask_storeu_ps(y + i * stride, rows, acc[i]);
+}
+
+/* y[t·stride + r] for r < nr, t < nt over nl lanes: a is nl × 16 rows × lane bytes with ws, wo
+ * nl × 16; b is nl × lane/4 × 64 bytes with xs, xo nl × 16. */
+AMX static void amx_tile(const uint8_t *a, const float *ws, const float *wo, const uint8_t *b, const float *xs,
+                         const float *xo, int64_t nl, int lane, float *y, int64_t stride, int nr, int nt)
+{
+    _Alignas(64) int32_t c[2][256];
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (int r = 0; r < 16; r++)
+        acc[r] = _mm512_setzero_ps();
+    size_t lb = 16 * (size_t)lane;   /* bytes of one lane of A, and of B */
+    int64_t i = 0;
+    for (; i + 2 <= nl; i += 2) {   /* two C tiles: the tile unit runs ahead of the scaling */
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_loadd(2, a + (size_t)i * lb, lane);
+        _tile_loadd(3, b + (size_t)i * lb, 64);
+        _tile_loadd(4, a + (size_t)(i + 1) * lb, lane);
+        _tile_loadd(5, b + (size_t)(i + 1) * lb, 64);
+        _tile_dpbusd(0, 2, 3);
+        _tile_dpbusd(1, 4, 5);
+        _tile_stored(0, c[0], 64);
+        _tile_stored(1, c[1], 64);
+        amx_scale(c[0], ws + 16 * i, wo + 16 * i, xs + 16 * i, xo + 16 * i, acc);
+        amx_scale(c[1], ws + 16 * (i + 1), wo + 16 * (i + 1), xs + 16 * (i + 1), xo + 16 * (i + 1), acc);
+    }
+    if (i < nl) {
+        _tile_zero(0);
+        _tile_loadd(2, a + (size_t)i * lb, lane);
+        _tile_loadd(3, b + (size_t)i * lb, 64);
+        _tile_dpbusd(0, 2, 3);
+        _tile_stored(0, c[0], 64);
+        amx_scale(c[0], ws + 16 * i, wo + 16 * i, xs + 16 * i, xo + 16 * i, acc);
+    }
+    amx_store(acc, y, stride, nr, nt);
+}
 #else
 static void weight_lanes_avx512(infer_dtype t, const qgemm_layout *l, const uint8_t *row, int64_t g,
                                 uint8_t *u, float *scale, float *offset)
@@ -555,6 +670,12 @@ static void activation_lanes_avx512(const qgemm_layout *l, const float *x, int64
 {
 }
 static void transpose_lanes(const qgemm_layout *l, const uint8_t *lanes, uint8_t *sb) {}
+static void amx_configure(int lane) {}
+static void amx_release(void) {}
+static void amx_tile(const uint8_t *a, const float *ws, const float *wo, const uint8_t *b, const float *xs,
+                     const float *xo, int64_t nl, int lane, float *y, int64_t stride, int nr, int nt)
+{
+}
 #endif
 
 /* ---- driver ---------------------------------------------------------------------------------- */
@@ -569,6 +690,13 @@ typedef struct qgemm_job {
     int rows, tokens;       /* the tile */
     tile_fn tile;
     bool simd_pack;         /* AVX-512 packing of whole superblocks */
+    /* AMX: activations as lanes one after another per token (with each lane's scale and
+     * offset), then interleaved per lane for each group of 16 tokens. */
+    int64_t lanes;          /* weight lanes in a row: cols / lane */
+    int8_t *xl;
+    float *xl_scale, *xl_offset;
+    uint8_t *xb;
+    float *xb_scale, *xb_offset;
 } qgemm_job;
 
 static size_t packed_row_bytes(const qgemm_layout *l) { return (size_t)l->nsb * l->sb_bytes; }
@@ -624,6 +752,17 @@ static void pack_weight_row(const qgemm_job *j, const uint8_t *row, uint8_t *out
 
 static void *alloc64(size_t n) { return aligned_alloc(64, (n + 63) & ~(size_t)63); }
 
+/* Rows [begin, end) in float, with the portable dot product: what a thread does when it cannot
+ * get memory for a panel (slower, but it needs nothing). */
+static void multiply_float(const qgemm_job *j, int64_t begin, int64_t end)
+{
+    const infer_matrix *w = j->w;
+    for (int64_t r = begin; r < end && r < w->rows; r++)
+        for (int t = 0; t < j->n_tok; t++)
+            j->y[(int64_t)t * w->rows + r] =
+                infer_dot_row(w->type, w->data + w->row_bytes * (size_t)r, j->x + t * w->cols, w->cols);
+}
+
 /* Row tiles [begin, end): each packed once into this call's panel, then run against every token. */
 static void multiply_tiles(void *ctx, int64_t begin, int64_t end)
 {
@@ -631,11 +770,8 @@ static void multiply_tiles(void *ctx, int64_t begin, int64_t end)
     const infer_matrix *w = j->w;
     size_t rb = packed_row_bytes(&j->l);
     uint8_t *panel = alloc64((size_t)j->rows * rb);
-    if (!panel) {   /* out of memory: the float reference, slower but needing nothing */
-        for (int64_t r = begin * j->rows; r < end * j->rows && r < w->rows; r++)
-            for (int t = 0; t < j->n_tok; t++)
-                j->y[(int64_t)t * w->rows + r] =
-                    infer_dot_row(w->type, w->data + w->row_bytes * (size_t)r, j->x + t * w->cols, w->cols);
+    if (!panel) {
+        multiply_float(j, begin * j->rows, end * j->rows);
         return;
     }
     for (int64_t tile = begin; tile < end; tile++) {
@@ -661,6 +797,123 @@ static void multiply_tiles(void *ctx, int64_t begin, int64_t end)
     free(panel);
 }
 
+/* ---- the AMX driver ------------------------------------------------------------------------- */
+
+enum { AMX_TILE = 16 };
+
+static size_t lane_bytes(const qgemm_job *j) { return (size_t)j->l.nsb * LANES * (size_t)j->l.lane; }
+
+static void quantize_tokens_amx(void *ctx, int64_t begin, int64_t end)
+{
+    qgemm_job *j = ctx;
+    for (int64_t t = begin; t < end; t++)
+        for (int64_t g = 0; g < j->l.nsb; g++) {
+            size_t at = (size_t)t * (size_t)j->l.nsb * LANES + (size_t)g * LANES;
+            job_activation_lanes(j, j->x + t * j->w->cols, g, j->xl + (size_t)t * lane_bytes(j) + (size_t)g * LANES * (size_t)j->l.lane,
+                                 j->xl_scale + at, j->xl_offset + at);
+        }
+}
+
+/* Token groups [begin, end): each lane of 16 tokens transposed into a B tile. */
+static void interleave_tokens_amx(void *ctx, int64_t begin, int64_t end)
+{
+    qgemm_job *j = ctx;
+    size_t lane = (size_t)j->l.lane, per_token = (size_t)j->l.nsb * LANES;
+    _Alignas(64) uint8_t tmp[AMX_TILE * 32];
+    for (int64_t group = begin; group < end; group++)
+        for (int64_t b = 0; b < j->lanes; b++) {
+            size_t at = (size_t)(group * j->lanes + b);
+            for (int i = 0; i < AMX_TILE; i++) {
+                size_t t = (size_t)group * AMX_TILE + (size_t)i;
+                memcpy(tmp + (size_t)i * lane, j->xl + t * lane_bytes(j) + (size_t)b * lane, lane);
+                j->xb_scale[at * AMX_TILE + (size_t)i] = j->xl_scale[t * per_token + (size_t)b];
+                j->xb_offset[at * AMX_TILE + (size_t)i] = j->xl_offset[t * per_token + (size_t)b];
+            }
+            job_transpose(j, tmp, j->xb + at * AMX_TILE * lane);
+        }
+}
+
+/* Packs rows [r0, r0 + nr) into the panel lane by lane: 16 rows of lane b at a + b·16·lane. */
+static void pack_panel_amx(const qgemm_job *j, int64_t r0, int nr, uint8_t *a, float *ws, float *wo)
+{
+    const infer_matrix *w = j->w;
+    size_t lane = (size_t)j->l.lane;
+    _Alignas(64) uint8_t u[LANES * 32];
+    float scale[LANES], offset[LANES];
+    if (nr < AMX_TILE) {   /* missing rows are zero: computed, not stored */
+        memset(a, 0, (size_t)j->lanes * AMX_TILE * lane);
+        memset(ws, 0, (size_t)j->lanes * AMX_TILE * sizeof *ws);
+        memset(wo, 0, (size_t)j->lanes * AMX_TILE * sizeof *wo);
+    }
+    for (int r = 0; r < nr; r++)
+        for (int64_t g = 0; g < j->l.nsb; g++) {
+            job_weight_lanes(j, w->data + w->row_bytes * (size_t)(r0 + r), g, u, scale, offset);
+            for (int k = 0; k < LANES && g * LANES + k < j->lanes; k++) {
+                size_t b = (size_t)(g * LANES + k);
+                if (lane == 32)   /* constant sizes: a move, not a call */
+                    memcpy(a + (b * AMX_TILE + (size_t)r) * 32, u + (size_t)k * 32, 32);
+                else
+                    memcpy(a + (b * AMX_TILE + (size_t)r) * 16, u + (size_t)k * 16, 16);
+                ws[b * AMX_TILE + (size_t)r] = scale[k];
+                wo[b * AMX_TILE + (size_t)r] = offset[k];
+            }
+        }
+}
+
+static void multiply_tiles_amx(void *ctx, int64_t begin, int64_t end)
+{
+    qgemm_job *j = ctx;
+    const infer_matrix *w = j->w;
+    size_t lane = (size_t)j->l.lane, lb = AMX_TILE * lane, nl = (size_t)j->lanes;
+    uint8_t *a = alloc64(nl * lb + 2 * nl * AMX_TILE * sizeof(float));
+    if (!a) {
+        multiply_float(j, begin * AMX_TILE, end * AMX_TILE);
+        return;
+    }
+    float *ws = (float *)(a + nl * lb), *wo = ws + nl * AMX_TILE;
+    amx_configure(j->l.lane);
+    for (int64_t tile = begin; tile < end; tile++) {
+        int64_t r0 = tile * AMX_TILE;
+        int nr = w->rows - r0 < AMX_TILE ? (int)(w->rows - r0) : AMX_TILE;
+        pack_panel_amx(j, r0, nr, a, ws, wo);
+        for (int t = 0; t < j->n_tok; t += AMX_TILE) {
+            size_t at = (size_t)(t / AMX_TILE) * nl;
+            int nt = j->n_tok - t < AMX_TILE ? j->n_tok - t : AMX_TILE;
+            amx_tile(a, ws, wo, j->xb + at * lb, j->xb_scale + at * AMX_TILE, j->xb_offset + at * AMX_TILE,
+                     j->lanes, j->l.lane, j->y + (int64_t)t * w->rows + r0, w->rows, nr, nt);
+        }
+    }
+    amx_release();
+    free(a);
+}
+
+/* The AMX path: false when memory ran out before anything was written. */
+static bool run_amx(infer_pool *p, qgemm_job *j)
+{
+    int64_t groups = (j->n_tok + AMX_TILE - 1) / AMX_TILE, padded = groups * AMX_TILE;
+    size_t per_token = (size_t)j->l.nsb * LANES, nl = (size_t)j->lanes, lane = (size_t)j->l.lane;
+    size_t xl_bytes = (size_t)padded * lane_bytes(j), xl_floats = (size_t)padded * per_token;
+    size_t xb_bytes = (size_t)groups * nl * AMX_TILE * lane, xb_floats = (size_t)groups * nl * AMX_TILE;
+    uint8_t *scratch = alloc64(xl_bytes + xb_bytes + 2 * (xl_floats + xb_floats) * sizeof(float));
+    if (!scratch)
+        return false;
+    j->xl = (int8_t *)scratch;
+    j->xb = scratch + xl_bytes;
+    j->xl_scale = (float *)(j->xb + xb_bytes);
+    j->xl_offset = j->xl_scale + xl_floats;
+    j->xb_scale = j->xl_offset + xl_floats;
+    j->xb_offset = j->xb_scale + xb_floats;
+    size_t pad = (size_t)(padded - j->n_tok);   /* padding tokens are zero: computed, not stored */
+    memset(j->xl + (size_t)j->n_tok * lane_bytes(j), 0, pad * lane_bytes(j));
+    memset(j->xl_scale + (size_t)j->n_tok * per_token, 0, pad * per_token * sizeof(float));
+    memset(j->xl_offset + (size_t)j->n_tok * per_token, 0, pad * per_token * sizeof(float));
+    infer_pool_run(p, j->n_tok, quantize_tokens_amx, j);
+    infer_pool_run(p, groups, interleave_tokens_amx, j);
+    infer_pool_run(p, (j->w->rows + AMX_TILE - 1) / AMX_TILE, multiply_tiles_amx, j);
+    free(scratch);
+    return true;
+}
+
 bool infer_qgemm(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok,
                  infer_qgemm_level level)
 {
@@ -671,8 +924,11 @@ bool infer_qgemm(infer_pool *p, float *y, const float *x, const infer_matrix *w,
         level = cpu;
     qgemm_job j = {.w = w, .l = layout_of(w->type, w->cols), .x = x, .y = y, .n_tok = n_tok,
                    .rows = 1, .tokens = 1, .tile = tile_portable};
+    j.lanes = w->cols / j.l.lane;
 #if defined(__x86_64__)
     j.simd_pack = level >= INFER_QGEMM_AVX512;
+    if (level >= INFER_QGEMM_AMX)
+        return run_amx(p, &j);
     if (level >= INFER_QGEMM_AVX512_VNNI) {
         j.rows = VNNI_ROWS;
         j.tokens = VNNI_TOKENS;

@@ -8,7 +8,10 @@
  * the portable path). Activations are always F32.
  */
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 #include <math.h>
 #include <string.h>
@@ -688,6 +691,19 @@ static bool have_vnni(void)
     return cached;
 }
 
+/* AMX-INT8, and the kernel's permission to use its 8 KiB of tile state (Linux 5.16+ asks each
+ * process to request it once; refused, the CPU's AMX is as good as absent). */
+static bool have_amx(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        unsigned a, b, c, d;
+        cached = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 24)) && (d & (1u << 25)) &&
+                 syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+    }
+    return cached;
+}
+
 AVX2 static float vec_dot_avx2(const float *a, const float *b, int n) { return dot_f32_avx2(a, b, n); }
 
 AVX2 static void vec_axpy_f16_avx2(float *y, float a, const uint16_t *x, int n)
@@ -784,6 +800,7 @@ static void gemm8_avx512(const float *w, int nr, int64_t cols, const float *x, i
 static bool have_avx2(void) { return false; }
 static bool have_avx512(void) { return false; }
 static bool have_vnni(void) { return false; }
+static bool have_amx(void) { return false; }
 #endif
 
 float infer_vec_dot(const float *a, const float *b, int n)
@@ -902,7 +919,9 @@ infer_qgemm_level infer_cpu_level(void)
         return INFER_QGEMM_PORTABLE;
     if (!have_avx512())
         return INFER_QGEMM_AVX2;
-    return have_vnni() ? INFER_QGEMM_AVX512_VNNI : INFER_QGEMM_AVX512;
+    if (!have_vnni())
+        return INFER_QGEMM_AVX512;
+    return have_amx() ? INFER_QGEMM_AMX : INFER_QGEMM_AVX512_VNNI;
 }
 
 void infer_matmul(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok)

@@ -109,7 +109,7 @@ static void test_qgemm_matches_reference(void **state)
         {INFER_Q8_0, {96, 512, 1120}}, {INFER_Q4_0, {64, 512, 544}},
         {INFER_Q4_K, {256, 768, 1024}}, {INFER_Q6_K, {256, 512, 1280}},
     };
-    static const int shapes[][2] = {{1, 2}, {5, 3}, {13, 7}, {8, 6}};   /* rows, tokens */
+    static const int shapes[][2] = {{1, 2}, {5, 3}, {13, 7}, {8, 6}, {37, 19}};   /* rows, tokens */
     infer_pool *pool = infer_pool_new(2);
     srand(7);
     for (size_t c = 0; c < ARRAY_LEN(cases); c++)
