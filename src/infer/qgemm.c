@@ -75,7 +75,7 @@ static float *sb_scales(const qgemm_layout *l, uint8_t *sb) { return (float *)(s
 /* ---- weights → lanes ---------------------------------------------------------------------------- */
 
 /* Q4_K's packed 6-bit scale and min of sub-block j (llama.cpp's get_scale_min_k4). */
-static void q4k_scale_min(int j, const uint8_t *s, int *sc, int *m)
+static inline void q4k_scale_min(int j, const uint8_t *s, int *sc, int *m)
 {
     if (j < 4) {
         *sc = s[j] & 63;
@@ -620,8 +620,10 @@ amx_store(__m512 *acc, float *y, int64_t stride, int nr, int nt)
         acc[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
     }
     __mmask16 rows = (__mmask16)((1u << nr) - 1);
-    for (int i = 0; i < nt; i++)
-        _mm512_mask_storeu_ps(y + i * stride, rows, acc[i]);
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)   /* constant indices keep acc in registers */
+        if (i < nt)
+            _mm512_mask_storeu_ps(y + i * stride, rows, acc[i]);
 }
 
 /* y[t·stride + r] for r < nr, t < nt over nl lanes: a is nl × 16 rows × lane bytes with ws, wo
@@ -635,29 +637,34 @@ AMX static void amx_tile(const uint8_t *a, const float *ws, const float *wo, con
     for (int r = 0; r < 16; r++)
         acc[r] = _mm512_setzero_ps();
     size_t lb = 16 * (size_t)lane;   /* bytes of one lane of A, and of B */
-    int64_t i = 0;
-    for (; i + 2 <= nl; i += 2) {   /* two C tiles: the tile unit runs ahead of the scaling */
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_loadd(2, a + (size_t)i * lb, lane);
-        _tile_loadd(3, b + (size_t)i * lb, 64);
-        _tile_loadd(4, a + (size_t)(i + 1) * lb, lane);
-        _tile_loadd(5, b + (size_t)(i + 1) * lb, 64);
-        _tile_dpbusd(0, 2, 3);
-        _tile_dpbusd(1, 4, 5);
-        _tile_stored(0, c[0], 64);
-        _tile_stored(1, c[1], 64);
-        amx_scale(c[0], ws + 16 * i, wo + 16 * i, xs + 16 * i, xo + 16 * i, acc);
-        amx_scale(c[1], ws + 16 * (i + 1), wo + 16 * (i + 1), xs + 16 * (i + 1), xo + 16 * (i + 1), acc);
+    /* Two C tiles in a pipeline: the tile unit multiplies lane i while the vector unit scales
+     * lane i - 1 (tile numbers must be constants, hence the unrolled pairs). */
+#define AMX_LANE(C, A, B, i, buf)                                  \
+    do {                                                           \
+        _tile_zero(C);                                             \
+        _tile_loadd(A, a + (size_t)(i) * lb, lane);                \
+        _tile_loadd(B, b + (size_t)(i) * lb, 64);                  \
+        _tile_dpbusd(C, A, B);                                     \
+        _tile_stored(C, buf, 64);                                  \
+    } while (0)
+#define AMX_SCALE(i, buf) amx_scale(buf, ws + 16 * (i), wo + 16 * (i), xs + 16 * (i), xo + 16 * (i), acc)
+    AMX_LANE(0, 2, 3, 0, c[0]);
+    int64_t i = 1;
+    for (; i + 2 <= nl; i += 2) {
+        AMX_LANE(1, 4, 5, i, c[1]);
+        AMX_SCALE(i - 1, c[0]);
+        AMX_LANE(0, 2, 3, i + 1, c[0]);
+        AMX_SCALE(i, c[1]);
     }
     if (i < nl) {
-        _tile_zero(0);
-        _tile_loadd(2, a + (size_t)i * lb, lane);
-        _tile_loadd(3, b + (size_t)i * lb, 64);
-        _tile_dpbusd(0, 2, 3);
-        _tile_stored(0, c[0], 64);
-        amx_scale(c[0], ws + 16 * i, wo + 16 * i, xs + 16 * i, xo + 16 * i, acc);
+        AMX_LANE(1, 4, 5, i, c[1]);
+        AMX_SCALE(i - 1, c[0]);
+        AMX_SCALE(i, c[1]);
+    } else {
+        AMX_SCALE(i - 1, c[0]);
     }
+#undef AMX_LANE
+#undef AMX_SCALE
     amx_store(acc, y, stride, nr, nt);
 }
 #else
@@ -872,11 +879,20 @@ static void multiply_tiles_amx(void *ctx, int64_t begin, int64_t end)
     }
     float *ws = (float *)(a + nl * lb), *wo = ws + nl * AMX_TILE;
     amx_configure(j->l.lane);
+    int64_t groups = (j->n_tok + AMX_TILE - 1) / AMX_TILE;
     for (int64_t tile = begin; tile < end; tile++) {
         int64_t r0 = tile * AMX_TILE;
         int nr = w->rows - r0 < AMX_TILE ? (int)(w->rows - r0) : AMX_TILE;
         pack_panel_amx(j, r0, nr, a, ws, wo);
+        /* The next tile's weights come from memory while this one computes: a share of them is
+         * prefetched into L2 before each group of tokens. */
+        const uint8_t *next = w->data + w->row_bytes * (size_t)(r0 + AMX_TILE);
+        size_t ahead = tile + 1 < end ? w->row_bytes * (size_t)(w->rows - r0 - AMX_TILE < AMX_TILE ? w->rows - r0 - AMX_TILE : AMX_TILE) : 0;
+        size_t share = (ahead / (size_t)groups + 63) & ~(size_t)63;
         for (int t = 0; t < j->n_tok; t += AMX_TILE) {
+            size_t from = share * (size_t)(t / AMX_TILE);
+            for (size_t o = from; o < from + share && o < ahead; o += 64)
+                __builtin_prefetch(next + o, 0, 2);
             size_t at = (size_t)(t / AMX_TILE) * nl;
             int nt = j->n_tok - t < AMX_TILE ? j->n_tok - t : AMX_TILE;
             amx_tile(a, ws, wo, j->xb + at * lb, j->xb_scale + at * AMX_TILE, j->xb_offset + at * AMX_TILE,

@@ -670,6 +670,18 @@ AVX512 static float dot_q4_k_avx512(const uint8_t *w, const float *x, int64_t n)
     return _mm512_reduce_add_ps(acc);
 }
 
+/* y += a·x against an F16 row (attention over the F16 value cache), 16 lanes at a time. */
+AVX512 static void vec_axpy_f16_avx512(float *y, float a, const uint16_t *x, int n)
+{
+    __m512 av = _mm512_set1_ps(a);
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i))),
+                                                _mm512_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * half_f16c(x[i]);
+}
+
 static bool have_avx512(void)
 {
     static int cached = -1;
@@ -782,6 +794,8 @@ static void rows4_avx2(const float *w0, int nr, int64_t cols, const float *x, in
 }
 static float vec_dot_avx2(const float *a, const float *b, int n) { return 0; }
 static void vec_axpy_f16_avx2(float *y, float a, const uint16_t *x, int n) {}
+static void vec_axpy_f16_avx512(float *y, float a, const uint16_t *x, int n) {}
+static float dot_f16_avx512(const uint8_t *w, const float *x, int64_t n) { return 0; }
 static void f32_to_f16_row_avx2(const float *x, uint16_t *out, int n) {}
 static float dot_f16_avx2(const uint8_t *w, const float *x, int64_t n) { return 0; }
 static void vec_axpy_avx2(float *y, float a, const float *x, int n) {}
@@ -815,6 +829,8 @@ float infer_vec_dot(const float *a, const float *b, int n)
 
 float infer_vec_dot_f16(const float *a, const uint16_t *b, int n)
 {
+    if (have_avx2() && have_avx512())
+        return dot_f16_avx512((const uint8_t *)b, a, n);
     if (have_avx2())
         return dot_f16_avx2((const uint8_t *)b, a, n);
     float s = 0;
@@ -825,6 +841,10 @@ float infer_vec_dot_f16(const float *a, const uint16_t *b, int n)
 
 void infer_vec_axpy_f16(float *y, float a, const uint16_t *x, int n)
 {
+    if (have_avx2() && have_avx512()) {
+        vec_axpy_f16_avx512(y, a, x, n);
+        return;
+    }
     if (have_avx2()) {
         vec_axpy_f16_avx2(y, a, x, n);
         return;
