@@ -638,32 +638,36 @@ AMX static void amx_tile(const uint8_t *a, const float *ws, const float *wo, con
         acc[r] = _mm512_setzero_ps();
     size_t lb = 16 * (size_t)lane;   /* bytes of one lane of A, and of B */
     /* Two C tiles in a pipeline: the tile unit multiplies lane i while the vector unit scales
-     * lane i - 1 (tile numbers must be constants, hence the unrolled pairs). */
-#define AMX_LANE(C, A, B, i, buf)                                  \
+     * lane i - 1, and C is stored only after that (a tile store waits for its multiply and holds
+     * up the loads behind it). Tile numbers must be constants, hence the unrolled pairs. */
+#define AMX_MUL(C, A, B, i)                                        \
     do {                                                           \
         _tile_zero(C);                                             \
         _tile_loadd(A, a + (size_t)(i) * lb, lane);                \
         _tile_loadd(B, b + (size_t)(i) * lb, 64);                  \
         _tile_dpbusd(C, A, B);                                     \
-        _tile_stored(C, buf, 64);                                  \
     } while (0)
 #define AMX_SCALE(i, buf) amx_scale(buf, ws + 16 * (i), wo + 16 * (i), xs + 16 * (i), xo + 16 * (i), acc)
-    AMX_LANE(0, 2, 3, 0, c[0]);
+    AMX_MUL(0, 2, 3, 0);
+    _tile_stored(0, c[0], 64);
     int64_t i = 1;
     for (; i + 2 <= nl; i += 2) {
-        AMX_LANE(1, 4, 5, i, c[1]);
+        AMX_MUL(1, 4, 5, i);
         AMX_SCALE(i - 1, c[0]);
-        AMX_LANE(0, 2, 3, i + 1, c[0]);
+        _tile_stored(1, c[1], 64);
+        AMX_MUL(0, 2, 3, i + 1);
         AMX_SCALE(i, c[1]);
+        _tile_stored(0, c[0], 64);
     }
     if (i < nl) {
-        AMX_LANE(1, 4, 5, i, c[1]);
+        AMX_MUL(1, 4, 5, i);
         AMX_SCALE(i - 1, c[0]);
+        _tile_stored(1, c[1], 64);
         AMX_SCALE(i, c[1]);
     } else {
         AMX_SCALE(i - 1, c[0]);
     }
-#undef AMX_LANE
+#undef AMX_MUL
 #undef AMX_SCALE
     amx_store(acc, y, stride, nr, nt);
 }
