@@ -2,6 +2,7 @@
 """Inference benchmark: Hearth vs llama.cpp (node-llama-cpp's prebuilt CPU build) on the same GGUF.
 
     bench/infer_bench.py [--threads N] [--prompt 512] [--gen 128] [--types f16,q8_0,q4_k] [--size 0.5b|tiny]
+                         [--repeat 2]      (--types also takes q4_0)
 
 For each weight type it writes (once, cached in build/bench-infer/) a random-weight llama-architecture
 model of about 0.5 B parameters, then measures prompt (prefill) and decode tokens/s and peak RSS of
@@ -67,6 +68,8 @@ def write_model(path, qtype, size, seed=0):
             wr.add_tensor(name, w.astype(np.float16))
         elif t == "q8_0":
             wr.add_tensor(name, gguf.quants.quantize(w, Q.Q8_0), raw_dtype=Q.Q8_0)
+        elif t == "q4_0":
+            wr.add_tensor(name, gguf.quants.quantize(w, Q.Q4_0), raw_dtype=Q.Q4_0)
         elif t == "q4_k":
             wr.add_tensor(name, mtm.q4_k_quantize(w).reshape(rows, -1), raw_dtype=Q.Q4_K)
         elif t == "q6_k":

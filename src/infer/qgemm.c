@@ -814,24 +814,21 @@ enum { AMX_TILE = 16 };
 
 static size_t lane_bytes(const qgemm_job *j) { return (size_t)j->l.nsb * LANES * (size_t)j->l.lane; }
 
-static void quantize_tokens_amx(void *ctx, int64_t begin, int64_t end)
-{
-    qgemm_job *j = ctx;
-    for (int64_t t = begin; t < end; t++)
-        for (int64_t g = 0; g < j->l.nsb; g++) {
-            size_t at = (size_t)t * (size_t)j->l.nsb * LANES + (size_t)g * LANES;
-            job_activation_lanes(j, j->x + t * j->w->cols, g, j->xl + (size_t)t * lane_bytes(j) + (size_t)g * LANES * (size_t)j->l.lane,
-                                 j->xl_scale + at, j->xl_offset + at);
-        }
-}
-
-/* Token groups [begin, end): each lane of 16 tokens transposed into a B tile. */
-static void interleave_tokens_amx(void *ctx, int64_t begin, int64_t end)
+/* Group [begin, end) of 16 tokens: each token quantised into lanes one after another, then each
+ * lane of the 16 transposed into a B tile (one pass over the pool, not two). */
+static void prepare_groups_amx(void *ctx, int64_t begin, int64_t end)
 {
     qgemm_job *j = ctx;
     size_t lane = (size_t)j->l.lane, per_token = (size_t)j->l.nsb * LANES;
     _Alignas(64) uint8_t tmp[AMX_TILE * 32];
-    for (int64_t group = begin; group < end; group++)
+    for (int64_t group = begin; group < end; group++) {
+        int64_t last = (group + 1) * AMX_TILE < j->n_tok ? (group + 1) * AMX_TILE : j->n_tok;
+        for (int64_t t = group * AMX_TILE; t < last; t++)
+            for (int64_t g = 0; g < j->l.nsb; g++) {
+                size_t at = (size_t)t * per_token + (size_t)g * LANES;
+                job_activation_lanes(j, j->x + t * j->w->cols, g, j->xl + (size_t)t * lane_bytes(j) + (size_t)g * LANES * lane,
+                                     j->xl_scale + at, j->xl_offset + at);
+            }
         for (int64_t b = 0; b < j->lanes; b++) {
             size_t at = (size_t)(group * j->lanes + b);
             for (int i = 0; i < AMX_TILE; i++) {
@@ -842,6 +839,7 @@ static void interleave_tokens_amx(void *ctx, int64_t begin, int64_t end)
             }
             job_transpose(j, tmp, j->xb + at * AMX_TILE * lane);
         }
+    }
 }
 
 /* Packs rows [r0, r0 + nr) into the panel lane by lane: 16 rows of lane b at a + b·16·lane. */
@@ -927,8 +925,7 @@ static bool run_amx(infer_pool *p, qgemm_job *j)
     memset(j->xl + (size_t)j->n_tok * lane_bytes(j), 0, pad * lane_bytes(j));
     memset(j->xl_scale + (size_t)j->n_tok * per_token, 0, pad * per_token * sizeof(float));
     memset(j->xl_offset + (size_t)j->n_tok * per_token, 0, pad * per_token * sizeof(float));
-    infer_pool_run(p, j->n_tok, quantize_tokens_amx, j);
-    infer_pool_run(p, groups, interleave_tokens_amx, j);
+    infer_pool_run(p, groups, prepare_groups_amx, j);
     infer_pool_run(p, (j->w->rows + AMX_TILE - 1) / AMX_TILE, multiply_tiles_amx, j);
     free(scratch);
     return true;
