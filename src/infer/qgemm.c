@@ -25,6 +25,15 @@
  * Each thread repacks a few weight rows into that layout (a panel that stays in L1/L2) and runs
  * them against every token of the chunk in register tiles. Kernels: AVX-512 VNNI (4 rows × 3
  * tokens), AVX2 (pmaddubsw, 2 × 2) and portable C, chosen at run time like tensor.c's.
+ *
+ * Where the CPU has AMX-INT8 (and Linux lets the process use it), the same lanes feed tile
+ * multiplies instead: 16 weight rows × 16 tokens, one lane deep, the vector unit applying the
+ * same two float terms to each 16 × 16 result while the tile unit computes the next one (see
+ * "AMX" below). The numbers are the same in every kernel: integer sums are exact, only the
+ * order of the float additions differs.
+ *
+ * Weights are repacked on every call rather than once at load (llama.cpp keeps a repacked copy,
+ * twice the memory): a 128-token chunk amortises the repacking over 128 uses of each row.
  */
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -578,14 +587,16 @@ AMX static void amx_configure(int lane)
 AMX static void amx_release(void) { _tile_release(); }
 
 AMX static inline __attribute__((always_inline)) void
-amx_scale(const int32_t *c, const float *ws, const float *wo, const float *xs, const float *xo, __m512 *acc)
+amx_scale(const int32_t *c, const float *ws, const float *wo, const float *xs, const float *xo, bool offsets,
+          __m512 *acc)
 {
     __m512 dx = _mm512_load_ps(xs), sx = _mm512_load_ps(xo);
 #pragma GCC unroll 16
     for (int r = 0; r < 16; r++) {
         __m512 f = _mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * r));
         acc[r] = _mm512_fmadd_ps(f, _mm512_mul_ps(dx, _mm512_set1_ps(ws[r])), acc[r]);
-        acc[r] = _mm512_fnmadd_ps(_mm512_set1_ps(wo[r]), sx, acc[r]);
+        if (offsets)
+            acc[r] = _mm512_fnmadd_ps(_mm512_set1_ps(wo[r]), sx, acc[r]);
     }
 }
 
@@ -626,10 +637,14 @@ amx_store(__m512 *acc, float *y, int64_t stride, int nr, int nt)
             _mm512_mask_storeu_ps(y + i * stride, rows, acc[i]);
 }
 
-/* y[t·stride + r] for r < nr, t < nt over nl lanes: a is nl × 16 rows × lane bytes with ws, wo
- * nl × 16; b is nl × lane/4 × 64 bytes with xs, xo nl × 16. */
-AMX static void amx_tile(const uint8_t *a, const float *ws, const float *wo, const uint8_t *b, const float *xs,
-                         const float *xo, int64_t nl, int lane, float *y, int64_t stride, int nr, int nt)
+/* y[t·stride + r] for r < nr, t < nt over nl lanes. Lane i of row r of A is at a + i·a_step +
+ * r·a_stride, its scale and offset at ws, wo[16i + r]; lane i of B (lane/4 × 64 bytes) at
+ * b + i·16·lane, its scales at xs, xo[16i..]. `raw`: A is Q8_0's own signed bytes, read where
+ * they lie (no offsets, signed × signed products). */
+AMX static inline __attribute__((always_inline)) void
+amx_tile_kind(const uint8_t *a, size_t a_stride, size_t a_step, const float *ws, const float *wo,
+              const uint8_t *b, const float *xs, const float *xo, int64_t nl, int lane, bool raw, float *y,
+              int64_t stride, int nr, int nt)
 {
     _Alignas(64) int32_t c[2][256];
     __m512 acc[16];
@@ -643,11 +658,14 @@ AMX static void amx_tile(const uint8_t *a, const float *ws, const float *wo, con
 #define AMX_MUL(C, A, B, i)                                        \
     do {                                                           \
         _tile_zero(C);                                             \
-        _tile_loadd(A, a + (size_t)(i) * lb, lane);                \
+        _tile_loadd(A, a + (size_t)(i) * a_step, a_stride);        \
         _tile_loadd(B, b + (size_t)(i) * lb, 64);                  \
-        _tile_dpbusd(C, A, B);                                     \
+        if (raw)                                                   \
+            _tile_dpbssd(C, A, B);                                 \
+        else                                                       \
+            _tile_dpbusd(C, A, B);                                 \
     } while (0)
-#define AMX_SCALE(i, buf) amx_scale(buf, ws + 16 * (i), wo + 16 * (i), xs + 16 * (i), xo + 16 * (i), acc)
+#define AMX_SCALE(i, buf) amx_scale(buf, ws + 16 * (i), wo + 16 * (i), xs + 16 * (i), xo + 16 * (i), !raw, acc)
     AMX_MUL(0, 2, 3, 0);
     _tile_stored(0, c[0], 64);
     int64_t i = 1;
@@ -671,6 +689,16 @@ AMX static void amx_tile(const uint8_t *a, const float *ws, const float *wo, con
 #undef AMX_SCALE
     amx_store(acc, y, stride, nr, nt);
 }
+
+AMX static void amx_tile(const uint8_t *a, size_t a_stride, size_t a_step, const float *ws, const float *wo,
+                         const uint8_t *b, const float *xs, const float *xo, int64_t nl, int lane, bool raw, float *y,
+                         int64_t stride, int nr, int nt)
+{
+    if (raw)
+        amx_tile_kind(a, a_stride, a_step, ws, wo, b, xs, xo, nl, lane, true, y, stride, nr, nt);
+    else
+        amx_tile_kind(a, a_stride, a_step, ws, wo, b, xs, xo, nl, lane, false, y, stride, nr, nt);
+}
 #else
 static void weight_lanes_avx512(infer_dtype t, const qgemm_layout *l, const uint8_t *row, int64_t g,
                                 uint8_t *u, float *scale, float *offset)
@@ -683,8 +711,9 @@ static void activation_lanes_avx512(const qgemm_layout *l, const float *x, int64
 static void transpose_lanes(const qgemm_layout *l, const uint8_t *lanes, uint8_t *sb) {}
 static void amx_configure(int lane) {}
 static void amx_release(void) {}
-static void amx_tile(const uint8_t *a, const float *ws, const float *wo, const uint8_t *b, const float *xs,
-                     const float *xo, int64_t nl, int lane, float *y, int64_t stride, int nr, int nt)
+static void amx_tile(const uint8_t *a, size_t a_stride, size_t a_step, const float *ws, const float *wo,
+                     const uint8_t *b, const float *xs, const float *xo, int64_t nl, int lane, bool raw, float *y,
+                     int64_t stride, int nr, int nt)
 {
 }
 #endif
@@ -885,7 +914,21 @@ static void multiply_tiles_amx(void *ctx, int64_t begin, int64_t end)
     for (int64_t tile = begin; tile < end; tile++) {
         int64_t r0 = tile * AMX_TILE;
         int nr = w->rows - r0 < AMX_TILE ? (int)(w->rows - r0) : AMX_TILE;
-        pack_panel_amx(j, r0, nr, a, ws, wo);
+        /* A whole tile of Q8_0 rows needs no packing: A reads the blocks' bytes in place, 34
+         * bytes apart, and only the scales are gathered. */
+        bool raw = w->type == INFER_Q8_0 && nr == AMX_TILE;
+        const uint8_t *a_at = a;
+        size_t a_stride = lane, a_step = lb;
+        if (raw) {
+            a_at = w->data + w->row_bytes * (size_t)r0 + 2;
+            a_stride = w->row_bytes;
+            a_step = 34;
+            for (size_t b = 0; b < nl; b++)
+                for (int r = 0; r < AMX_TILE; r++)
+                    ws[b * AMX_TILE + (size_t)r] = infer_f16_to_f32(rd16(a_at - 2 + a_stride * (size_t)r + 34 * b));
+        } else {
+            pack_panel_amx(j, r0, nr, a, ws, wo);
+        }
         /* The next tile's weights come from memory while this one computes: a share of them is
          * prefetched into L2 before each group of tokens. */
         const uint8_t *next = w->data + w->row_bytes * (size_t)(r0 + AMX_TILE);
@@ -897,8 +940,9 @@ static void multiply_tiles_amx(void *ctx, int64_t begin, int64_t end)
                 __builtin_prefetch(next + o, 0, 2);
             size_t at = (size_t)(t / AMX_TILE) * nl;
             int nt = j->n_tok - t < AMX_TILE ? j->n_tok - t : AMX_TILE;
-            amx_tile(a, ws, wo, j->xb + at * lb, j->xb_scale + at * AMX_TILE, j->xb_offset + at * AMX_TILE,
-                     j->lanes, j->l.lane, j->y + (int64_t)t * w->rows + r0, w->rows, nr, nt);
+            amx_tile(a_at, a_stride, a_step, ws, wo, j->xb + at * lb, j->xb_scale + at * AMX_TILE,
+                     j->xb_offset + at * AMX_TILE, j->lanes, j->l.lane, raw, j->y + (int64_t)t * w->rows + r0,
+                     w->rows, nr, nt);
         }
     }
     amx_release();

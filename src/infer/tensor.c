@@ -14,6 +14,7 @@
 #include <unistd.h>
 #endif
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "infer/internal.h"
