@@ -690,6 +690,17 @@ amx_tile_kind(const uint8_t *a, size_t a_stride, size_t a_step, const float *ws,
     amx_store(acc, y, stride, nr, nt);
 }
 
+/* The f16 scales of nl blocks of 16 Q8_0 rows (row 0 at q, rows row_bytes apart) into ws[16b + r]. */
+AMX static void amx_q8_0_scales(const uint8_t *q, size_t row_bytes, size_t nl, float *ws)
+{
+    for (size_t b = 0; b < nl; b++) {
+        _Alignas(32) uint16_t h[16];
+        for (int r = 0; r < 16; r++)
+            h[r] = rd16(q + row_bytes * (size_t)r + 34 * b);
+        _mm512_storeu_ps(ws + 16 * b, _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)h)));
+    }
+}
+
 AMX static void amx_tile(const uint8_t *a, size_t a_stride, size_t a_step, const float *ws, const float *wo,
                          const uint8_t *b, const float *xs, const float *xo, int64_t nl, int lane, bool raw, float *y,
                          int64_t stride, int nr, int nt)
@@ -716,6 +727,7 @@ static void amx_tile(const uint8_t *a, size_t a_stride, size_t a_step, const flo
                      int64_t stride, int nr, int nt)
 {
 }
+static void amx_q8_0_scales(const uint8_t *q, size_t row_bytes, size_t nl, float *ws) {}
 #endif
 
 /* ---- driver ---------------------------------------------------------------------------------- */
@@ -923,9 +935,7 @@ static void multiply_tiles_amx(void *ctx, int64_t begin, int64_t end)
             a_at = w->data + w->row_bytes * (size_t)r0 + 2;
             a_stride = w->row_bytes;
             a_step = 34;
-            for (size_t b = 0; b < nl; b++)
-                for (int r = 0; r < AMX_TILE; r++)
-                    ws[b * AMX_TILE + (size_t)r] = infer_f16_to_f32(rd16(a_at - 2 + a_stride * (size_t)r + 34 * b));
+            amx_q8_0_scales(a_at - 2, a_stride, nl, ws);
         } else {
             pack_panel_amx(j, r0, nr, a, ws, wo);
         }
