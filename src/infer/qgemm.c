@@ -883,8 +883,10 @@ static void prepare_groups_amx(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-/* Packs rows [r0, r0 + nr) into the panel lane by lane: 16 rows of lane b at a + b·16·lane. */
-static void pack_panel_amx(const qgemm_job *j, int64_t r0, int nr, uint8_t *a, float *ws, float *wo)
+/* Packs rows [r0, r0 + nr) into the panel lane by lane: 16 rows of lane b at a + b·16·lane.
+ * bias > 0: the bytes become signed (u - bias: Q4_0's n - 8, Q6_K's q - 32), so that the tile
+ * multiply gives the true sums and the offsets are not needed. */
+static void pack_panel_amx(const qgemm_job *j, int64_t r0, int nr, int bias, uint8_t *a, float *ws, float *wo)
 {
     const infer_matrix *w = j->w;
     size_t lane = (size_t)j->l.lane;
@@ -900,10 +902,14 @@ static void pack_panel_amx(const qgemm_job *j, int64_t r0, int nr, uint8_t *a, f
             job_weight_lanes(j, w->data + w->row_bytes * (size_t)(r0 + r), g, u, scale, offset);
             for (int k = 0; k < LANES && g * LANES + k < j->lanes; k++) {
                 size_t b = (size_t)(g * LANES + k);
-                if (lane == 32)   /* constant sizes: a move, not a call */
-                    memcpy(a + (b * AMX_TILE + (size_t)r) * 32, u + (size_t)k * 32, 32);
+                uint8_t *to = a + (b * AMX_TILE + (size_t)r) * lane;
+                const uint8_t *from = u + (size_t)k * lane;
+                if (lane == 32)   /* constant counts: vector moves, not a call or a byte loop */
+                    for (int i = 0; i < 32; i++)
+                        to[i] = (uint8_t)(from[i] - bias);
                 else
-                    memcpy(a + (b * AMX_TILE + (size_t)r) * 16, u + (size_t)k * 16, 16);
+                    for (int i = 0; i < 16; i++)
+                        to[i] = (uint8_t)(from[i] - bias);
                 ws[b * AMX_TILE + (size_t)r] = scale[k];
                 wo[b * AMX_TILE + (size_t)r] = offset[k];
             }
@@ -927,8 +933,10 @@ static void multiply_tiles_amx(void *ctx, int64_t begin, int64_t end)
         int64_t r0 = tile * AMX_TILE;
         int nr = w->rows - r0 < AMX_TILE ? (int)(w->rows - r0) : AMX_TILE;
         /* A whole tile of Q8_0 rows needs no packing: A reads the blocks' bytes in place, 34
-         * bytes apart, and only the scales are gathered. */
+         * bytes apart, and only the scales are gathered. Q4_0 and Q6_K are packed as signed
+         * bytes; all three then multiply signed × signed, without the offset term. */
         bool raw = w->type == INFER_Q8_0 && nr == AMX_TILE;
+        int bias = w->type == INFER_Q4_0 ? 8 : w->type == INFER_Q6_K ? 32 : 0;
         const uint8_t *a_at = a;
         size_t a_stride = lane, a_step = lb;
         if (raw) {
@@ -937,8 +945,9 @@ static void multiply_tiles_amx(void *ctx, int64_t begin, int64_t end)
             a_step = 34;
             amx_q8_0_scales(a_at - 2, a_stride, nl, ws);
         } else {
-            pack_panel_amx(j, r0, nr, a, ws, wo);
+            pack_panel_amx(j, r0, nr, bias, a, ws, wo);
         }
+        bool signed_weights = raw || bias;
         /* The next tile's weights come from memory while this one computes: a share of them is
          * prefetched into L2 before each group of tokens. */
         const uint8_t *next = w->data + w->row_bytes * (size_t)(r0 + AMX_TILE);
@@ -951,7 +960,7 @@ static void multiply_tiles_amx(void *ctx, int64_t begin, int64_t end)
             size_t at = (size_t)(t / AMX_TILE) * nl;
             int nt = j->n_tok - t < AMX_TILE ? j->n_tok - t : AMX_TILE;
             amx_tile(a_at, a_stride, a_step, ws, wo, j->xb + at * lb, j->xb_scale + at * AMX_TILE,
-                     j->xb_offset + at * AMX_TILE, j->lanes, j->l.lane, raw, j->y + (int64_t)t * w->rows + r0,
+                     j->xb_offset + at * AMX_TILE, j->lanes, j->l.lane, signed_weights, j->y + (int64_t)t * w->rows + r0,
                      w->rows, nr, nt);
         }
     }
