@@ -59,6 +59,19 @@ typedef struct infer_matrix {
  * reference quantisers do. */
 void infer_quantize_row(infer_dtype t, const float *x, uint8_t *out, int64_t n);
 
+/* Q4_K's packed 6-bit scale and min of sub-block j (0..7) from its 12 scale bytes s
+ * (llama.cpp's get_scale_min_k4); tensor.c and qgemm.c both unpack Q4_K. */
+static inline void infer_q4k_scale_min(int j, const uint8_t *s, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
 /* Dequantises n elements (a whole number of blocks) of row into out. */
 void infer_dequant_row(infer_dtype t, const void *row, float *out, int64_t n);
 /* dot(row, x) over n elements; the portable reference every SIMD kernel must agree with. */

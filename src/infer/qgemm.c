@@ -83,18 +83,6 @@ static float *sb_scales(const qgemm_layout *l, uint8_t *sb) { return (float *)(s
 
 /* ---- weights → lanes ---------------------------------------------------------------------------- */
 
-/* Q4_K's packed 6-bit scale and min of sub-block j (llama.cpp's get_scale_min_k4). */
-static inline void q4k_scale_min(int j, const uint8_t *s, int *sc, int *m)
-{
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-}
-
 /* Unpacks one storage block into unsigned lane bytes u (block elements, in order), and the scale
  * and offset of each of its lanes. */
 static void unpack_block(infer_dtype t, const uint8_t *b, uint8_t *u, float *scale, float *offset)
@@ -123,7 +111,7 @@ static void unpack_block(infer_dtype t, const uint8_t *b, uint8_t *u, float *sca
         const uint8_t *q = b + 16;
         for (int j = 0; j < 8; j++) {
             int sc, m;
-            q4k_scale_min(j, b + 4, &sc, &m);
+            infer_q4k_scale_min(j, b + 4, &sc, &m);
             scale[j] = d * (float)sc;
             offset[j] = dmin * (float)m;
         }
@@ -351,7 +339,7 @@ AVX512 static void weight_lanes_avx512(infer_dtype t, const qgemm_layout *l, con
             }
             for (int j = 0; j < 8; j++) {
                 int sc, m;
-                q4k_scale_min(j, blk + 4, &sc, &m);
+                infer_q4k_scale_min(j, blk + 4, &sc, &m);
                 scale[8 * b + j] = d * (float)sc;
                 offset[8 * b + j] = dmin * (float)m;
             }

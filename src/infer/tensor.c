@@ -118,25 +118,14 @@ static inline __attribute__((always_inline)) void dequant_q4_0(const uint8_t *b,
     }
 }
 
-static inline __attribute__((always_inline)) void q4k_scale_min(int j, const uint8_t *s, int *sc, int *m)
-{
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-}
-
 static inline __attribute__((always_inline)) void dequant_q4_k(const uint8_t *b, float *y)
 {
     float d = half_to_float(rd16(b)), dmin = half_to_float(rd16(b + 2));
     const uint8_t *scales = b + 4, *q = b + 16;
     for (int c = 0; c < 4; c++) {
         int sc1, m1, sc2, m2;
-        q4k_scale_min(2 * c, scales, &sc1, &m1);
-        q4k_scale_min(2 * c + 1, scales, &sc2, &m2);
+        infer_q4k_scale_min(2 * c, scales, &sc1, &m1);
+        infer_q4k_scale_min(2 * c + 1, scales, &sc2, &m2);
         float d1 = d * sc1, o1 = dmin * m1, d2 = d * sc2, o2 = dmin * m2;
         for (int l = 0; l < 32; l++) {
             y[64 * c + l] = d1 * (q[l] & 0xF) - o1;
@@ -385,8 +374,8 @@ AVX2 static float dot_q4_k_avx2(const uint8_t *w, const float *x, int64_t n)
         const uint8_t *scales = w + 4, *q = w + 16;
         for (int c = 0; c < 4; c++) {
             int s1, m1, s2, m2;
-            q4k_scale_min(2 * c, scales, &s1, &m1);
-            q4k_scale_min(2 * c + 1, scales, &s2, &m2);
+            infer_q4k_scale_min(2 * c, scales, &s1, &m1);
+            infer_q4k_scale_min(2 * c + 1, scales, &s2, &m2);
             __m128i r0 = _mm_loadu_si128((const __m128i *)(q + 32 * c));
             __m128i r1 = _mm_loadu_si128((const __m128i *)(q + 32 * c + 16));
             __m128i lo[2] = {_mm_and_si128(r0, m4), _mm_and_si128(r1, m4)};
@@ -651,8 +640,8 @@ AVX512 static float dot_q4_k_avx512(const uint8_t *w, const float *x, int64_t n)
         const uint8_t *scales = w + 4, *q = w + 16;
         for (int c = 0; c < 4; c++) {
             int s1, m1, s2, m2;
-            q4k_scale_min(2 * c, scales, &s1, &m1);
-            q4k_scale_min(2 * c + 1, scales, &s2, &m2);
+            infer_q4k_scale_min(2 * c, scales, &s1, &m1);
+            infer_q4k_scale_min(2 * c + 1, scales, &s2, &m2);
             __m256i raw = _mm256_loadu_si256((const __m256i *)(q + 32 * c));
             __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
             const float *xs = x + 64 * c;
