@@ -407,11 +407,13 @@ AVX512 static void activation_lanes_avx512(const qgemm_layout *l, const float *x
             for (int i = 0; i < 256; i += 16)
                 amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(x + e + i)));
             float m = _mm512_reduce_max_ps(amax), max = 0;
-            for (int i = 0; i < 256 && m; i++)   /* the first element of that magnitude, with its sign */
-                if (fabsf(x[e + i]) == m) {
-                    max = x[e + i];
+            for (int i = 0; i < 256 && m; i += 16) {   /* the first element of that magnitude, with its sign */
+                __mmask16 at = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + e + i)), _mm512_set1_ps(m), _CMP_EQ_OQ);
+                if (at) {
+                    max = x[e + i + __builtin_ctz(at)];
                     break;
                 }
+            }
             float iscale = m ? -127.0f / max : 0, d = m ? 1 / iscale : 0;
             int lanes = 256 / l->lane, k0 = e / l->lane;
             for (int k = 0; k < lanes; k++) {
