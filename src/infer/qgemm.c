@@ -79,7 +79,10 @@ static void transpose_steps(const qgemm_layout *l, const uint8_t *lanes, uint8_t
             memcpy(steps + 64 * s + 4 * k, lanes + k * l->lane + 4 * s, 4);
 }
 
-static float *sb_scales(const qgemm_layout *l, uint8_t *sb) { return (float *)(sb + (size_t)LANES * (size_t)l->lane); }
+static float *sb_scales(const qgemm_layout *l, uint8_t *sb)
+{
+    return (float *)(sb + (size_t)LANES * (size_t)l->lane);
+}
 
 /* ---- weights → lanes ---------------------------------------------------------------------------- */
 
@@ -335,7 +338,8 @@ AVX512 static void weight_lanes_avx512(infer_dtype t, const qgemm_layout *l, con
             for (int c = 0; c < 4; c++) {
                 __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * c));
                 _mm256_store_si256((__m256i *)(u + 256 * b + 64 * c), _mm256_and_si256(q, nib));
-                _mm256_store_si256((__m256i *)(u + 256 * b + 64 * c + 32), _mm256_and_si256(_mm256_srli_epi16(q, 4), nib));
+                _mm256_store_si256((__m256i *)(u + 256 * b + 64 * c + 32),
+                                   _mm256_and_si256(_mm256_srli_epi16(q, 4), nib));
             }
             for (int j = 0; j < 8; j++) {
                 int sc, m;
@@ -364,8 +368,9 @@ AVX512 static void weight_lanes_avx512(infer_dtype t, const qgemm_layout *l, con
             for (int k = 0; k < 4; k++)
                 _mm256_store_si256((__m256i *)(u + 128 * n + 32 * k), v[k]);
         }
+        __m128i sc8 = _mm_loadu_si128((const __m128i *)(blk + 192));
         __m512 sc = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(rd16(blk + 208))),
-                                  _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 192)))));
+                                  _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc8)));
         _mm512_storeu_ps(scale, sc);
         _mm512_storeu_ps(offset, _mm512_mul_ps(sc, _mm512_set1_ps(32)));
         break;
@@ -398,7 +403,8 @@ AVX512 static void activation_lanes_avx512(const qgemm_layout *l, const float *x
             __m512i sum = _mm512_setzero_si512();
             _mm_store_si128((__m128i *)(q + 32 * k), quantize16(a, _mm512_set1_ps(id), &sum));
             _mm_store_si128((__m128i *)(q + 32 * k + 16), quantize16(b, _mm512_set1_ps(id), &sum));
-            scale[k] = infer_f16_to_f32(infer_f32_to_f16(d));
+            /* rounded to f16 to nearest even, as infer_f32_to_f16 does */
+            scale[k] = _cvtsh_ss(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
             offset[k] = scale[k] * (float)_mm512_reduce_add_epi32(sum);
         }
     } else {
@@ -408,7 +414,8 @@ AVX512 static void activation_lanes_avx512(const qgemm_layout *l, const float *x
                 amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(x + e + i)));
             float m = _mm512_reduce_max_ps(amax), max = 0;
             for (int i = 0; i < 256 && m; i += 16) {   /* the first element of that magnitude, with its sign */
-                __mmask16 at = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + e + i)), _mm512_set1_ps(m), _CMP_EQ_OQ);
+                __m512 v = _mm512_abs_ps(_mm512_loadu_ps(x + e + i));
+                __mmask16 at = _mm512_cmp_ps_mask(v, _mm512_set1_ps(m), _CMP_EQ_OQ);
                 if (at) {
                     max = x[e + i + __builtin_ctz(at)];
                     break;
@@ -418,9 +425,10 @@ AVX512 static void activation_lanes_avx512(const qgemm_layout *l, const float *x
             int lanes = 256 / l->lane, k0 = e / l->lane;
             for (int k = 0; k < lanes; k++) {
                 __m512i sum = _mm512_setzero_si512();
-                for (int i = 0; i < l->lane; i += 16)
-                    _mm_store_si128((__m128i *)(q + e + k * l->lane + i),
-                                    quantize16(_mm512_loadu_ps(x + e + k * l->lane + i), _mm512_set1_ps(iscale), &sum));
+                for (int i = 0; i < l->lane; i += 16) {
+                    __m512 v = _mm512_loadu_ps(x + e + k * l->lane + i);
+                    _mm_store_si128((__m128i *)(q + e + k * l->lane + i), quantize16(v, _mm512_set1_ps(iscale), &sum));
+                }
                 scale[k0 + k] = d;
                 offset[k0 + k] = d * (float)_mm512_reduce_add_epi32(sum);
             }
@@ -777,7 +785,8 @@ static void quantize_tokens(void *ctx, int64_t begin, int64_t end)
     for (int64_t t = begin; t < end; t++)
         for (int64_t g = 0; g < j->l.nsb; g++) {
             uint8_t *sb = j->xq + (size_t)t * packed_row_bytes(&j->l) + (size_t)g * j->l.sb_bytes;
-            job_activation_lanes(j, j->x + t * j->w->cols, g, q, sb_scales(&j->l, sb), sb_scales(&j->l, sb) + LANES);
+            float *scales = sb_scales(&j->l, sb);
+            job_activation_lanes(j, j->x + t * j->w->cols, g, q, scales, scales + LANES);
             job_transpose(j, (const uint8_t *)q, sb);
         }
 }
@@ -857,8 +866,8 @@ static void prepare_groups_amx(void *ctx, int64_t begin, int64_t end)
         for (int64_t t = group * AMX_TILE; t < last; t++)
             for (int64_t g = 0; g < j->l.nsb; g++) {
                 size_t at = (size_t)t * per_token + (size_t)g * LANES;
-                job_activation_lanes(j, j->x + t * j->w->cols, g, j->xl + (size_t)t * lane_bytes(j) + (size_t)g * LANES * lane,
-                                     j->xl_scale + at, j->xl_offset + at);
+                int8_t *q = j->xl + (size_t)t * lane_bytes(j) + (size_t)g * LANES * lane;
+                job_activation_lanes(j, j->x + t * j->w->cols, g, q, j->xl_scale + at, j->xl_offset + at);
             }
         for (int64_t b = 0; b < j->lanes; b++) {
             size_t at = (size_t)(group * j->lanes + b);
@@ -941,7 +950,8 @@ static void multiply_tiles_amx(void *ctx, int64_t begin, int64_t end)
         /* The next tile's weights come from memory while this one computes: a share of them is
          * prefetched into L2 before each group of tokens. */
         const uint8_t *next = w->data + w->row_bytes * (size_t)(r0 + AMX_TILE);
-        size_t ahead = tile + 1 < end ? w->row_bytes * (size_t)(w->rows - r0 - AMX_TILE < AMX_TILE ? w->rows - r0 - AMX_TILE : AMX_TILE) : 0;
+        int64_t next_rows = w->rows - r0 - AMX_TILE < AMX_TILE ? w->rows - r0 - AMX_TILE : AMX_TILE;
+        size_t ahead = tile + 1 < end ? w->row_bytes * (size_t)next_rows : 0;
         size_t share = (ahead / (size_t)groups + 63) & ~(size_t)63;
         for (int t = 0; t < j->n_tok; t += AMX_TILE) {
             size_t from = share * (size_t)(t / AMX_TILE);
@@ -950,8 +960,8 @@ static void multiply_tiles_amx(void *ctx, int64_t begin, int64_t end)
             size_t at = (size_t)(t / AMX_TILE) * nl;
             int nt = j->n_tok - t < AMX_TILE ? j->n_tok - t : AMX_TILE;
             amx_tile(a_at, a_stride, a_step, ws, wo, j->xb + at * lb, j->xb_scale + at * AMX_TILE,
-                     j->xb_offset + at * AMX_TILE, j->lanes, j->l.lane, signed_weights, j->y + (int64_t)t * w->rows + r0,
-                     w->rows, nr, nt);
+                     j->xb_offset + at * AMX_TILE, j->lanes, j->l.lane, signed_weights,
+                     j->y + (int64_t)t * w->rows + r0, w->rows, nr, nt);
         }
     }
     amx_release();
