@@ -1231,6 +1231,14 @@ static ssize_t pread_once(store_reader *r, uint8_t *out, size_t n, int64_t offse
         else
             hi = mid;
     }
+    /* Downloads move forward: packs behind the offset are unmapped (and mapped again should a
+     * later range go back), so a reader of a file spread over hundreds of packs holds a few
+     * mappings, not hundreds. */
+    for (size_t ti = 0; ti < lo; ti++)
+        if (r->terms[ti].map) {
+            munmap((void *)r->terms[ti].map, r->terms[ti].map_len);
+            r->terms[ti].map = NULL;
+        }
     size_t done = 0;
     for (size_t ti = lo; ti < r->n && done < n; ti++) {
         reader_term *t = &r->terms[ti];
