@@ -30,8 +30,12 @@ struct infer_session {
     bool kv_f32;
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2;   /* CHUNK rows each */
     float *scores;                        /* [n_heads][max_seq] */
+    float *attn_scratch;                  /* per pool thread, for blocked prompt attention; or NULL */
     float *logits;
 };
+
+static size_t attn_scratch_floats(const infer_config *c, int max_seq);
+static bool attn_blocked_available(void);
 
 static void *xcalloc(size_t n, size_t size, bool *ok)
 {
@@ -81,6 +85,9 @@ infer_session *infer_session_new(const infer_model *m, const infer_session_optio
     s->scores = xcalloc((size_t)c->n_heads * (size_t)max_seq, sizeof(float), &ok);
     s->logits = xcalloc((size_t)c->vocab_size, sizeof(float), &ok);
     s->pool = infer_pool_new(threads);
+    if (s->pool && attn_blocked_available())
+        s->attn_scratch = xcalloc((size_t)infer_pool_threads(s->pool) * attn_scratch_floats(c, max_seq),
+                                  sizeof(float), &ok);
     if (!ok || !s->pool) {
         infer_session_free(s);
         err_set(e, 500, "OutOfMemory", "out of memory for a %d-token context", max_seq);
@@ -105,6 +112,7 @@ void infer_session_free(infer_session *s)
     free(s->hb);
     free(s->hb2);
     free(s->scores);
+    free(s->attn_scratch);
     free(s->logits);
     free(s);
 }
@@ -218,6 +226,206 @@ static void attend_heads(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+/* ---- prompt attention: blocked products -------------------------------------------------------
+ *
+ * A chunk of query tokens attends as matrix products rather than one token at a time. A work item
+ * is one KV head and up to ATT_TQ query tokens: its group × tokens query rows share every K and V
+ * row, so each tile of ATT_TK cached positions is converted from F16 once (K transposed, so one
+ * register holds a score per position) and then multiplied against all the rows. Scores go to a
+ * per-thread buffer, are masked (causal, sliding window) and soft-maxed per row, then P·V runs
+ * over the same tiles. Needs AVX-512; elsewhere, and for one-token decode steps, attend_heads. */
+
+#define ATT_TQ 16   /* query tokens per work item */
+#define ATT_TK 16   /* cached positions per tile: one AVX-512 register of scores */
+
+typedef struct attn_chunk_job {
+    infer_session *s;
+    int layer, n;            /* n query tokens at positions s->pos .. s->pos + n - 1 */
+    const float *q;
+    int q_stride;
+    float *out;              /* n rows of n_heads × head_dim */
+    int64_t items, workers;
+} attn_chunk_job;
+
+/* Floats of one worker's scratch: query rows, scores, a K tile and a V tile. */
+static size_t attn_scratch_floats(const infer_config *c, int max_seq)
+{
+    size_t rows = (size_t)(c->n_heads / c->n_kv_heads) * ATT_TQ;
+    size_t padded = ((size_t)max_seq + ATT_TK - 1) / ATT_TK * ATT_TK;
+    return rows * ((size_t)c->head_dim + padded) + 2 * (size_t)ATT_TK * (size_t)c->head_dim;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define ATT_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")))
+
+/* Cached row of hd elements (F16 or F32) as floats. */
+ATT_AVX512 static void attn_load_row(const void *cache, bool f32, size_t at, float *out, int hd)
+{
+    if (f32) {
+        memcpy(out, (const float *)cache + at, (size_t)hd * sizeof *out);
+        return;
+    }
+    const uint16_t *h = (const uint16_t *)cache + at;
+    int d = 0;
+    for (; d + 16 <= hd; d += 16)
+        _mm512_storeu_ps(out + d, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + d))));
+    for (; d < hd; d++)
+        out[d] = infer_f16_to_f32(h[d]);
+}
+
+/* scores[r][0..16) = (Q[r] · Kt[:, 0..16)) × scale for rows [0, rows); Kt is hd × ATT_TK. */
+ATT_AVX512 static void attn_scores_tile(const float *Q, int rows, const float *kt, int hd, float scale,
+                                        float *scores, size_t score_stride)
+{
+    __m512 sc = _mm512_set1_ps(scale);
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        const float *q0 = Q + (size_t)r * hd, *q1 = q0 + hd, *q2 = q1 + hd, *q3 = q2 + hd;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int d = 0; d < hd; d++) {
+            __m512 k = _mm512_loadu_ps(kt + (size_t)d * ATT_TK);
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[d]), k, a0);
+            a1 = _mm512_fmadd_ps(_mm512_set1_ps(q1[d]), k, a1);
+            a2 = _mm512_fmadd_ps(_mm512_set1_ps(q2[d]), k, a2);
+            a3 = _mm512_fmadd_ps(_mm512_set1_ps(q3[d]), k, a3);
+        }
+        _mm512_storeu_ps(scores + (size_t)r * score_stride, _mm512_mul_ps(a0, sc));
+        _mm512_storeu_ps(scores + (size_t)(r + 1) * score_stride, _mm512_mul_ps(a1, sc));
+        _mm512_storeu_ps(scores + (size_t)(r + 2) * score_stride, _mm512_mul_ps(a2, sc));
+        _mm512_storeu_ps(scores + (size_t)(r + 3) * score_stride, _mm512_mul_ps(a3, sc));
+    }
+    for (; r < rows; r++) {
+        const float *q0 = Q + (size_t)r * hd;
+        __m512 a0 = _mm512_setzero_ps();
+        for (int d = 0; d < hd; d++)
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[d]), _mm512_loadu_ps(kt + (size_t)d * ATT_TK), a0);
+        _mm512_storeu_ps(scores + (size_t)r * score_stride, _mm512_mul_ps(a0, sc));
+    }
+}
+
+/* out[0..hd) += Σ_k p[k] · V[k][0..hd) over the tile's np positions; V is np × hd. */
+ATT_AVX512 static void attn_pv_tile(float *out, const float *p, const float *v, int np, int hd)
+{
+    for (int d = 0; d < hd; d += 16) {
+        __mmask16 m = hd - d >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (hd - d)) - 1);
+        __m512 acc = _mm512_maskz_loadu_ps(m, out + d);
+        for (int k = 0; k < np; k++)
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(p[k]), _mm512_maskz_loadu_ps(m, v + (size_t)k * hd + d),
+                                  acc);
+        _mm512_mask_storeu_ps(out + d, m, acc);
+    }
+}
+
+/* One work item: KV head kvh and query tokens [t0, t1) of the chunk. */
+ATT_AVX512 static void attend_item(const attn_chunk_job *j, int kvh, int t0, int t1, float *scratch)
+{
+    infer_session *s = j->s;
+    const infer_config *c = &s->m->cfg;
+    int hd = c->head_dim, kvd = c->n_kv_heads * hd, qd = c->n_heads * hd;
+    int group = c->n_heads / c->n_kv_heads, rows = (t1 - t0) * group;
+    float scale = c->attn_scale > 0 ? c->attn_scale : 1.0f / sqrtf((float)hd);
+    bool sliding = c->arch == ARCH_GPT2 ? false : s->m->layers[j->layer].sliding;
+    size_t layer_off = (size_t)j->layer * (size_t)s->max_seq * (size_t)kvd + (size_t)kvh * hd;
+    int last = s->pos + t1 - 1;                              /* the last position any row sees */
+    int first = sliding ? s->pos + t0 - c->sliding_window + 1 : 0;
+    if (first < 0)
+        first = 0;
+    int span = last - first + 1;
+    size_t stride = ((size_t)span + ATT_TK - 1) / ATT_TK * ATT_TK;
+
+    float *Q = scratch, *scores = Q + (size_t)rows * hd;
+    float *kt = scores + (size_t)rows * stride, *vt = kt + (size_t)ATT_TK * hd;
+    /* row r = (token t - t0) × group + g is query head kvh × group + g of token t */
+    for (int t = t0; t < t1; t++)
+        memcpy(Q + (size_t)(t - t0) * group * hd, j->q + (size_t)t * j->q_stride + (size_t)kvh * group * hd,
+               (size_t)group * hd * sizeof(float));
+
+    for (int p0 = first; p0 <= last; p0 += ATT_TK) {
+        int np = last - p0 + 1 < ATT_TK ? last - p0 + 1 : ATT_TK;
+        for (int k = 0; k < ATT_TK; k++) {
+            if (k < np)
+                attn_load_row(s->key_cache, s->kv_f32, layer_off + (size_t)(p0 + k) * kvd, vt, hd);
+            for (int d = 0; d < hd; d++)
+                kt[(size_t)d * ATT_TK + k] = k < np ? vt[d] : 0.0f;
+        }
+        attn_scores_tile(Q, rows, kt, hd, scale, scores + (p0 - first), stride);
+    }
+
+    for (int r = 0; r < rows; r++) {
+        int pos = s->pos + t0 + r / group;
+        int lo = sliding && pos >= c->sliding_window ? pos - c->sliding_window + 1 : 0;
+        float *row = scores + (size_t)r * stride;
+        int a = lo - first, b = pos - first;                 /* the row's visible span */
+        float maxv = -INFINITY;
+        for (int i = a; i <= b; i++) {
+            if (c->attn_softcap > 0)
+                row[i] = tanhf(row[i] / c->attn_softcap) * c->attn_softcap;
+            if (row[i] > maxv)
+                maxv = row[i];
+        }
+        float sum = 0;
+        for (int i = a; i <= b; i++) {
+            row[i] = expf(row[i] - maxv);
+            sum += row[i];
+        }
+        for (int i = a; i <= b; i++)
+            row[i] /= sum;
+        for (int i = 0; i < a; i++)
+            row[i] = 0;
+        for (int i = b + 1; i < (int)stride; i++)
+            row[i] = 0;
+        float *out = j->out + (size_t)(t0 + r / group) * qd + (size_t)(kvh * group + r % group) * hd;
+        memset(out, 0, (size_t)hd * sizeof *out);
+    }
+
+    for (int p0 = first; p0 <= last; p0 += ATT_TK) {
+        int np = last - p0 + 1 < ATT_TK ? last - p0 + 1 : ATT_TK;
+        for (int k = 0; k < np; k++)
+            attn_load_row(s->value_cache, s->kv_f32, layer_off + (size_t)(p0 + k) * kvd, vt + (size_t)k * hd, hd);
+        for (int r = 0; r < rows; r++) {
+            int pos = s->pos + t0 + r / group;
+            if (pos < p0)                                    /* the tile is wholly in its future */
+                continue;
+            if (sliding && pos >= c->sliding_window && pos - c->sliding_window + 1 >= p0 + np)
+                continue;                                    /* wholly before its window */
+            float *out = j->out + (size_t)(t0 + r / group) * qd + (size_t)(kvh * group + r % group) * hd;
+            attn_pv_tile(out, scores + (size_t)r * stride + (p0 - first), vt, np, hd);
+        }
+    }
+}
+
+static bool attn_blocked_available(void)
+{
+    return infer_cpu_level() >= INFER_QGEMM_AVX512;
+}
+#else
+static void attend_item(const attn_chunk_job *j, int kvh, int t0, int t1, float *scratch)
+{
+    (void)j, (void)kvh, (void)t0, (void)t1, (void)scratch;
+}
+
+static bool attn_blocked_available(void)
+{
+    return false;
+}
+#endif
+
+/* Worker w takes items w, w + workers, ...: later query tiles see more positions, so striding
+ * spreads the causal triangle evenly. */
+static void attend_chunk_worker(void *ctx, int64_t begin, int64_t end)
+{
+    const attn_chunk_job *j = ctx;
+    const infer_config *c = &j->s->m->cfg;
+    size_t floats = attn_scratch_floats(c, j->s->max_seq);
+    for (int64_t w = begin; w < end; w++)
+        for (int64_t i = w; i < j->items; i += j->workers) {
+            int kvh = (int)(i % c->n_kv_heads), tile = (int)(i / c->n_kv_heads);
+            int t0 = tile * ATT_TQ, t1 = t0 + ATT_TQ < j->n ? t0 + ATT_TQ : j->n;
+            attend_item(j, kvh, t0, t1, j->s->attn_scratch + (size_t)w * floats);
+        }
+}
+
 /* Writes k/v rows of n tokens into the cache and attends each token over its prefix. */
 static void attention(infer_session *s, int layer, int n, const float *q, int q_stride,
                       const float *k, const float *v, int kv_stride)
@@ -234,6 +442,13 @@ static void attention(infer_session *s, int layer, int n, const float *q, int q_
             infer_f32_to_f16_row(k + (size_t)t * kv_stride, (uint16_t *)s->key_cache + at, kvd);
             infer_f32_to_f16_row(v + (size_t)t * kv_stride, (uint16_t *)s->value_cache + at, kvd);
         }
+    }
+    if (n > 1 && s->attn_scratch) {
+        int64_t workers = infer_pool_threads(s->pool);
+        attn_chunk_job job = {s, layer, n, q, q_stride, s->att_out,
+                              (int64_t)c->n_kv_heads * ((n + ATT_TQ - 1) / ATT_TQ), workers};
+        infer_pool_run(s->pool, workers, attend_chunk_worker, &job);
+        return;
     }
     for (int t = 0; t < n; t++) {
         attn_job job = {s, layer, s->pos + t, q + (size_t)t * q_stride, s->att_out + (size_t)t * qd};
