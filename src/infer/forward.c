@@ -274,47 +274,124 @@ ATT_AVX512 static void attn_load_row(const void *cache, bool f32, size_t at, flo
         out[d] = infer_f16_to_f32(h[d]);
 }
 
-/* scores[r][0..16) = (Q[r] · Kt[:, 0..16)) × scale for rows [0, rows); Kt is hd × ATT_TK. */
+/* scores[r][0..16) = (Q[r] · Kt[:, 0..16)) × scale for rows [0, rows); Kt is hd × ATT_TK. Eight
+ * rows at a time, so that eight independent FMA chains hide the FMA latency. */
 ATT_AVX512 static void attn_scores_tile(const float *Q, int rows, const float *kt, int hd, float scale,
                                         float *scores, size_t score_stride)
 {
     __m512 sc = _mm512_set1_ps(scale);
-    int r = 0;
-    for (; r + 4 <= rows; r += 4) {
-        const float *q0 = Q + (size_t)r * hd, *q1 = q0 + hd, *q2 = q1 + hd, *q3 = q2 + hd;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int r = 0; r < rows; r += 8) {
+        const float *q[8];
+        for (int i = 0; i < 8; i++)   /* past the last row, repeat it (computed, not stored) */
+            q[i] = Q + (size_t)(r + i < rows ? r + i : rows - 1) * hd;
+        __m512 a[8];
+        for (int i = 0; i < 8; i++)
+            a[i] = _mm512_setzero_ps();
         for (int d = 0; d < hd; d++) {
             __m512 k = _mm512_loadu_ps(kt + (size_t)d * ATT_TK);
-            a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[d]), k, a0);
-            a1 = _mm512_fmadd_ps(_mm512_set1_ps(q1[d]), k, a1);
-            a2 = _mm512_fmadd_ps(_mm512_set1_ps(q2[d]), k, a2);
-            a3 = _mm512_fmadd_ps(_mm512_set1_ps(q3[d]), k, a3);
+            for (int i = 0; i < 8; i++)
+                a[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[i][d]), k, a[i]);
         }
-        _mm512_storeu_ps(scores + (size_t)r * score_stride, _mm512_mul_ps(a0, sc));
-        _mm512_storeu_ps(scores + (size_t)(r + 1) * score_stride, _mm512_mul_ps(a1, sc));
-        _mm512_storeu_ps(scores + (size_t)(r + 2) * score_stride, _mm512_mul_ps(a2, sc));
-        _mm512_storeu_ps(scores + (size_t)(r + 3) * score_stride, _mm512_mul_ps(a3, sc));
-    }
-    for (; r < rows; r++) {
-        const float *q0 = Q + (size_t)r * hd;
-        __m512 a0 = _mm512_setzero_ps();
-        for (int d = 0; d < hd; d++)
-            a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[d]), _mm512_loadu_ps(kt + (size_t)d * ATT_TK), a0);
-        _mm512_storeu_ps(scores + (size_t)r * score_stride, _mm512_mul_ps(a0, sc));
+        for (int i = 0; i < 8 && r + i < rows; i++)
+            _mm512_storeu_ps(scores + (size_t)(r + i) * score_stride, _mm512_mul_ps(a[i], sc));
     }
 }
 
-/* out[0..hd) += Σ_k p[k] · V[k][0..hd) over the tile's np positions; V is np × hd. */
-ATT_AVX512 static void attn_pv_tile(float *out, const float *p, const float *v, int np, int hd)
+/* out0/out1[0..hd) += Σ_k p0/p1[k] · V[k][0..hd) over the tile's np positions; V is np × hd.
+ * Two rows × 64 columns at a time: eight accumulators, each V load used twice. */
+ATT_AVX512 static void attn_pv_tile(float *out0, float *out1, const float *p0, const float *p1,
+                                    const float *v, int np, int hd)
 {
-    for (int d = 0; d < hd; d += 16) {
-        __mmask16 m = hd - d >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (hd - d)) - 1);
-        __m512 acc = _mm512_maskz_loadu_ps(m, out + d);
-        for (int k = 0; k < np; k++)
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(p[k]), _mm512_maskz_loadu_ps(m, v + (size_t)k * hd + d),
-                                  acc);
-        _mm512_mask_storeu_ps(out + d, m, acc);
+    for (int d = 0; d < hd; d += 64) {
+        __mmask16 m[4];
+        __m512 a[4], b[4];
+        for (int i = 0; i < 4; i++) {
+            int left = hd - d - 16 * i;
+            m[i] = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            a[i] = _mm512_maskz_loadu_ps(m[i], out0 + d + 16 * i);
+            b[i] = _mm512_maskz_loadu_ps(m[i], out1 + d + 16 * i);
+        }
+        for (int k = 0; k < np; k++) {
+            __m512 w0 = _mm512_set1_ps(p0[k]), w1 = _mm512_set1_ps(p1[k]);
+            for (int i = 0; i < 4; i++) {
+                __m512 x = _mm512_maskz_loadu_ps(m[i], v + (size_t)k * hd + d + 16 * i);
+                a[i] = _mm512_fmadd_ps(w0, x, a[i]);
+                b[i] = _mm512_fmadd_ps(w1, x, b[i]);
+            }
+        }
+        for (int i = 0; i < 4; i++) {   /* out1 last: it may be out0 itself, with the same sum */
+            _mm512_mask_storeu_ps(out0 + d + 16 * i, m[i], a[i]);
+            _mm512_mask_storeu_ps(out1 + d + 16 * i, m[i], b[i]);
+        }
     }
+}
+
+/* e^x for x <= 0 (scores less their maximum): 2^n · e^r with |r| <= ln2/2, e^r by its Taylor
+ * series to r^7 (relative error under 1e-8, below float rounding), 2^n applied by scalef, which
+ * goes smoothly to 0 for very negative x. */
+ATT_AVX512 static __m512 attn_exp(__m512 x)
+{
+    x = _mm512_max_ps(x, _mm512_set1_ps(-200.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);    /* ln2, high bits */
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723212e-6f), r);    /* ln2, the rest */
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* Soft-caps and soft-maxes row[a..b] in place and zeroes the rest of row[0..len), so that P·V can
+ * run over whole tiles. */
+ATT_AVX512 static void attn_softmax_row(float *row, int a, int b, int len, float softcap)
+{
+    if (softcap > 0)
+        for (int i = a; i <= b; i++)
+            row[i] = tanhf(row[i] / softcap) * softcap;
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int i = a; i <= b; i += 16) {
+        __mmask16 m = b - i >= 15 ? (__mmask16)0xFFFF : (__mmask16)((1u << (b - i + 1)) - 1);
+        vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, row + i));
+    }
+    __m512 maxv = _mm512_set1_ps(_mm512_reduce_max_ps(vmax)), vsum = _mm512_setzero_ps();
+    for (int i = a; i <= b; i += 16) {
+        __mmask16 m = b - i >= 15 ? (__mmask16)0xFFFF : (__mmask16)((1u << (b - i + 1)) - 1);
+        __m512 e = _mm512_maskz_mov_ps(m, attn_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + i), maxv)));
+        vsum = _mm512_add_ps(vsum, e);
+        _mm512_mask_storeu_ps(row + i, m, e);
+    }
+    __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
+    for (int i = a; i <= b; i += 16) {
+        __mmask16 m = b - i >= 15 ? (__mmask16)0xFFFF : (__mmask16)((1u << (b - i + 1)) - 1);
+        _mm512_mask_storeu_ps(row + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + i), inv));
+    }
+    memset(row, 0, (size_t)a * sizeof *row);
+    memset(row + b + 1, 0, (size_t)(len - b - 1) * sizeof *row);
+}
+
+/* Whether the query at position pos sees any of positions [p0, p0 + np). */
+static bool attn_tile_visible(const infer_session *s, bool sliding, int pos, int p0, int np)
+{
+    int window = s->m->cfg.sliding_window;
+    if (pos < p0)
+        return false;
+    return !(sliding && pos >= window && pos - window + 1 >= p0 + np);
+}
+
+/* Where row r of work item (kvh, tokens from t0) goes in the attention output: row r is query
+ * head kvh × group + r % group of token t0 + r / group. */
+static float *attn_out_row(const attn_chunk_job *j, int kvh, int t0, int r)
+{
+    const infer_config *c = &j->s->m->cfg;
+    int group = c->n_heads / c->n_kv_heads;
+    return j->out + (size_t)(t0 + r / group) * (size_t)c->n_heads * c->head_dim +
+           (size_t)(kvh * group + r % group) * c->head_dim;
 }
 
 /* One work item: KV head kvh and query tokens [t0, t1) of the chunk. */
@@ -322,7 +399,7 @@ ATT_AVX512 static void attend_item(const attn_chunk_job *j, int kvh, int t0, int
 {
     infer_session *s = j->s;
     const infer_config *c = &s->m->cfg;
-    int hd = c->head_dim, kvd = c->n_kv_heads * hd, qd = c->n_heads * hd;
+    int hd = c->head_dim, kvd = c->n_kv_heads * hd;
     int group = c->n_heads / c->n_kv_heads, rows = (t1 - t0) * group;
     float scale = c->attn_scale > 0 ? c->attn_scale : 1.0f / sqrtf((float)hd);
     bool sliding = c->arch == ARCH_GPT2 ? false : s->m->layers[j->layer].sliding;
@@ -355,42 +432,22 @@ ATT_AVX512 static void attend_item(const attn_chunk_job *j, int kvh, int t0, int
     for (int r = 0; r < rows; r++) {
         int pos = s->pos + t0 + r / group;
         int lo = sliding && pos >= c->sliding_window ? pos - c->sliding_window + 1 : 0;
-        float *row = scores + (size_t)r * stride;
-        int a = lo - first, b = pos - first;                 /* the row's visible span */
-        float maxv = -INFINITY;
-        for (int i = a; i <= b; i++) {
-            if (c->attn_softcap > 0)
-                row[i] = tanhf(row[i] / c->attn_softcap) * c->attn_softcap;
-            if (row[i] > maxv)
-                maxv = row[i];
-        }
-        float sum = 0;
-        for (int i = a; i <= b; i++) {
-            row[i] = expf(row[i] - maxv);
-            sum += row[i];
-        }
-        for (int i = a; i <= b; i++)
-            row[i] /= sum;
-        for (int i = 0; i < a; i++)
-            row[i] = 0;
-        for (int i = b + 1; i < (int)stride; i++)
-            row[i] = 0;
-        float *out = j->out + (size_t)(t0 + r / group) * qd + (size_t)(kvh * group + r % group) * hd;
-        memset(out, 0, (size_t)hd * sizeof *out);
+        attn_softmax_row(scores + (size_t)r * stride, lo - first, pos - first, (int)stride, c->attn_softcap);
+        memset(attn_out_row(j, kvh, t0, r), 0, (size_t)hd * sizeof(float));
     }
 
     for (int p0 = first; p0 <= last; p0 += ATT_TK) {
         int np = last - p0 + 1 < ATT_TK ? last - p0 + 1 : ATT_TK;
         for (int k = 0; k < np; k++)
             attn_load_row(s->value_cache, s->kv_f32, layer_off + (size_t)(p0 + k) * kvd, vt + (size_t)k * hd, hd);
-        for (int r = 0; r < rows; r++) {
-            int pos = s->pos + t0 + r / group;
-            if (pos < p0)                                    /* the tile is wholly in its future */
-                continue;
-            if (sliding && pos >= c->sliding_window && pos - c->sliding_window + 1 >= p0 + np)
-                continue;                                    /* wholly before its window */
-            float *out = j->out + (size_t)(t0 + r / group) * qd + (size_t)(kvh * group + r % group) * hd;
-            attn_pv_tile(out, scores + (size_t)r * stride + (p0 - first), vt, np, hd);
+        for (int r = 0; r < rows; r += 2) {
+            int r1 = r + 1 < rows ? r + 1 : r;
+            if (!attn_tile_visible(s, sliding, s->pos + t0 + r / group, p0, np) &&
+                !attn_tile_visible(s, sliding, s->pos + t0 + r1 / group, p0, np))
+                continue;   /* a row's scores outside its span are 0, so a pair runs together */
+            attn_pv_tile(attn_out_row(j, kvh, t0, r), attn_out_row(j, kvh, t0, r1),
+                         scores + (size_t)r * stride + (p0 - first), scores + (size_t)r1 * stride + (p0 - first),
+                         vt, np, hd);
         }
     }
 }
