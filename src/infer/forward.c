@@ -281,19 +281,26 @@ ATT_AVX512 static void attn_scores_tile(const float *Q, int rows, const float *k
 {
     __m512 sc = _mm512_set1_ps(scale);
     for (int r = 0; r < rows; r += 8) {
-        const float *q[8];
-        for (int i = 0; i < 8; i++)   /* past the last row, repeat it (computed, not stored) */
-            q[i] = Q + (size_t)(r + i < rows ? r + i : rows - 1) * hd;
-        __m512 a[8];
-        for (int i = 0; i < 8; i++)
-            a[i] = _mm512_setzero_ps();
+        /* written out by hand: as arrays, the compiler keeps the accumulators in memory */
+#define ROW(i) (Q + (size_t)(r + (i) < rows ? r + (i) : rows - 1) * hd)   /* past the end: repeat */
+        const float *q0 = ROW(0), *q1 = ROW(1), *q2 = ROW(2), *q3 = ROW(3);
+        const float *q4 = ROW(4), *q5 = ROW(5), *q6 = ROW(6), *q7 = ROW(7);
+#undef ROW
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         for (int d = 0; d < hd; d++) {
             __m512 k = _mm512_loadu_ps(kt + (size_t)d * ATT_TK);
-            for (int i = 0; i < 8; i++)
-                a[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[i][d]), k, a[i]);
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[d]), k, a0);
+            a1 = _mm512_fmadd_ps(_mm512_set1_ps(q1[d]), k, a1);
+            a2 = _mm512_fmadd_ps(_mm512_set1_ps(q2[d]), k, a2);
+            a3 = _mm512_fmadd_ps(_mm512_set1_ps(q3[d]), k, a3);
+            a4 = _mm512_fmadd_ps(_mm512_set1_ps(q4[d]), k, a4);
+            a5 = _mm512_fmadd_ps(_mm512_set1_ps(q5[d]), k, a5);
+            a6 = _mm512_fmadd_ps(_mm512_set1_ps(q6[d]), k, a6);
+            a7 = _mm512_fmadd_ps(_mm512_set1_ps(q7[d]), k, a7);
         }
+        __m512 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
         for (int i = 0; i < 8 && r + i < rows; i++)
-            _mm512_storeu_ps(scores + (size_t)(r + i) * score_stride, _mm512_mul_ps(a[i], sc));
+            _mm512_storeu_ps(scores + (size_t)(r + i) * score_stride, _mm512_mul_ps(acc[i], sc));
     }
 }
 
@@ -303,26 +310,38 @@ ATT_AVX512 static void attn_pv_tile(float *out0, float *out1, const float *p0, c
                                     const float *v, int np, int hd)
 {
     for (int d = 0; d < hd; d += 64) {
-        __mmask16 m[4];
-        __m512 a[4], b[4];
-        for (int i = 0; i < 4; i++) {
-            int left = hd - d - 16 * i;
-            m[i] = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-            a[i] = _mm512_maskz_loadu_ps(m[i], out0 + d + 16 * i);
-            b[i] = _mm512_maskz_loadu_ps(m[i], out1 + d + 16 * i);
-        }
+#define MASK(i) (hd - d - 16 * (i) >= 16 ? (__mmask16)0xFFFF \
+                 : hd - d - 16 * (i) > 0 ? (__mmask16)((1u << (hd - d - 16 * (i))) - 1) : (__mmask16)0)
+        __mmask16 m0 = MASK(0), m1 = MASK(1), m2 = MASK(2), m3 = MASK(3);
+#undef MASK
+        float *o0 = out0 + d, *o1 = out1 + d;
+        __m512 a0 = _mm512_maskz_loadu_ps(m0, o0), a1 = _mm512_maskz_loadu_ps(m1, o0 + 16);
+        __m512 a2 = _mm512_maskz_loadu_ps(m2, o0 + 32), a3 = _mm512_maskz_loadu_ps(m3, o0 + 48);
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, o1), b1 = _mm512_maskz_loadu_ps(m1, o1 + 16);
+        __m512 b2 = _mm512_maskz_loadu_ps(m2, o1 + 32), b3 = _mm512_maskz_loadu_ps(m3, o1 + 48);
         for (int k = 0; k < np; k++) {
             __m512 w0 = _mm512_set1_ps(p0[k]), w1 = _mm512_set1_ps(p1[k]);
-            for (int i = 0; i < 4; i++) {
-                __m512 x = _mm512_maskz_loadu_ps(m[i], v + (size_t)k * hd + d + 16 * i);
-                a[i] = _mm512_fmadd_ps(w0, x, a[i]);
-                b[i] = _mm512_fmadd_ps(w1, x, b[i]);
-            }
+            const float *x = v + (size_t)k * hd + d;
+            __m512 x0 = _mm512_maskz_loadu_ps(m0, x), x1 = _mm512_maskz_loadu_ps(m1, x + 16);
+            __m512 x2 = _mm512_maskz_loadu_ps(m2, x + 32), x3 = _mm512_maskz_loadu_ps(m3, x + 48);
+            a0 = _mm512_fmadd_ps(w0, x0, a0);
+            a1 = _mm512_fmadd_ps(w0, x1, a1);
+            a2 = _mm512_fmadd_ps(w0, x2, a2);
+            a3 = _mm512_fmadd_ps(w0, x3, a3);
+            b0 = _mm512_fmadd_ps(w1, x0, b0);
+            b1 = _mm512_fmadd_ps(w1, x1, b1);
+            b2 = _mm512_fmadd_ps(w1, x2, b2);
+            b3 = _mm512_fmadd_ps(w1, x3, b3);
         }
-        for (int i = 0; i < 4; i++) {   /* out1 last: it may be out0 itself, with the same sum */
-            _mm512_mask_storeu_ps(out0 + d + 16 * i, m[i], a[i]);
-            _mm512_mask_storeu_ps(out1 + d + 16 * i, m[i], b[i]);
-        }
+        /* out1 last: it may be out0 itself, with the same sums */
+        _mm512_mask_storeu_ps(o0, m0, a0);
+        _mm512_mask_storeu_ps(o0 + 16, m1, a1);
+        _mm512_mask_storeu_ps(o0 + 32, m2, a2);
+        _mm512_mask_storeu_ps(o0 + 48, m3, a3);
+        _mm512_mask_storeu_ps(o1, m0, b0);
+        _mm512_mask_storeu_ps(o1 + 16, m1, b1);
+        _mm512_mask_storeu_ps(o1 + 32, m2, b2);
+        _mm512_mask_storeu_ps(o1 + 48, m3, b3);
     }
 }
 
