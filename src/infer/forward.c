@@ -235,7 +235,7 @@ static void attend_heads(void *ctx, int64_t begin, int64_t end)
  * per-thread buffer, are masked (causal, sliding window) and soft-maxed per row, then P·V runs
  * over the same tiles. Needs AVX-512; elsewhere, and for one-token decode steps, attend_heads. */
 
-#define ATT_TQ 16   /* query tokens per work item */
+#define ATT_TQ 32   /* query tokens per work item */
 #define ATT_TK 16   /* cached positions per tile: one AVX-512 register of scores */
 
 typedef struct attn_chunk_job {
