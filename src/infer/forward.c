@@ -6,7 +6,10 @@
  * prompt, or the one token just sampled), pushes them through the layers CHUNK at a time and
  * returns the logits of the last one. Within a chunk every matrix is read once for all tokens
  * (infer_matmul keeps a weight row hot across them), which is what makes the prompt faster
- * per token than decoding; attention is causal over the cache, parallel over heads.
+ * per token than decoding. Attention is causal over the cache: a decode step goes head by head
+ * (parallel over heads); a prompt chunk goes as blocked matrix products per KV head and query
+ * tile (Q·Kᵀ, softmax, P·V; parallel over those tiles), so that every query head of a GQA group
+ * shares each K/V tile.
  *
  * llama family (llama, mistral, qwen2, qwen3), per layer:
  *     h   = x + Wo · attention(rope(Wq·n + bq), rope(Wk·n + bk), Wv·n + bv),  n = rmsnorm(x)
