@@ -631,6 +631,21 @@ AVX512 static float dot_q8_0_avx512(const uint8_t *w, const float *x, int64_t n)
     return _mm512_reduce_add_ps(acc);
 }
 
+AVX512 static float dot_q4_0_avx512(const uint8_t *w, const float *x, int64_t n)
+{
+    const __m128i mask = _mm_set1_epi8(0xF), eight = _mm_set1_epi8(8);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / 32; b++, w += 18, x += 32) {
+        __m128i raw = _mm_loadu_si128((const __m128i *)(w + 2));
+        __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, mask), eight);
+        __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), mask), eight);
+        __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)), _mm512_loadu_ps(x));
+        s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)), _mm512_loadu_ps(x + 16), s);
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(half_f16c(rd16(w))), s, acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
 AVX512 static float dot_q4_k_avx512(const uint8_t *w, const float *x, int64_t n)
 {
     const __m256i m4 = _mm256_set1_epi8(0xF);
@@ -747,6 +762,7 @@ static float dot_row_avx2(infer_dtype t, const uint8_t *row, const float *x, int
         switch (t) {
         case INFER_F16: return dot_f16_avx512(row, x, n);
         case INFER_Q8_0: return dot_q8_0_avx512(row, x, n);
+        case INFER_Q4_0: return dot_q4_0_avx512(row, x, n);
         case INFER_Q4_K: return dot_q4_k_avx512(row, x, n);
         default: break;
         }
