@@ -1141,15 +1141,18 @@ static int term_ready(store_reader *r, reader_term *t, err *e)
         if (fd < 0)
             return err_set(e, errno == ENOENT ? 410 : 500, "", "cannot open pack %s: %s",
                            t->name, strerror(errno));
-        struct stat st;
+        struct stat st = {0};
         void *map = MAP_FAILED;
-        if (fstat(fd, &st) == 0 && st.st_size > 0)
-            map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-        int saved = errno;
+        int saved = 0;
+        if (fstat(fd, &st) != 0)
+            saved = errno;
+        else if (st.st_size > 0 && (map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED,
+                                               fd, 0)) == MAP_FAILED)
+            saved = errno;
         close(fd);
         if (map == MAP_FAILED)
             return err_set(e, 500, "", "cannot map pack %s: %s", t->name,
-                           st.st_size > 0 ? strerror(saved) : "empty file");
+                           saved ? strerror(saved) : "empty file");
         t->map = map;
         t->map_len = (size_t)st.st_size;
     }
