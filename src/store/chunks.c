@@ -307,7 +307,6 @@ typedef struct pending {
     xet_hash hash;
     uint32_t len;
     uint32_t data_off;       /* into the batch buffer */
-    bool hashed;             /* hash is set (else the storing thread computes it) */
 } pending;
 
 /* Open-addressing map from chunk hash to its place in an own pack (dedup within an upload). */
@@ -328,8 +327,8 @@ typedef struct batch {
 /* Ingest runs on two threads (and a pack writer's I/O thread, which mostly waits on the disk):
  * the request's thread receives the bytes, finds chunk boundaries, hashes each chunk (BLAKE3)
  * and fills a batch; a storing thread hashes the batch into the file's SHA-256, looks the
- * chunks up and writes the new ones, while the next batch fills. Chunk hashing moves to the
- * storing thread while that one would otherwise wait. Small files never start the thread. */
+ * chunks up and writes the new ones, while the next batches fill. Small files never start the
+ * thread. */
 struct store_writer {
     store *s;
     hash_ctx *sha;
@@ -343,7 +342,6 @@ struct store_writer {
     pthread_t thread;
     bool started, stop;
     unsigned fill, store_next, queued; /* ring positions; batches handed over, not yet stored */
-    bool storer_waiting;     /* idle, waiting for a batch (read without the lock: a hint) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int thread_rc;
@@ -562,9 +560,7 @@ static int store_batch(store_writer *w, batch *b, err *e)
      * request's thread, which only chunks. */
     hash_update(w->sha, b->data, b->used);
     for (size_t i = 0; i < b->n; i++) {
-        pending *c = &b->items[i];
-        if (!c->hashed)
-            xet_chunk_hash(b->data + c->data_off, c->len, &c->hash);
+        const pending *c = &b->items[i];
         if (w->nall == w->cap_all) {
             w->cap_all = w->cap_all ? w->cap_all * 2 : 256;
             w->all = realloc(w->all, w->cap_all * sizeof *w->all);
@@ -660,10 +656,8 @@ static void *storing_thread(void *arg)
     pthread_setname_np(pthread_self(), "hearth-ingest");
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        __atomic_store_n(&w->storer_waiting, true, __ATOMIC_RELAXED);
         while (!w->queued && !w->stop)
             pthread_cond_wait(&w->cv, &w->mu);
-        __atomic_store_n(&w->storer_waiting, false, __ATOMIC_RELAXED);
         if (!w->queued)
             break;
         batch *b = &w->batches[w->store_next];
@@ -742,12 +736,8 @@ static int end_chunk(store_writer *w, err *e)
     batch *b = w->filling;
     pending *c = &b->items[b->n++];
     *c = (pending){.len = (uint32_t)w->chunk_len, .data_off = (uint32_t)b->used};
-    /* Hashed here while the chunk is still in cache from being copied in, unless the storing
-     * thread is waiting for work: then it takes the hashing, and the two threads balance. */
-    if (!w->started || !__atomic_load_n(&w->storer_waiting, __ATOMIC_RELAXED)) {
-        xet_chunk_hash(b->data + c->data_off, c->len, &c->hash);
-        c->hashed = true;
-    }
+    /* hashed here, while the chunk is still in cache from being copied in */
+    xet_chunk_hash(b->data + c->data_off, c->len, &c->hash);
     b->used += w->chunk_len;
     w->chunk_len = 0;
     return b->n == BATCH_CHUNKS ? submit_batch(w, e) : 0;
