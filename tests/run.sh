@@ -67,7 +67,9 @@ fi
 
 if [ "$what" = all ] || [ "$what" = fuzz ]; then
     FUZZ_RUNS=${FUZZ_RUNS:-100000} tests/fuzz/run.sh >"$log/fuzz.log" 2>&1
-    cat "$log/fuzz.log" | grep -E '^(not )?ok ' | sed 's/^/fuzz  /'
+    # the verdicts, and for a failure what the sanitizer or libFuzzer said (the CI log keeps them)
+    grep -E '^(not )?ok |runtime error|ERROR: |SUMMARY: |^artifact_prefix|Test unit written' "$log/fuzz.log" |
+        sed 's/^/fuzz  /'
     count_tap "$log/fuzz.log" fuzz
 fi
 

@@ -6,6 +6,7 @@
  * mapping), and decoded on demand by the accessors. Tensors land in the shared tensor set in
  * row-major order (GGUF lists dims fastest-first, so they are reversed here).
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,7 +138,7 @@ int infer_gguf_parse(gguf_file *g, infer_tensor_set *ts, const uint8_t *data, si
             goto bad;
         if (!strcmp(kv->key, "general.alignment")) {
             double a;
-            if (!infer_gguf_number(g, "general.alignment", &a) || a < 1 || a > 65536 ||
+            if (!infer_gguf_number(g, "general.alignment", &a) || !(a >= 1 && a <= 65536) ||
                 ((uint64_t)a & ((uint64_t)a - 1))) {
                 infer_gguf_free(g);
                 return err_set(e, 400, "BadModel", "GGUF general.alignment is not a power of two");
@@ -296,7 +297,18 @@ bool infer_gguf_number(const gguf_file *g, const char *key, double *out)
     const gguf_kv *kv = infer_gguf_find(g, key);
     if (!kv || kv->type == GGUF_STRING || kv->type == GGUF_ARRAY)
         return false;
-    *out = scalar_at(kv->type, kv->value);
+    double v = scalar_at(kv->type, kv->value);
+    if (!isfinite(v))   /* a NaN or infinite setting is no setting (and no cast may see it) */
+        return false;
+    *out = v;
+    return true;
+}
+
+bool infer_gguf_count(const gguf_file *g, const char *key, double *out)
+{
+    if (!infer_gguf_number(g, key, out))
+        return false;
+    *out = fmax(-1e9, fmin(1e9, *out));
     return true;
 }
 

@@ -174,8 +174,12 @@ int infer_gguf_parse(gguf_file *g, infer_tensor_set *ts, const uint8_t *data, si
                      err *e);
 void infer_gguf_free(gguf_file *g);
 const gguf_kv *infer_gguf_find(const gguf_file *g, const char *key);
-/* Numeric value of a scalar key of any integer/float/bool type; false when absent or not scalar. */
+/* Numeric value of a scalar key of any integer/float/bool type; false when absent, not scalar or
+ * not finite. */
 bool infer_gguf_number(const gguf_file *g, const char *key, double *out);
+/* The same, clamped to +-1e9 so that a cast to int is always defined (a value that large is
+ * refused later by the model's own checks). */
+bool infer_gguf_count(const gguf_file *g, const char *key, double *out);
 /* A string key as a new NUL-terminated copy (caller frees), NULL when absent. */
 char *infer_gguf_string(const gguf_file *g, const char *key);
 /* Walks an array of strings: returns pointers into the mapping with lengths (caller frees the

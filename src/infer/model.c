@@ -537,7 +537,7 @@ static int config_from_gguf(infer_model *m, err *e)
     char key[128];
     double v;
 #define K(name, dflt) (snprintf(key, sizeof key, "%s." name, arch), \
-                       infer_gguf_number(&m->gguf, key, &v) ? v : (dflt))
+                       infer_gguf_count(&m->gguf, key, &v) ? v : (dflt))
     c->dim = (int)K("embedding_length", 0);
     c->n_layers = (int)K("block_count", 0);
     c->n_heads = (int)K("attention.head_count", 0);
@@ -582,11 +582,11 @@ static int config_from_gguf(infer_model *m, err *e)
         if (t && t->ndim == 2)
             c->vocab_size = (int)t->shape[0];
     }
-    if (infer_gguf_number(&m->gguf, "tokenizer.ggml.bos_token_id", &v))
+    if (infer_gguf_count(&m->gguf, "tokenizer.ggml.bos_token_id", &v))
         m->bos_id = (int32_t)v;
-    if (infer_gguf_number(&m->gguf, "tokenizer.ggml.eos_token_id", &v))
+    if (infer_gguf_count(&m->gguf, "tokenizer.ggml.eos_token_id", &v))
         add_eos(m, (int64_t)v);
-    if (infer_gguf_number(&m->gguf, "tokenizer.ggml.eot_token_id", &v))
+    if (infer_gguf_count(&m->gguf, "tokenizer.ggml.eot_token_id", &v))
         add_eos(m, (int64_t)v);
     m->chat_template = infer_gguf_string(&m->gguf, "tokenizer.chat_template");
     return check_config(c, e);

@@ -993,7 +993,7 @@ int infer_tokenizer_from_gguf(infer_tokenizer **out, const gguf_file *g, err *e)
     infer_gguf_number_array(g, "tokenizer.ggml.token_type", &types, &ntypes);
     int rc = 0;
     for (size_t i = 0; i < ntypes && i < ntok; i++) {
-        int ty = (int)types[i];
+        int ty = types[i] >= 0 && types[i] <= 16 ? (int)types[i] : 0;   /* NaN too: a normal token */
         if (ty == 3 || ty == 4) {   /* control / user-defined: matched in raw text */
             t->special[i] = ty == 3;
             t->added = realloc(t->added, (t->n_added + 1) * sizeof *t->added);
@@ -1069,7 +1069,8 @@ int infer_tokenizer_from_gguf(infer_tokenizer **out, const gguf_file *g, err *e)
                      model ? model : "(none)");
     }
     double v;
-    t->unk_id = infer_gguf_number(g, "tokenizer.ggml.unknown_token_id", &v) ? (int32_t)v : -1;
+    t->unk_id = infer_gguf_number(g, "tokenizer.ggml.unknown_token_id", &v) && v >= 0 && v < (double)ntok
+                   ? (int32_t)v : -1;
     if (infer_gguf_number(g, "tokenizer.ggml.bos_token_id", &v) && v >= 0 && v < (double)ntok) {
         double add;
         bool add_bos = infer_gguf_number(g, "tokenizer.ggml.add_bos_token", &add) ? add != 0 : spm;
