@@ -156,8 +156,13 @@ struct render {
     buf *out;
     struct scope *scope, *globals;
     int depth;
+    int nest;    /* parser recursion: nested expressions and blocks (bounded: a template is input) */
+    int edepth;  /* evaluation recursion (a long chain of operators is a deep tree) */
     bool brk, cont;
 };
+
+/* Bounds on recursion, far above what real templates use, far below the stack's end. */
+enum { MAX_NEST = 200, MAX_EVAL_DEPTH = 2000 };
 
 static int fail(render *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int fail(render *r, const char *fmt, ...)
@@ -611,16 +616,32 @@ static expr *parse_filters(render *r, expr *e)
     }
 }
 
+static bool nest_enter(render *r)
+{
+    if (++r->nest > MAX_NEST) {
+        fail(r, "expressions or blocks nested more than %d deep", MAX_NEST);
+        r->nest--;
+        return false;
+    }
+    return true;
+}
+
 static expr *parse_unary(render *r)
 {
-    if (accept(r, "-")) {
-        expr *x = mk(r, E_NEG);
-        x->a = parse_unary(r);
-        return x;
+    int negs = 0;   /* a run of signs is read in a loop, not a recursion per sign */
+    for (;;) {
+        if (accept(r, "-"))
+            negs++;
+        else if (!accept(r, "+"))
+            break;
     }
-    if (accept(r, "+"))
-        return parse_unary(r);
-    return parse_filters(r, parse_postfix(r, parse_primary(r)));
+    expr *e = parse_filters(r, parse_postfix(r, parse_primary(r)));
+    while (negs-- > 0) {
+        expr *x = mk(r, E_NEG);
+        x->a = e;
+        e = x;
+    }
+    return e;
 }
 
 static expr *bin(render *r, const char *op, expr *a, expr *b)
@@ -707,8 +728,11 @@ static expr *parse_compare(render *r)
 static expr *parse_not(render *r)
 {
     if (accept(r, "not")) {
+        if (!nest_enter(r))
+            return mk(r, E_LIT);
         expr *x = mk(r, E_NOT);
         x->a = parse_not(r);
+        r->nest--;
         return x;
     }
     return parse_compare(r);
@@ -740,6 +764,8 @@ static expr *parse_or(render *r)
 
 static expr *parse_expr(render *r)
 {
+    if (!nest_enter(r))
+        return mk(r, E_LIT);
     expr *e = parse_or(r);
     if (accept(r, "if")) {
         expr *x = mk(r, E_COND);
@@ -747,8 +773,9 @@ static expr *parse_expr(render *r)
         x->b = parse_or(r);
         if (accept(r, "else"))
             x->c = parse_expr(r);
-        return x;
+        e = x;
     }
+    r->nest--;
     return e;
 }
 
@@ -959,11 +986,22 @@ static node *parse_statement(render *r)
     return new_node(r, N_TEXT);
 }
 
+static node **parse_body_at(render *r, const char *const *stops, size_t *n);
+
 static node **parse_body(render *r, const char *const *stops, size_t *n)
+{
+    *n = 0;
+    if (!nest_enter(r))
+        return NULL;
+    node **v = parse_body_at(r, stops, n);
+    r->nest--;
+    return v;
+}
+
+static node **parse_body_at(render *r, const char *const *stops, size_t *n)
 {
     node **v = NULL;
     size_t cap = 0;
-    *n = 0;
     while (!r->failed && r->pos < r->nseg) {
         const segment *s = &r->seg[r->pos];
         if (s->kind == S_STMT) {
@@ -2193,10 +2231,24 @@ static value *filter(render *r, const char *name, value *v, const args *a)
     return &UNDEF;
 }
 
+static value *eval_node(render *r, const expr *e);
+
 static value *eval(render *r, const expr *e)
 {
     if (r->failed || !e)
         return &UNDEF;
+    if (++r->edepth > MAX_EVAL_DEPTH) {
+        fail(r, "an expression more than %d operations deep", MAX_EVAL_DEPTH);
+        r->edepth--;
+        return &UNDEF;
+    }
+    value *v = eval_node(r, e);
+    r->edepth--;
+    return v;
+}
+
+static value *eval_node(render *r, const expr *e)
+{
     switch (e->kind) {
     case E_LIT: return e->lit;
     case E_NAME: return lookup(r, e->name);

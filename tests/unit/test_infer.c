@@ -471,6 +471,50 @@ static void test_template_basics(void **state)
     buf_free(&out);
 }
 
+/* A template is input: nesting that would run the stack out is an error, not a crash. */
+static void test_template_nesting_bounded(void **state)
+{
+    (void)state;
+    buf deep = BUF_INIT;
+    buf_append(&deep, "{{ ", 3);
+    for (int i = 0; i < 100000; i++)
+        buf_append(&deep, "(", 1);
+    buf_append(&deep, "1", 1);
+    for (int i = 0; i < 100000; i++)
+        buf_append(&deep, ")", 1);
+    buf_append(&deep, " }}", 3);
+    buf blocks = BUF_INIT, chain = BUF_INIT, nots = BUF_INIT;
+    for (int i = 0; i < 50000; i++)
+        buf_append(&blocks, "{% if 1 %}", 10);
+    buf_append(&chain, "{{ 1", 4);
+    for (int i = 0; i < 50000; i++)
+        buf_append(&chain, " + 1", 4);   /* parsed in a loop, evaluated recursively */
+    buf_append(&chain, " }}", 3);
+    buf_append(&nots, "{{ ", 3);
+    for (int i = 0; i < 50000; i++)
+        buf_append(&nots, "not -", 5);
+    buf_append(&nots, "1 }}", 4);
+    const buf *cases[] = {&deep, &blocks, &chain, &nots};
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        buf out = BUF_INIT;
+        err e = ERR_INIT;
+        assert_int_equal(infer_template_render(cases[i]->data, cases[i]->len, "{}", &out, &e), -1);
+        assert_non_null(strstr(e.message, "deep"));
+        buf_free(&out);
+    }
+    /* within the bounds, nesting works */
+    const char *ok = "{{ ((((((((((1)))))))))) + - - 2 }}{% if 1 %}{% if 1 %}x{% endif %}{% endif %}";
+    buf out = BUF_INIT;
+    err e = ERR_INIT;
+    assert_int_equal(infer_template_render(ok, strlen(ok), "{}", &out, &e), 0);
+    assert_string_equal(out.data, "3x");
+    buf_free(&out);
+    buf_free(&deep);
+    buf_free(&blocks);
+    buf_free(&chain);
+    buf_free(&nots);
+}
+
 /* ---- a prompt in one call gives the logits of the same tokens one at a time -------------------- */
 
 static void write_text(const char *dir, const char *name, const char *text)
@@ -634,6 +678,7 @@ int main(void)
         cmocka_unit_test(test_stream_keeps_utf8_whole),
         cmocka_unit_test(test_sampler),
         cmocka_unit_test(test_template_basics),
+        cmocka_unit_test(test_template_nesting_bounded),
         cmocka_unit_test(test_prompt_matches_token_by_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
