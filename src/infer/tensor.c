@@ -463,8 +463,11 @@ AVX2 static void dequant_row_avx2(infer_dtype t, const uint8_t *p, float *out, i
     int64_t i = 0;
     switch (t) {
     case INFER_F16:
-        for (; i + 8 <= n; i += 8)
+        for (; i + 8 <= n; i += 8) {
+            if ((i & 31) == 0)
+                fetch_ahead(p + 2 * i);
             _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 2 * i))));
+        }
         for (; i < n; i++)
             out[i] = half_f16c(rd16(p + 2 * i));
         return;
@@ -577,7 +580,8 @@ AVX512 static void gemm8_avx512(const float *w, int nr, int64_t cols, const floa
 {
     enum { KC = 1024 };  /* 8 weight rows of 4 KiB and 3 token rows stay in L1 */
     int64_t c16 = cols & ~(int64_t)15;
-    memset(part, 0, (size_t)n_tok * 8 * 16 * sizeof *part);
+    if (c16 == 0)
+        memset(part, 0, (size_t)n_tok * 8 * 16 * sizeof *part);
     for (int64_t k0 = 0; k0 < c16; k0 += KC) {
         int64_t k1 = k0 + KC < c16 ? k0 + KC : c16;
         for (int t = 0; t < n_tok; t += 3) {
@@ -602,9 +606,9 @@ AVX512 static void gemm8_avx512(const float *w, int nr, int64_t cols, const floa
             }
             for (int j = 0; j < nt; j++)
 #pragma GCC unroll 8
-                for (int q = 0; q < 8; q++) {
+                for (int q = 0; q < 8; q++) {   /* the first pass stores, later ones add */
                     float *p = part + ((size_t)(t + j) * 8 + (size_t)q) * 16;
-                    _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), a[q][j]));
+                    _mm512_storeu_ps(p, k0 ? _mm512_add_ps(_mm512_loadu_ps(p), a[q][j]) : a[q][j]);
                 }
         }
     }
