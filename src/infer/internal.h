@@ -117,6 +117,12 @@ bool infer_qgemm_supports(infer_dtype t);
 bool infer_qgemm(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok,
                  infer_qgemm_level level);
 
+/* Prompt products for F16 / BF16 weights on AMX-BF16 tiles (bgemm.c), every number split into
+ * two bfloat16 parts so that the result keeps float32-class accuracy; false (nothing written)
+ * when the CPU lacks AMX-BF16 or Linux refuses it, the type is another, the row length is not a
+ * multiple of 32, n_tok < 2, or memory ran out. */
+bool infer_bgemm(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok);
+
 /* ---- tensor directory shared by the file readers (safetensors.c, gguf.c) ------------------- */
 
 typedef struct infer_tensor_entry {

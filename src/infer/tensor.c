@@ -980,6 +980,9 @@ void infer_matmul(infer_pool *p, float *y, const float *x, const infer_matrix *w
     /* Quantised weights in a prompt: int8 products on quantised activations (qgemm.c). */
     if (n_tok > 1 && infer_qgemm_supports(w->type) && infer_qgemm(p, y, x, w, n_tok, infer_cpu_level()))
         return;
+    /* F16 / BF16 weights in a prompt: split-bfloat16 tile products where the CPU has AMX-BF16. */
+    if (n_tok > 1 && infer_bgemm(p, y, x, w, n_tok))
+        return;
     matmul_job job = {y, x, w, n_tok, have_avx2(), have_avx2() && have_avx512()};
     infer_pool_run(p, w->rows, matmul_rows, &job);
 }

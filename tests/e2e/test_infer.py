@@ -60,15 +60,22 @@ def models(tmp_path_factory):
 PROMPT_IDS = [5, 17, 42, 99, 3, 250, 7, 123]
 
 
-def compare_logits(ours, ref, label):
+def compare_logits(ours, ref, label, tol=1e-3):
+    """Same greedy tokens; the top-5 logits agree within tol relative, position by position. Two
+    ids may trade places only where the reference's own logits are tied within tol (random
+    models have near-ties: 9.9436033 vs 9.9436092 differ in the seventh digit)."""
     assert len(ours) == len(ref), label
     for a, b in zip(ours, ref):
         assert a["token"] == b["token"], "%s: step %d: greedy token %d, reference %d" % (
             label, a["step"], a["token"], b["token"])
+        ref_logit = dict((i, l) for i, l in b["top"])
         for (ia, la), (ib, lb) in zip(a["top"], b["top"]):
-            assert ia == ib, "%s: step %d: top ids %s vs %s" % (label, a["step"], a["top"], b["top"])
-            assert abs(la - lb) <= 1e-3 * max(abs(lb), 1.0), "%s: step %d: logit %g vs %g" % (
-                label, a["step"], la, lb)
+            close = abs(la - lb) <= tol * max(abs(lb), 1.0)
+            assert close, "%s: step %d: logit %g vs %g" % (label, a["step"], la, lb)
+            if ia != ib:   # a tie: our id holds the reference's value here, or sits just below its top 5
+                other = ref_logit.get(ia, b["top"][-1][1])
+                assert abs(other - lb) <= tol * max(abs(lb), 1.0), "%s: step %d: top ids %s vs %s" % (
+                    label, a["step"], a["top"], b["top"])
 
 
 def run_dump(model, ids, n=32, extra=("--kv", "f32")):
