@@ -20,10 +20,7 @@
  * at a time: six tile loads feed six multiplies into two C tiles.
  */
 #if defined(__x86_64__)
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #endif
 #include <stdlib.h>
 #include <string.h>
@@ -35,18 +32,6 @@ enum { TILE = 16, STEP = 32 };   /* rows or tokens per tile; columns per tile st
 #if defined(__x86_64__)
 
 #define BAMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
-
-/* AMX-BF16, and Linux's permission to use the tile state (asked once per process). */
-static bool have_amx_bf16(void)
-{
-    static int cached = -1;
-    if (cached < 0) {
-        unsigned a, b, c, d;
-        cached = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 22)) && (d & (1u << 24)) &&
-                 syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
-    }
-    return cached;
-}
 
 /* 16 floats → their bfloat16 hi parts (rounded to nearest even) and the bfloat16 of what is left. */
 BAMX static inline __attribute__((always_inline)) void split16(__m512 v, __m256i *hi, __m256i *lo)
@@ -220,7 +205,7 @@ BAMX static void multiply_rows(void *ctx, int64_t begin, int64_t end)
 
 bool infer_bgemm(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok)
 {
-    if ((w->type != INFER_F16 && w->type != INFER_BF16) || w->cols % STEP || n_tok < 2 || !have_amx_bf16())
+    if ((w->type != INFER_F16 && w->type != INFER_BF16) || w->cols % STEP || n_tok < 2 || !infer_have_amx_bf16())
         return false;
     bgemm_job j = {y, x, w, n_tok, (n_tok + TILE - 1) / TILE, w->cols / STEP, NULL};
     size_t xb_bytes = (size_t)j.groups * (size_t)j.steps * 2 * tile_elems() * sizeof(uint16_t);

@@ -122,6 +122,8 @@ bool infer_qgemm(infer_pool *p, float *y, const float *x, const infer_matrix *w,
  * when the CPU lacks AMX-BF16 or Linux refuses it, the type is another, the row length is not a
  * multiple of 32, n_tok < 2, or memory ran out. */
 bool infer_bgemm(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok);
+/* AMX-BF16 tiles that this process may use (tensor.c). */
+bool infer_have_amx_bf16(void);
 
 /* ---- tensor directory shared by the file readers (safetensors.c, gguf.c) ------------------- */
 

@@ -733,18 +733,29 @@ static bool have_vnni(void)
     return cached;
 }
 
-/* AMX-INT8, and the kernel's permission to use its 8 KiB of tile state (Linux 5.16+ asks each
+/* AMX tiles, and the kernel's permission to use their 8 KiB of state (Linux 5.16+ asks each
  * process to request it once; refused, the CPU's AMX is as good as absent). */
-static bool have_amx(void)
+static bool have_amx_tiles(void)
 {
     static int cached = -1;
     if (cached < 0) {
         unsigned a, b, c, d;
-        cached = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 24)) && (d & (1u << 25)) &&
+        cached = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 24)) &&
                  syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
     }
     return cached;
 }
+
+/* CPUID leaf 7's EDX: bit 25 AMX-INT8, bit 22 AMX-BF16. */
+static bool have_amx_unit(int bit)
+{
+    unsigned a, b, c, d;
+    return have_amx_tiles() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << bit));
+}
+
+static bool have_amx(void) { return have_amx_unit(25); }
+
+bool infer_have_amx_bf16(void) { return have_amx_unit(22); }
 
 AVX2 static float vec_dot_avx2(const float *a, const float *b, int n) { return dot_f32_avx2(a, b, n); }
 
@@ -846,6 +857,7 @@ static bool have_avx2(void) { return false; }
 static bool have_avx512(void) { return false; }
 static bool have_vnni(void) { return false; }
 static bool have_amx(void) { return false; }
+bool infer_have_amx_bf16(void) { return false; }
 #endif
 
 float infer_vec_dot(const float *a, const float *b, int n)
