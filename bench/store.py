@@ -5,7 +5,8 @@
 
 1. Ingest: the time Hearth takes to receive, hash (SHA-256), chunk, hash chunks (BLAKE3),
    compress where it pays and store a file uploaded with one PUT, beside the time
-   `openssl dgst -sha256` takes to only hash the same file. Goal: ratio >= 0.5.
+   `openssl dgst -sha256` takes to only hash the same file; alternated --runs times (new random
+   bytes each time), each side's best. Goal: ratio >= 0.5.
 2. Download of a file whose chunks come from several packs (made of pieces of earlier uploads
    plus new bytes) through /resolve, beside nginx serving the same bytes from disk. Goal >= 0.90.
 """
@@ -67,15 +68,28 @@ def main():
         wait_http(f"{base}/health")
         request("POST", f"{base}/api/repos/create", token, json.dumps({"name": "b"}).encode())
 
-        # The file just written is still being written back to disk: let that finish, so that
-        # neither side is measured against the kernel's writeback.
-        os.sync()
-        subprocess.run(["cat", big], stdout=subprocess.DEVNULL, check=True)  # page cache
-        t0 = time.monotonic()
-        subprocess.run(["openssl", "dgst", "-sha256", big], check=True, stdout=subprocess.DEVNULL)
-        openssl_s = time.monotonic() - t0
-        ingest_s = put_file(base, token, "bench/b", "big.bin", big)
-        print(f"ingest {mib} MiB: hearth {mib / ingest_s:8.0f} MiB/s   openssl dgst -sha256 "
+        # Ingest, alternated with openssl --runs times, each side's best kept (the machine may
+        # be shared). Every Hearth run uploads new random bytes (the same bytes again would
+        # dedup); big.bin goes last, for the download test below. The file just written is
+        # still being written back to disk: sync first, so that neither side is measured
+        # against the kernel's writeback.
+        openssl_s = ingest_s = float("inf")
+        for run in range(args.runs):
+            path = big
+            if run < args.runs - 1:
+                path = os.path.join(work, f"ingest{run}.bin")
+                with open(path, "wb") as f:
+                    for _ in range(mib):
+                        f.write(os.urandom(1 << 20))
+            os.sync()
+            subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)  # page cache
+            t0 = time.monotonic()
+            subprocess.run(["openssl", "dgst", "-sha256", path], check=True, stdout=subprocess.DEVNULL)
+            openssl_s = min(openssl_s, time.monotonic() - t0)
+            ingest_s = min(ingest_s, put_file(base, token, "bench/b", os.path.basename(path), path))
+            if path != big:
+                os.unlink(path)
+        print(f"ingest {mib} MiB (best of {args.runs}): hearth {mib / ingest_s:8.0f} MiB/s   openssl dgst -sha256 "
               f"{mib / openssl_s:8.0f} MiB/s   ratio {openssl_s / ingest_s:.2f} (goal >= 0.5)")
 
         # A file made of two halves of two earlier uploads and a new stretch: several packs.
