@@ -746,11 +746,16 @@ static bool have_amx_tiles(void)
     return cached;
 }
 
-/* CPUID leaf 7's EDX: bit 25 AMX-INT8, bit 22 AMX-BF16. */
+/* CPUID leaf 7's EDX: bit 25 AMX-INT8, bit 22 AMX-BF16. Read once: every prompt product asks,
+ * and CPUID is slow (a VM exit under a hypervisor). */
 static bool have_amx_unit(int bit)
 {
-    unsigned a, b, c, d;
-    return have_amx_tiles() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << bit));
+    static long long edx = -1;
+    if (edx < 0) {
+        unsigned a, b, c, d;
+        edx = have_amx_tiles() && __get_cpuid_count(7, 0, &a, &b, &c, &d) ? (long long)d : 0;
+    }
+    return (edx >> bit) & 1;
 }
 
 static bool have_amx(void) { return have_amx_unit(25); }
