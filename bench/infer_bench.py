@@ -11,6 +11,7 @@ run, and prints the ratios. Results also go to bench/out/infer.json.
 """
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -160,7 +161,14 @@ def main():
         path = os.path.join(cache, "bench-%s-%s.gguf" % (a.size, t))
         if not os.path.exists(path):
             t0 = time.time()
-            write_model(path + ".tmp", t, a.size)
+            # In a child process: the writer grows to gigabytes, and Linux counts a parent's
+            # resident size at fork into the peak RSS a child reports (ru_maxrss survives exec),
+            # so writing here would inflate every peak RSS figure after it.
+            w = multiprocessing.Process(target=write_model, args=(path + ".tmp", t, a.size))
+            w.start()
+            w.join()
+            if w.exitcode != 0:
+                raise SystemExit("writing %s failed" % path)
             os.rename(path + ".tmp", path)
             print("  wrote %s (%.0f MiB) in %.0f s" % (path, os.path.getsize(path) / 2 ** 20, time.time() - t0))
         h = c = None
