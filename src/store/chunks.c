@@ -18,6 +18,7 @@
  */
 #include "store/internal.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -321,7 +322,7 @@ typedef struct batch {
     pending items[BATCH_CHUNKS];
     size_t n;
     size_t used;
-    uint8_t *data;           /* BATCH_CHUNKS * XET_CHUNK_MAX */
+    uint8_t *data;           /* BATCH_CHUNKS * XET_CHUNK_MAX, a store buffer */
 } batch;
 
 /* Ingest runs on two threads (and a pack writer's I/O thread, which mostly waits on the disk):
@@ -368,11 +369,9 @@ store_writer *store_writer_new(store *s, err *e)
     w->s = s;
     w->sha = hash_sha256_new();
     xet_chunker_init(&w->chunker, XET_CHUNKER_HF_XET);
-    for (int i = 0; i < NBATCH; i++) {
-        w->batches[i].data = malloc((size_t)BATCH_CHUNKS * XET_CHUNK_MAX);
-        if (!w->batches[i].data)
-            abort();
-    }
+    static_assert(BATCH_CHUNKS * XET_CHUNK_MAX <= STORE_BUFFER_SIZE, "a batch fits a buffer");
+    for (int i = 0; i < NBATCH; i++)
+        w->batches[i].data = store_buffer_get();
     w->filling = &w->batches[0];
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
@@ -801,7 +800,7 @@ static void writer_free(store_writer *w, bool remove_packs)
     free(w->map);
     free(w->leased);
     for (int i = 0; i < NBATCH; i++)
-        free(w->batches[i].data);
+        store_buffer_put(w->batches[i].data);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     buf_free(&w->record);
@@ -1005,14 +1004,18 @@ typedef struct reader_term {
     char name[33];
     uint32_t start, end;
     uint64_t raw_start, raw_len;
+    size_t seq;              /* the file's chunks before this term's first */
     pack_chunk *chunks;      /* loaded on first use */
     size_t nchunks;
     const uint8_t *map;      /* the whole pack, read-only, mapped on first use */
     size_t map_len;
 } reader_term;
 
+typedef struct checker checker;
+
 struct store_reader {
     store *s;
+    checker *check;          /* checking ahead of a long sequential read; NULL if none */
     char oid[65];
     int64_t size;
     reader_term *terms;
@@ -1023,8 +1026,12 @@ struct store_reader {
     bool retried;
 };
 
+static void checker_stop(checker *k);
+
 static void reader_drop_terms(store_reader *r)
 {
+    checker_stop(r->check);
+    r->check = NULL;
     for (size_t i = 0; i < r->n; i++) {
         if (r->terms[i].map)
             munmap((void *)r->terms[i].map, r->terms[i].map_len);
@@ -1063,7 +1070,7 @@ static int reader_load(store_reader *r, err *e)
             rc = -1;
         else
             sqlite3_bind_text(st, 1, r->oid, -1, SQLITE_STATIC);
-        size_t cap = 0;
+        size_t cap = 0, seq = 0;
         while (st && sqlite3_step(st) == SQLITE_ROW) {
             if (r->n == cap) {
                 cap = cap ? cap * 2 : 8;
@@ -1079,6 +1086,8 @@ static int reader_load(store_reader *r, err *e)
             t->end = (uint32_t)sqlite3_column_int64(st, 3);
             t->raw_start = (uint64_t)sqlite3_column_int64(st, 4);
             t->raw_len = (uint64_t)sqlite3_column_int64(st, 5);
+            t->seq = seq;
+            seq += t->end - t->start;
         }
         sqlite3_finalize(st);
         uint64_t total = r->n ? r->terms[r->n - 1].raw_start + r->terms[r->n - 1].raw_len : 0;
@@ -1122,11 +1131,11 @@ int store_reader_region(store_reader *r, int64_t offset, int64_t len, int *fd,
 /* A pack is mapped whole and read in place: a chunk's record is checked where it lies and its
  * payload copied (or decoded) once, into the caller's buffer. Packs are immutable and gc
  * unlinks rather than truncates them, so a mapping stays valid for as long as the reader. */
-static int term_ready(store_reader *r, reader_term *t, err *e)
+static int term_ready(store *s, reader_term *t, err *e)
 {
     if (!t->map) {
         char path[4200];
-        store_pack_path(r->s, t->name, path, sizeof path);
+        store_pack_path(s, t->name, path, sizeof path);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
             return err_set(e, errno == ENOENT ? 410 : 500, "", "cannot open pack %s: %s",
@@ -1147,9 +1156,9 @@ static int term_ready(store_reader *r, reader_term *t, err *e)
         t->map_len = (size_t)st.st_size;
     }
     if (!t->chunks) {
-        pthread_mutex_lock(&r->s->lock);
-        int rc = store_load_pack_chunks(r->s, t->pack, t->start, t->end, &t->chunks, &t->nchunks, e);
-        pthread_mutex_unlock(&r->s->lock);
+        pthread_mutex_lock(&s->lock);
+        int rc = store_load_pack_chunks(s, t->pack, t->start, t->end, &t->chunks, &t->nchunks, e);
+        pthread_mutex_unlock(&s->lock);
         if (rc != 0)
             return -1;
         if (t->nchunks != t->end - t->start)
@@ -1169,20 +1178,28 @@ uint64_t store_record_check2(const void *a, size_t alen, const void *b, size_t b
     return XXH3_64bits_digest(&state);
 }
 
+/* Whether a record lies inside its pack's mapping. */
+static bool record_in_map(const reader_term *t, const pack_chunk *c)
+{
+    return c->length >= XET_CHUNK_HEADER_LEN &&
+           c->length <= XET_CHUNK_HEADER_LEN + XET_CHUNK_MAX_COMPRESSED &&
+           c->offset <= t->map_len && c->length <= t->map_len - c->offset;
+}
+
 /* Downloads check each record against its XXH3 (tens of GB/s) rather than re-hashing it with
  * BLAKE3: corruption is still caught before a byte is sent, at a fraction of the cost; fsck
- * checks the BLAKE3 hashes themselves. The record is checked in the mapping, then its payload
- * copied (raw) or decoded into out while it is still in cache. */
-static int read_chunk(const reader_term *t, const pack_chunk *c, uint8_t *out, err *e)
+ * checks the BLAKE3 hashes themselves. The record is checked in the mapping (unless a checker
+ * did already: `checked`), then its payload copied (raw) or decoded into out while it is still
+ * in cache. */
+static int read_chunk(const reader_term *t, const pack_chunk *c, bool checked, uint8_t *out,
+                      err *e)
 {
     xet_chunk_header h;
-    if (c->length < XET_CHUNK_HEADER_LEN ||
-        c->length > XET_CHUNK_HEADER_LEN + XET_CHUNK_MAX_COMPRESSED ||
-        c->offset > t->map_len || c->length > t->map_len - c->offset)
+    if (!record_in_map(t, c))
         return err_set(e, 500, "", "damaged pack %s: chunk record at %llu (length %u) is outside"
                        " the file", t->name, (unsigned long long)c->offset, c->length);
     const uint8_t *record = t->map + c->offset;
-    if (store_record_check(record, c->length) != c->check ||
+    if ((!checked && store_record_check(record, c->length) != c->check) ||
         xet_chunk_header_decode(record, &h, e) != 0 || h.uncompressed_len != c->raw)
         return err_set(e, 500, "", "damaged chunk record at %llu of pack %s",
                        (unsigned long long)c->offset, t->name);
@@ -1211,6 +1228,164 @@ static void prefault(const reader_term *t, uint64_t from, uint64_t to)
 #endif
 }
 
+/* ---- checking ahead ------------------------------------------------------------------------ */
+
+/* A download runs on its connection's thread, which checks every record before copying it
+ * out: a fifth of that thread's time when the file is large, while the machine's other cores
+ * may idle. For a long sequential read a checker thread goes ahead of the reader, checks the
+ * records it will copy next (with its own mappings and chunk lists: nothing is shared but the
+ * marks) and marks each one found intact; the reader then only copies. A record the checker has
+ * not reached, or found damaged, the reader checks itself as before, so it never waits for the
+ * checker and damage is reported the same way. A mark names the record it vouches for (pack
+ * offset, length and expected XXH3), so it can only ever vouch for that record. */
+#define CHECK_MIN_BYTES (32 << 20)   /* files read without a checker below this */
+#define CHECK_MIN_READ (256 << 10)   /* reads this long look like a download, not random access */
+#define CHECK_AHEAD 32u              /* chunks the checker may be ahead of the reader (~2 MiB) */
+
+struct checker {
+    store *s;
+    pthread_t thread;
+    reader_term *terms;      /* copies of the reader's, with their own chunk lists and maps */
+    size_t n;
+    size_t nchunks;
+    _Atomic uint64_t *marks; /* per chunk of the file: its record's tag once found intact */
+    atomic_size_t reader_at; /* the chunk after the last one the reader copied */
+    atomic_size_t reader_span; /* chunks the reader's last read took */
+    atomic_bool stop;
+    pthread_mutex_t mu;      /* with cv: the checker waits here when far enough ahead */
+    pthread_cond_t cv;
+};
+
+static uint64_t record_tag(const pack_chunk *c)
+{
+    return (c->check ^ (c->offset * 0x9E3779B97F4A7C15u) ^ c->length) | 1;
+}
+
+static void checker_drop_term(reader_term *t)
+{
+    if (t->map)
+        munmap((void *)t->map, t->map_len);
+    free(t->chunks);
+    t->map = NULL;
+    t->chunks = NULL;
+}
+
+static void *checker_main(void *arg)
+{
+    checker *k = arg;
+    pthread_setname_np(pthread_self(), "hearth-check");
+    size_t at = 0, ti = 0;
+    uint64_t populated = 0; /* of terms[ti]'s mapping */
+    while (!atomic_load_explicit(&k->stop, memory_order_relaxed)) {
+        size_t reader = atomic_load_explicit(&k->reader_at, memory_order_relaxed);
+        if (at < reader) /* behind: skip what the reader is copying now */
+            at = reader + atomic_load_explicit(&k->reader_span, memory_order_relaxed);
+        if (at >= k->nchunks)
+            break;
+        if (at >= reader + CHECK_AHEAD) {
+            pthread_mutex_lock(&k->mu);
+            while (!atomic_load(&k->stop) && at >= atomic_load(&k->reader_at) + CHECK_AHEAD)
+                pthread_cond_wait(&k->cv, &k->mu);
+            pthread_mutex_unlock(&k->mu);
+            continue;
+        }
+        while (ti + 1 < k->n && k->terms[ti + 1].seq <= at) {
+            checker_drop_term(&k->terms[ti++]);
+            populated = 0;
+        }
+        reader_term *t = &k->terms[ti];
+        err e = ERR_INIT;
+        if (term_ready(k->s, t, &e) != 0 || t->nchunks != t->end - t->start)
+            break; /* the reader meets the same trouble and reports it */
+        const pack_chunk *c = &t->chunks[at - t->seq];
+        if (record_in_map(t, c)) {
+            if (c->offset + c->length > populated) {
+                populated = c->offset + (4u << 20);
+                prefault(t, c->offset, populated);
+            }
+            if (store_record_check(t->map + c->offset, c->length) == c->check)
+                atomic_store_explicit(&k->marks[at], record_tag(c), memory_order_release);
+        }
+        at++;
+    }
+    for (size_t i = 0; i < k->n; i++)
+        checker_drop_term(&k->terms[i]);
+    return NULL;
+}
+
+static void checker_free(checker *k)
+{
+    atomic_fetch_sub(&k->s->checkers, 1);
+    pthread_mutex_destroy(&k->mu);
+    pthread_cond_destroy(&k->cv);
+    free(k->marks);
+    free(k->terms);
+    free(k);
+}
+
+/* Starts a checker for r, if the machine has a core to give it. */
+static checker *checker_start(store_reader *r)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 2 || atomic_fetch_add(&r->s->checkers, 1) >= cores) {
+        if (cores >= 2)
+            atomic_fetch_sub(&r->s->checkers, 1);
+        return NULL;
+    }
+    checker *k = calloc(1, sizeof *k);
+    if (!k)
+        abort();
+    k->s = r->s;
+    k->n = r->n;
+    k->terms = malloc(r->n * sizeof *k->terms);
+    if (!k->terms)
+        abort();
+    for (size_t i = 0; i < r->n; i++) {
+        k->terms[i] = r->terms[i];
+        k->terms[i].chunks = NULL;
+        k->terms[i].map = NULL;
+    }
+    k->nchunks = r->n ? r->terms[r->n - 1].seq + (r->terms[r->n - 1].end - r->terms[r->n - 1].start) : 0;
+    k->marks = calloc(k->nchunks ? k->nchunks : 1, sizeof *k->marks);
+    if (!k->marks)
+        abort();
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_cond_init(&k->cv, NULL);
+    if (pthread_create(&k->thread, NULL, checker_main, k) != 0) {
+        checker_free(k);
+        return NULL;
+    }
+    return k;
+}
+
+/* The reader has copied everything before chunk `at`, `span` chunks in its last read. */
+static void checker_advance(checker *k, size_t at, size_t span)
+{
+    pthread_mutex_lock(&k->mu);
+    atomic_store(&k->reader_span, span);
+    atomic_store(&k->reader_at, at);
+    pthread_cond_signal(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
+static bool checker_vouches(const checker *k, size_t seq, const pack_chunk *c)
+{
+    return k && seq < k->nchunks &&
+           atomic_load_explicit(&k->marks[seq], memory_order_acquire) == record_tag(c);
+}
+
+static void checker_stop(checker *k)
+{
+    if (!k)
+        return;
+    pthread_mutex_lock(&k->mu);
+    atomic_store(&k->stop, true);
+    pthread_cond_signal(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    pthread_join(k->thread, NULL);
+    checker_free(k);
+}
+
 static ssize_t pread_once(store_reader *r, uint8_t *out, size_t n, int64_t offset, err *e)
 {
     if (offset >= r->size || n == 0)
@@ -1232,10 +1407,13 @@ static ssize_t pread_once(store_reader *r, uint8_t *out, size_t n, int64_t offse
             munmap((void *)r->terms[ti].map, r->terms[ti].map_len);
             r->terms[ti].map = NULL;
         }
-    size_t done = 0;
+    if (!r->check && !r->retried && r->size >= CHECK_MIN_BYTES && n >= CHECK_MIN_READ &&
+        (uint64_t)r->size - (uint64_t)offset >= CHECK_MIN_BYTES)
+        r->check = checker_start(r);
+    size_t done = 0, first_seq = SIZE_MAX, next_seq = 0;
     for (size_t ti = lo; ti < r->n && done < n; ti++) {
         reader_term *t = &r->terms[ti];
-        if (term_ready(r, t, e) != 0)
+        if (term_ready(r->s, t, e) != 0)
             return -1;
         uint64_t pos = t->raw_start;
         bool faulted = false;
@@ -1255,12 +1433,13 @@ static ssize_t pread_once(store_reader *r, uint8_t *out, size_t n, int64_t offse
             size_t take = c->raw - skip;
             if (take > n - done)
                 take = n - done;
+            bool checked = checker_vouches(r->check, t->seq + ci, c);
             if (skip == 0 && take == c->raw) {
-                if (read_chunk(t, c, out + done, e) != 0)
+                if (read_chunk(t, c, checked, out + done, e) != 0)
                     return -1;
             } else {
                 if (r->decoded_pack != t->pack || r->decoded_offset != c->offset) {
-                    if (read_chunk(t, c, r->decoded, e) != 0)
+                    if (read_chunk(t, c, checked, r->decoded, e) != 0)
                         return -1;
                     r->decoded_pack = t->pack;
                     r->decoded_offset = c->offset;
@@ -1269,8 +1448,13 @@ static ssize_t pread_once(store_reader *r, uint8_t *out, size_t n, int64_t offse
             }
             done += take;
             pos += c->raw;
+            if (first_seq == SIZE_MAX)
+                first_seq = t->seq + ci;
+            next_seq = t->seq + ci + 1;
         }
     }
+    if (r->check && done)
+        checker_advance(r->check, next_seq, next_seq - first_seq);
     return (ssize_t)done;
 }
 

@@ -4,6 +4,7 @@
 #define HEARTH_STORE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 
 #include "store/store.h"
@@ -16,6 +17,7 @@ struct store {
     char *dir;
     sqlite3 *sql;              /* one connection, serialised by lock */
     pthread_mutex_t lock;
+    atomic_int checkers;       /* download checker threads running (chunks.c) */
 };
 
 /* Statement helpers on the store's connection; the caller holds s->lock. */
@@ -49,6 +51,12 @@ int store_load_pack_chunks(store *s, int64_t pack, uint32_t start, uint32_t end,
  * copy of any chunk not indexed yet. *id receives the pack's id. */
 int store_insert_pack(store *s, const char *name, const pack_chunk *chunks, size_t n,
                       const xet_hash *hash, bool index_chunks, int64_t *id, err *e);
+
+/* 8 MiB buffers, page-aligned, kept for reuse when put back (packfile.c): pack write buffers
+ * and ingest batches. */
+#define STORE_BUFFER_SIZE (8u << 20)
+uint8_t *store_buffer_get(void);
+void store_buffer_put(uint8_t *b);
 
 /* A new pack file being appended to (packfile.c): direct I/O where the file system allows,
  * disk writes overlapped with the caller's work. Errors: 507 when the disk is full. */

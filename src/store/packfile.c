@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { PF_BUF = 8u << 20, PF_ALIGN = 4096 };
+enum { PF_BUF = STORE_BUFFER_SIZE, PF_ALIGN = 4096 };
 
 struct packfile {
     int fd;
@@ -39,27 +39,30 @@ struct packfile {
     pthread_cond_t cv;
 };
 
-/* Spare buffers kept between packs: a fresh 8 MiB allocation is fresh pages the kernel must
- * zero, every 64 MiB of ingest. */
-enum { SPARE_MAX = 4 };
+/* Spare buffers kept between packs and uploads: a fresh 8 MiB allocation is fresh pages the
+ * kernel must fault in and zero, every 64 MiB of ingest. An upload holds six (two here, four
+ * batches in chunks.c): the next upload finds its buffers ready, at 48 MiB kept while idle. */
+enum { SPARE_MAX = 6 };
 static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint8_t *spare[SPARE_MAX];
 static int nspare;
 
-static uint8_t *buffer_get(void)
+uint8_t *store_buffer_get(void)
 {
     uint8_t *b = NULL;
     pthread_mutex_lock(&spare_lock);
     if (nspare)
         b = spare[--nspare];
     pthread_mutex_unlock(&spare_lock);
-    if (!b && posix_memalign((void **)&b, PF_ALIGN, PF_BUF) != 0)
+    if (!b && posix_memalign((void **)&b, PF_ALIGN, STORE_BUFFER_SIZE) != 0)
         abort();
     return b;
 }
 
-static void buffer_put(uint8_t *b)
+void store_buffer_put(uint8_t *b)
 {
+    if (!b)
+        return;
     pthread_mutex_lock(&spare_lock);
     if (nspare < SPARE_MAX) {
         spare[nspare++] = b;
@@ -155,8 +158,8 @@ packfile *packfile_create(const char *path, err *e)
         abort();
     f->fd = fd;
     f->direct = direct;
-    f->bufs[0] = buffer_get();
-    f->bufs[1] = buffer_get();
+    f->bufs[0] = store_buffer_get();
+    f->bufs[1] = store_buffer_get();
     f->cur = f->bufs[0];
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
@@ -224,8 +227,8 @@ static void packfile_free(packfile *f)
     stop_thread(f);
     if (f->fd >= 0)
         close(f->fd);
-    buffer_put(f->bufs[0]);
-    buffer_put(f->bufs[1]);
+    store_buffer_put(f->bufs[0]);
+    store_buffer_put(f->bufs[1]);
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->cv);
     free(f);

@@ -157,6 +157,55 @@ static void test_large_file_across_packs(void **state)
     store_close(s);
 }
 
+/* Long sequential reads (a download) are checked ahead by a second thread: the bytes read back
+ * are the same, and a record damaged ahead of the reader is still refused, with every byte
+ * served before it intact. */
+static void test_download_checked_ahead(void **state)
+{
+    err e = ERR_INIT;
+    store *s = store_open(dir, true, &e);
+    assert_non_null(s);
+    size_t n = 48u << 20, step = 1u << 20;
+    uint8_t *data = malloc(n), *back = malloc(n);
+    fill(data, n, 11);
+    char oid[65];
+    put(s, data, n, oid);
+    for (int pass = 0; pass < 2; pass++) {
+        store_reader *r = store_reader_open(s, oid, &e);
+        assert_non_null(r);
+        size_t pos = 0;
+        ssize_t got = 0;
+        while (pos < n && (got = store_reader_pread(r, back + pos, step, (int64_t)pos)) > 0)
+            pos += (size_t)got;
+        store_reader_close(r);
+        assert_memory_equal(back, data, pos); /* never a wrong byte */
+        if (pass == 0) {
+            assert_int_equal(pos, n);
+            /* damage a byte 40 MiB into the (single) pack, then read it all again */
+            char packs[128], victim[400];
+            snprintf(packs, sizeof packs, "%s/packs", dir);
+            DIR *d = opendir(packs);
+            struct dirent *ent;
+            while ((ent = readdir(d)) && ent->d_name[0] == '.')
+                ;
+            snprintf(victim, sizeof victim, "%s/%s", packs, ent->d_name);
+            closedir(d);
+            int fd = open(victim, O_RDWR);
+            uint8_t byte;
+            assert_int_equal(pread(fd, &byte, 1, 40 << 20), 1);
+            byte ^= 0x01;
+            assert_int_equal(pwrite(fd, &byte, 1, 40 << 20), 1);
+            close(fd);
+        } else {
+            assert_true(got < 0);
+            assert_true(pos < (40u << 20) && pos > (38u << 20));
+        }
+    }
+    free(data);
+    free(back);
+    store_close(s);
+}
+
 static bool only_b(void *ctx, const char *oid) { return !strcmp(oid, (const char *)ctx); }
 
 static void test_gc_and_fsck(void **state)
@@ -313,6 +362,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_and_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_file_across_packs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_file_across_packs, setup_tmpfs, teardown),
+        cmocka_unit_test_setup_teardown(test_download_checked_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_and_fsck, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mismatch_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xorb_roundtrip, setup, teardown),
