@@ -290,6 +290,48 @@ static void test_mismatch_leaves_nothing(void **state)
     store_close(s);
 }
 
+/* An upload that fails after filling a pack (wrong hash, or the client gone) leaves nothing
+ * behind; one that fails while another upload of the same bytes finishes leaves that one
+ * whole. */
+static void test_failed_large_upload_leaves_nothing(void **state)
+{
+    err e = ERR_INIT;
+    store *s = store_open(dir, true, &e);
+    assert_non_null(s);
+    size_t n = (66u << 20) + 4321; /* one full pack and a second one begun */
+    uint8_t *data = malloc(n);
+    fill(data, n, 21);
+    const char *wrong = "0000000000000000000000000000000000000000000000000000000000000000";
+    store_writer *w = store_writer_new(s, &e);
+    assert_int_equal(store_writer_write(w, data, n, &e), 0);
+    assert_int_equal(store_writer_finish(w, wrong, (int64_t)n, NULL, &e), -1);
+    assert_int_equal(e.status, 400);
+    store_stats st;
+    assert_int_equal(store_get_stats(s, &st, &e), 0);
+    assert_int_equal(st.packs, 0);
+    assert_int_equal(st.stored_bytes, 0);
+    assert_int_equal(files_in("packs"), 0);
+    assert_int_equal(files_in("tmp"), 0);
+    w = store_writer_new(s, &e);
+    assert_int_equal(store_writer_write(w, data, n, &e), 0);
+    store_writer_abort(w);
+    assert_int_equal(store_get_stats(s, &st, &e), 0);
+    assert_int_equal(st.packs, 0);
+    assert_int_equal(files_in("packs"), 0);
+
+    /* while one upload is under way past its first pack, a second one of the same bytes
+     * finishes; the first then fails */
+    store_writer *first = store_writer_new(s, &e);
+    assert_int_equal(store_writer_write(first, data, n, &e), 0);
+    char oid[65];
+    put(s, data, n, oid);
+    assert_int_equal(store_writer_finish(first, wrong, (int64_t)n, NULL, &e), -1);
+    assert_reads_back(s, oid, data, n);
+    assert_int_equal(store_fsck(s, NULL, NULL, &e), 0);
+    free(data);
+    store_close(s);
+}
+
 static void test_xorb_roundtrip(void **state)
 {
     err e = ERR_INIT;
@@ -365,6 +407,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_download_checked_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_and_fsck, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mismatch_leaves_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_large_upload_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xorb_roundtrip, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
