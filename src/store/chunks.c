@@ -308,6 +308,8 @@ typedef struct pending {
     xet_hash hash;
     uint32_t len;
     uint32_t data_off;       /* into the batch buffer */
+    bool raw;                /* not worth compressing: stored as it is, with this check */
+    uint64_t check;
 } pending;
 
 /* Open-addressing map from chunk hash to its place in an own pack (dedup within an upload). */
@@ -472,6 +474,12 @@ static own_pack *open_pack(store_writer *w, err *e)
     return p;
 }
 
+static void raw_header(uint32_t len, uint8_t header[XET_CHUNK_HEADER_LEN])
+{
+    xet_chunk_header h = {0, len, XET_COMPRESSION_NONE, len};
+    xet_chunk_header_encode(&h, header);
+}
+
 /* A cheap look at the first 4 KiB: if neither LZ4 nor byte-grouped LZ4 saves 5% there, the
  * chunk is stored raw without trying the whole of it (random-looking data: most weights). */
 static bool worth_compressing(const uint8_t *data, size_t len)
@@ -498,15 +506,13 @@ static int append_chunk(store_writer *w, const pending *c, const uint8_t *data, 
         return -1;
     /* A raw record (most weights) goes straight into the pack's buffer, header then payload;
      * only a compressed one is built aside first. */
-    bool raw = !worth_compressing(data, c->len);
+    bool raw = c->raw;
     uint8_t header[XET_CHUNK_HEADER_LEN];
     uint32_t record_len;
-    uint64_t check;
+    uint64_t check = c->check;
     if (raw) {
-        xet_chunk_header h = {0, c->len, XET_COMPRESSION_NONE, c->len};
-        xet_chunk_header_encode(&h, header);
+        raw_header(c->len, header);
         record_len = XET_CHUNK_HEADER_LEN + c->len;
-        check = store_record_check2(header, sizeof header, data, c->len);
     } else {
         buf_reset(&w->record);
         if (xet_xorb_append_chunk(&w->record, data, c->len, XET_COMPRESSION_AUTO, NULL, e) < 0)
@@ -735,8 +741,17 @@ static int end_chunk(store_writer *w, err *e)
     batch *b = w->filling;
     pending *c = &b->items[b->n++];
     *c = (pending){.len = (uint32_t)w->chunk_len, .data_off = (uint32_t)b->used};
-    /* hashed here, while the chunk is still in cache from being copied in */
-    xet_chunk_hash(b->data + c->data_off, c->len, &c->hash);
+    /* Hashed here, while the chunk is still in cache from being copied in; so is the choice
+     * between storing it raw or compressed, and a raw record's check (the storing thread would
+     * read the chunk from the other core's cache for them). */
+    const uint8_t *data = b->data + c->data_off;
+    xet_chunk_hash(data, c->len, &c->hash);
+    c->raw = !worth_compressing(data, c->len);
+    if (c->raw) {
+        uint8_t header[XET_CHUNK_HEADER_LEN];
+        raw_header(c->len, header);
+        c->check = store_record_check2(header, sizeof header, data, c->len);
+    }
     b->used += w->chunk_len;
     w->chunk_len = 0;
     return b->n == BATCH_CHUNKS ? submit_batch(w, e) : 0;

@@ -17,6 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
 
 enum { PF_BUF = STORE_BUFFER_SIZE, PF_ALIGN = 4096 };
 
@@ -176,6 +179,9 @@ static int submit(packfile *f, err *e)
             return err_set(e, 500, "", "cannot start a pack writer thread");
         f->started = true;
     }
+#if defined(__x86_64__)
+    _mm_sfence(); /* the streamed stores are in memory before the I/O thread takes the buffer */
+#endif
     int rc = wait_io(f); /* the other buffer is free again */
     if (rc)
         return io_error(rc, e);
@@ -192,6 +198,22 @@ static int submit(packfile *f, err *e)
     return 0;
 }
 
+/* Copies into a write buffer with non-temporal stores: the buffer goes to the disk by DMA and is
+ * never read by the CPU again, so its lines need not be read in first or kept in cache. */
+static void copy_out(uint8_t *dst, const uint8_t *src, size_t n)
+{
+#if defined(__x86_64__)
+    while (n && ((uintptr_t)dst & 15)) {
+        *dst++ = *src++;
+        n--;
+    }
+    for (; n >= 64; n -= 64, dst += 64, src += 64)
+        for (int i = 0; i < 64; i += 16)
+            _mm_stream_si128((__m128i *)(dst + i), _mm_loadu_si128((const __m128i *)(src + i)));
+#endif
+    memcpy(dst, src, n);
+}
+
 int packfile_append(packfile *f, const void *data, size_t len, err *e)
 {
     const uint8_t *p = data;
@@ -199,7 +221,7 @@ int packfile_append(packfile *f, const void *data, size_t len, err *e)
         size_t take = PF_BUF - f->used;
         if (take > len)
             take = len;
-        memcpy(f->cur + f->used, p, take);
+        copy_out(f->cur + f->used, p, take);
         f->used += take;
         f->size += take;
         p += take;
@@ -244,6 +266,9 @@ int packfile_seal(packfile *f, err *e)
             len = (f->used + PF_ALIGN - 1) / PF_ALIGN * PF_ALIGN;
             memset(f->cur + f->used, 0, len - f->used);
         }
+#if defined(__x86_64__)
+        _mm_sfence(); /* the streamed stores reach memory before the disk reads it */
+#endif
         rc = write_block(f, f->cur, len, f->flushed);
         if (rc == 0 && len != f->used && ftruncate(f->fd, (off_t)f->size) != 0)
             rc = errno;
