@@ -1360,7 +1360,8 @@ static checker *checker_start(store_reader *r)
         k->terms[i].chunks = NULL;
         k->terms[i].map = NULL;
     }
-    k->nchunks = r->n ? r->terms[r->n - 1].seq + (r->terms[r->n - 1].end - r->terms[r->n - 1].start) : 0;
+    const reader_term *last = r->n ? &r->terms[r->n - 1] : NULL;
+    k->nchunks = last ? last->seq + (last->end - last->start) : 0;
     k->marks = calloc(k->nchunks ? k->nchunks : 1, sizeof *k->marks);
     if (!k->marks)
         abort();
