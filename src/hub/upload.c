@@ -493,6 +493,7 @@ int hub_lfs_upload_begin(http_request *req, hub_call *call, bool part)
             http_reply_error(req, &e);
             return 0;
         }
+        store_writer_expect(u->writer, u->expected_size);
     }
     call->route = upload_finish;
     call->handler.offload = true; /* fsync and the metadata transaction */

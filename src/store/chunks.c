@@ -43,6 +43,8 @@
 
 #define BATCH_CHUNKS 64   /* chunks looked up per metadata query while writing */
 #define NBATCH 4          /* batches per upload: one filling, the rest queued or being stored */
+#define TAIL_CHUNKS 8     /* chunks per batch over an upload's last TAIL_BYTES */
+#define TAIL_BYTES (16 << 20)
 
 static const char *schema =
     "CREATE TABLE IF NOT EXISTS packs (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
@@ -336,6 +338,7 @@ struct store_writer {
     store *s;
     hash_ctx *sha;
     int64_t size;
+    int64_t expected;        /* announced size, or 0 */
     char owner[25];          /* lease owner id */
     xet_chunker chunker;
     size_t chunk_len;        /* bytes of the current chunk, at filling->data + filling->used */
@@ -384,6 +387,8 @@ store_writer *store_writer_new(store *s, err *e)
 }
 
 int64_t store_writer_size(const store_writer *w) { return w->size; }
+
+void store_writer_expect(store_writer *w, int64_t size) { w->expected = size; }
 
 static uint64_t slot_of(const xet_hash *h, size_t cap)
 {
@@ -754,7 +759,10 @@ static int end_chunk(store_writer *w, err *e)
     }
     b->used += w->chunk_len;
     w->chunk_len = 0;
-    return b->n == BATCH_CHUNKS ? submit_batch(w, e) : 0;
+    /* Near the end of an upload of known size, smaller batches: the storing thread then has
+     * ~1 MiB rather than ~12 MiB queued when the last byte arrives. */
+    bool tail = w->expected && w->expected - w->size < TAIL_BYTES;
+    return b->n >= (tail ? TAIL_CHUNKS : BATCH_CHUNKS) ? submit_batch(w, e) : 0;
 }
 
 int store_writer_write(store_writer *w, const void *data, size_t len, err *e)

@@ -50,6 +50,10 @@ int store_stat(store *s, const char *oid, int64_t *size, err *e);
 store_writer *store_writer_new(store *s, err *e);
 int store_writer_write(store_writer *w, const void *data, size_t len, err *e);
 int64_t store_writer_size(const store_writer *w);
+/* The size the file is announced to have (an LFS upload's), if known: the last stretch is then
+ * handed to the storing thread in smaller pieces, so that less is left to do after the last
+ * byte arrives. Only a hint; store_writer_finish checks the size. */
+void store_writer_expect(store_writer *w, int64_t size);
 /* Makes the file durable. expected_oid / expected_size (NULL / -1 = unchecked) must match
  * the bytes written, else 400 and nothing is stored. Frees w in every case. */
 int store_writer_finish(store_writer *w, const char *expected_oid, int64_t expected_size,

@@ -70,6 +70,7 @@ static void put(store *s, const uint8_t *data, size_t n, char oid[65])
     err e = ERR_INIT;
     store_writer *w = store_writer_new(s, &e);
     assert_non_null(w);
+    store_writer_expect(w, (int64_t)n); /* as uploads do: the last 16 MiB in smaller batches */
     for (size_t off = 0; off < n; off += 100000) /* odd-sized writes */
         assert_int_equal(store_writer_write(w, data + off, n - off < 100000 ? n - off : 100000, &e), 0);
     assert_int_equal(store_writer_finish(w, NULL, (int64_t)n, oid, &e), 0);
