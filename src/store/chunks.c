@@ -836,6 +836,23 @@ void store_writer_abort(store_writer *w)
         writer_free(w, true);
 }
 
+#define INSERT_ROWS 64
+
+/* `head` VALUES `row`, `row`, ... (`rows` times), prepared. */
+static sqlite3_stmt *prepare_rows(store *s, const char *head, const char *row, size_t rows,
+                                  err *e)
+{
+    buf sql = BUF_INIT;
+    buf_puts(&sql, head);
+    for (size_t i = 0; i < rows; i++) {
+        buf_puts(&sql, i ? ", " : " VALUES ");
+        buf_puts(&sql, row);
+    }
+    sqlite3_stmt *st = store_sql_prepare(s, sql.data, e);
+    buf_free(&sql);
+    return st;
+}
+
 int store_insert_pack(store *s, const char *name, const pack_chunk *chunks, size_t n,
                       const xet_hash *hash, bool index_chunks, int64_t *id, err *e)
 {
@@ -869,34 +886,56 @@ int store_insert_pack(store *s, const char *name, const pack_chunk *chunks, size
     if (rc != SQLITE_DONE)
         return store_sql_fail(s, e, "pack");
     *id = sqlite3_last_insert_rowid(s->sql);
-    sqlite3_stmt *pc = store_sql_prepare(s, "INSERT INTO pack_chunks (pack, idx, hash, offset,"
-                                            " length, raw, check_) VALUES (?, ?, ?, ?, ?, ?, ?)", e);
-    sqlite3_stmt *ix = index_chunks ? store_sql_prepare(s, "INSERT OR IGNORE INTO chunks (hash,"
-                                                           " pack, idx) VALUES (?, ?, ?)", e)
-                                    : NULL;
-    bool ok = pc && (ix || !index_chunks);
-    for (size_t k = 0; ok && k < n; k++) {
-        const pack_chunk *c = &chunks[k];
+    /* Rows go in INSERT_ROWS at a time, one statement execution each rather than one per
+     * row: the metadata transaction is what an upload's client waits for after its last byte. */
+    sqlite3_stmt *pc = NULL, *ix = NULL;
+    size_t prepared = 0;
+    bool ok = true;
+    for (size_t k = 0; ok && k < n; k += INSERT_ROWS) {
+        size_t m = n - k < INSERT_ROWS ? n - k : INSERT_ROWS;
+        if (m != prepared) {
+            sqlite3_finalize(pc);
+            sqlite3_finalize(ix);
+            pc = prepare_rows(s, "INSERT INTO pack_chunks (pack, idx, hash, offset, length, raw,"
+                                 " check_)", "(?, ?, ?, ?, ?, ?, ?)", m, e);
+            ix = index_chunks ? prepare_rows(s, "INSERT OR IGNORE INTO chunks (hash, pack, idx)",
+                                             "(?, ?, ?)", m, e)
+                              : NULL;
+            prepared = m;
+            if (!pc || (index_chunks && !ix)) {
+                ok = false;
+                break;
+            }
+        }
         sqlite3_reset(pc);
-        sqlite3_bind_int64(pc, 1, *id);
-        sqlite3_bind_int64(pc, 2, (int64_t)k);
-        sqlite3_bind_blob(pc, 3, c->hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
-        sqlite3_bind_int64(pc, 4, (int64_t)c->offset);
-        sqlite3_bind_int64(pc, 5, c->length);
-        sqlite3_bind_int64(pc, 6, c->raw);
-        sqlite3_bind_int64(pc, 7, (int64_t)c->check);
+        for (size_t j = 0; j < m; j++) {
+            const pack_chunk *c = &chunks[k + j];
+            int p = (int)(7 * j);
+            sqlite3_bind_int64(pc, p + 1, *id);
+            sqlite3_bind_int64(pc, p + 2, (int64_t)(k + j));
+            sqlite3_bind_blob(pc, p + 3, c->hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
+            sqlite3_bind_int64(pc, p + 4, (int64_t)c->offset);
+            sqlite3_bind_int64(pc, p + 5, c->length);
+            sqlite3_bind_int64(pc, p + 6, c->raw);
+            sqlite3_bind_int64(pc, p + 7, (int64_t)c->check);
+        }
         ok = sqlite3_step(pc) == SQLITE_DONE;
         if (ok && ix) {
             sqlite3_reset(ix);
-            sqlite3_bind_blob(ix, 1, c->hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
-            sqlite3_bind_int64(ix, 2, *id);
-            sqlite3_bind_int64(ix, 3, (int64_t)k);
+            for (size_t j = 0; j < m; j++) {
+                int p = (int)(3 * j);
+                sqlite3_bind_blob(ix, p + 1, chunks[k + j].hash.bytes, XET_HASH_LEN, SQLITE_STATIC);
+                sqlite3_bind_int64(ix, p + 2, *id);
+                sqlite3_bind_int64(ix, p + 3, (int64_t)(k + j));
+            }
             ok = sqlite3_step(ix) == SQLITE_DONE;
         }
+        if (!ok)
+            store_sql_fail(s, e, "pack chunks");
     }
     sqlite3_finalize(pc);
     sqlite3_finalize(ix);
-    return ok ? 0 : store_sql_fail(s, e, "pack chunks");
+    return ok ? 0 : -1;
 }
 
 /* Registers packs, chunks, the file and its terms in one transaction. Caller holds the lock. */
