@@ -117,25 +117,13 @@ BAMX static void pack_rows(const infer_matrix *w, int64_t r0, int nr, uint16_t *
     }
 }
 
-typedef struct tile_config {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
 /* Tiles 0, 1: C (two token groups); 2, 3: A hi, lo; 4, 5: B hi, lo of the first group; 6, 7: of
  * the second. All 16 rows × 64 bytes. The configuration is per thread. */
-BAMX static void configure_tiles(void)
+static void configure_tiles(void)
 {
-    tile_config c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
-    for (int i = 0; i < 8; i++) {
-        c.rows[i] = 16;
-        c.colsb[i] = 64;
-    }
-    __asm__ volatile("" : : "r"(&c) : "memory");   /* ldtilecfg reads all 64 bytes: keep every store */
-    _tile_loadconfig(&c);
+    const uint8_t rows[8] = {16, 16, 16, 16, 16, 16, 16, 16};
+    const uint16_t colsb[8] = {64, 64, 64, 64, 64, 64, 64, 64};
+    infer_amx_configure(8, rows, colsb);
 }
 
 /* y[t·rows + r] from a C tile c[r][t], for the rows and tokens that exist. */

@@ -124,6 +124,9 @@ bool infer_qgemm(infer_pool *p, float *y, const float *x, const infer_matrix *w,
 bool infer_bgemm(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok);
 /* AMX-BF16 tiles that this process may use (tensor.c). */
 bool infer_have_amx_bf16(void);
+/* Loads this thread's tile configuration (palette 1): tile i has rows[i] rows of colsb[i] bytes,
+ * for i < n; the other tiles are unused (tensor.c). */
+void infer_amx_configure(int n, const uint8_t *rows, const uint16_t *colsb);
 
 /* ---- tensor directory shared by the file readers (safetensors.c, gguf.c) ------------------- */
 

@@ -561,25 +561,17 @@ AVX2 static void tile_avx2(const uint8_t *const *w, const uint8_t *const *x, con
  * activations are interleaved per lane across 16 tokens (transpose_lanes, with tokens as lanes). */
 #define AMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 
-typedef struct amx_config {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} amx_config;
-
 /* Tiles 0, 1: C; 2, 4: A; 3, 5: B. The configuration is per thread. */
 AMX static void amx_configure(int lane)
 {
-    amx_config c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
+    uint8_t rows[6];
+    uint16_t colsb[6];
     for (int i = 0; i < 6; i++) {
         bool is_a = i == 2 || i == 4, is_b = i == 3 || i == 5;
-        c.rows[i] = (uint8_t)(is_b ? lane / 4 : 16);
-        c.colsb[i] = (uint16_t)(is_a ? lane : 64);
+        rows[i] = (uint8_t)(is_b ? lane / 4 : 16);
+        colsb[i] = (uint16_t)(is_a ? lane : 64);
     }
-    __asm__ volatile("" : : "r"(&c) : "memory");   /* ldtilecfg reads all 64 bytes: keep every store */
-    _tile_loadconfig(&c);
+    infer_amx_configure(6, rows, colsb);
 }
 
 AMX static void amx_release(void) { _tile_release(); }

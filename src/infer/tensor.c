@@ -733,34 +733,48 @@ static bool have_vnni(void)
     return cached;
 }
 
-/* AMX tiles, and the kernel's permission to use their 8 KiB of state (Linux 5.16+ asks each
- * process to request it once; refused, the CPU's AMX is as good as absent). */
-static bool have_amx_tiles(void)
-{
-    static int cached = -1;
-    if (cached < 0) {
-        unsigned a, b, c, d;
-        cached = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 24)) &&
-                 syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
-    }
-    return cached;
-}
-
-/* CPUID leaf 7's EDX: bit 25 AMX-INT8, bit 22 AMX-BF16. Read once: every prompt product asks,
- * and CPUID is slow (a VM exit under a hypervisor). */
-static bool have_amx_unit(int bit)
+/* CPUID leaf 7's EDX (bit 25 AMX-INT8, bit 22 AMX-BF16) where the CPU has AMX tiles (bit 24)
+ * and the kernel lets this process use their 8 KiB of state (Linux 5.16+ asks each process to
+ * request it once; refused, the CPU's AMX is as good as absent); 0 otherwise. Read once: every
+ * prompt product asks, and CPUID is slow (a VM exit under a hypervisor). */
+static unsigned amx_units(void)
 {
     static long long edx = -1;
     if (edx < 0) {
         unsigned a, b, c, d;
-        edx = have_amx_tiles() && __get_cpuid_count(7, 0, &a, &b, &c, &d) ? (long long)d : 0;
+        edx = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 24)) &&
+                      syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
+                              18 /* XFEATURE_XTILEDATA */) == 0
+                  ? (long long)d
+                  : 0;
     }
-    return (edx >> bit) & 1;
+    return (unsigned)edx;
 }
 
-static bool have_amx(void) { return have_amx_unit(25); }
+static bool have_amx(void) { return (amx_units() >> 25) & 1; }
 
-bool infer_have_amx_bf16(void) { return have_amx_unit(22); }
+bool infer_have_amx_bf16(void) { return (amx_units() >> 22) & 1; }
+
+/* The 64 bytes ldtilecfg reads (palette 1). */
+typedef struct tile_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+__attribute__((target("amx-tile"))) void infer_amx_configure(int n, const uint8_t *rows,
+                                                             const uint16_t *colsb)
+{
+    tile_config c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int i = 0; i < n; i++) {
+        c.rows[i] = rows[i];
+        c.colsb[i] = colsb[i];
+    }
+    __asm__ volatile("" : : "r"(&c) : "memory");   /* ldtilecfg reads all 64 bytes: keep every store */
+    _tile_loadconfig(&c);
+}
 
 AVX2 static float vec_dot_avx2(const float *a, const float *b, int n) { return dot_f32_avx2(a, b, n); }
 
@@ -863,6 +877,7 @@ static bool have_avx512(void) { return false; }
 static bool have_vnni(void) { return false; }
 static bool have_amx(void) { return false; }
 bool infer_have_amx_bf16(void) { return false; }
+void infer_amx_configure(int n, const uint8_t *rows, const uint16_t *colsb) {}
 #endif
 
 float infer_vec_dot(const float *a, const float *b, int n)
