@@ -330,10 +330,11 @@ typedef struct batch {
 } batch;
 
 /* Ingest runs on two threads (and a pack writer's I/O thread, which mostly waits on the disk):
- * the request's thread receives the bytes, finds chunk boundaries, hashes each chunk (BLAKE3)
- * and fills a batch; a storing thread hashes the batch into the file's SHA-256, looks the
- * chunks up and writes the new ones, while the next batches fill. Small files never start the
- * thread. */
+ * the request's thread receives the bytes, finds chunk boundaries and fills a batch; a storing
+ * thread hashes each chunk (BLAKE3) and the file (SHA-256), looks the chunks up and writes the
+ * new ones, while the next batches fill. Small files never start the thread. The split keeps
+ * the two about equally busy beside the client that sends the bytes: receiving costs the
+ * request's thread as much CPU again in the kernel. */
 struct store_writer {
     store *s;
     hash_ctx *sha;
@@ -560,15 +561,21 @@ static bool already_leased(store_writer *w, int64_t pack)
     return false;
 }
 
-/* Adds the batch to the file's SHA-256, looks its chunks up in one query, leases the packs it
- * dedups against and writes the new chunks. */
+/* Hashes the batch's chunks and adds them to the file's SHA-256, looks them up in one query,
+ * leases the packs it dedups against and writes the new chunks. */
 static int store_batch(store_writer *w, batch *b, err *e)
 {
     if (!b->n)
         return 0;
-    /* A batch is whole chunks of the file, in order: the file's SHA-256 goes on here, off the
-     * request's thread, which only chunks. */
-    hash_update(w->sha, b->data, b->used);
+    /* A batch is whole chunks of the file, in order. Each chunk's BLAKE3 and the file's SHA-256
+     * are computed here, off the request's thread (which receives, chunks and picks a record
+     * form), one chunk after the other so that SHA-256 reads it from this core's cache. */
+    for (size_t i = 0; i < b->n; i++) {
+        pending *c = &b->items[i];
+        const uint8_t *data = b->data + c->data_off;
+        xet_chunk_hash(data, c->len, &c->hash);
+        hash_update(w->sha, data, c->len);
+    }
     for (size_t i = 0; i < b->n; i++) {
         const pending *c = &b->items[i];
         if (w->nall == w->cap_all) {
@@ -746,11 +753,9 @@ static int end_chunk(store_writer *w, err *e)
     batch *b = w->filling;
     pending *c = &b->items[b->n++];
     *c = (pending){.len = (uint32_t)w->chunk_len, .data_off = (uint32_t)b->used};
-    /* Hashed here, while the chunk is still in cache from being copied in; so is the choice
-     * between storing it raw or compressed, and a raw record's check (the storing thread would
-     * read the chunk from the other core's cache for them). */
+    /* The choice between storing it raw or compressed, and a raw record's check, are made here
+     * while the chunk is still in cache from being copied in. */
     const uint8_t *data = b->data + c->data_off;
-    xet_chunk_hash(data, c->len, &c->hash);
     c->raw = !worth_compressing(data, c->len);
     if (c->raw) {
         uint8_t header[XET_CHUNK_HEADER_LEN];
