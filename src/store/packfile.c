@@ -16,12 +16,13 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #if defined(__x86_64__)
 #include <emmintrin.h>
 #endif
 
-enum { PF_BUF = STORE_BUFFER_SIZE, PF_ALIGN = 4096 };
+enum { PF_BUF = STORE_BUFFER_SIZE, PF_ALIGN = 4096, PF_HUGE = 2 << 20 };
 
 struct packfile {
     int fd;
@@ -42,7 +43,14 @@ struct packfile {
     pthread_cond_t cv;
 };
 
-/* Spare buffers kept between packs and uploads: a fresh 8 MiB allocation is fresh pages the
+/* Buffers are 2 MiB-aligned and asked for in huge pages (where the kernel gives them only on
+ * request, the usual setting). A direct write's memory goes to the disk as a list of physically
+ * contiguous segments, at most ~254 per request on a virtio disk: from 4 KiB pages that is
+ * ~1 MiB per request, from huge pages a whole 8 MiB buffer in two. With 4 KiB pages the block
+ * layer's dispatching (run by a kernel worker, on one of the same two cores) cost 0.12 s of CPU
+ * per GiB ingested; with huge pages 2 ms, and hashing and copying the batches miss the TLB less.
+ *
+ * Spare buffers are kept between packs and uploads: a fresh 8 MiB allocation is fresh pages the
  * kernel must fault in and zero, every 64 MiB of ingest. An upload holds six (two here, four
  * batches in chunks.c): the next upload finds its buffers ready, at 48 MiB kept while idle. */
 enum { SPARE_MAX = 6 };
@@ -57,8 +65,11 @@ uint8_t *store_buffer_get(void)
     if (nspare)
         b = spare[--nspare];
     pthread_mutex_unlock(&spare_lock);
-    if (!b && posix_memalign((void **)&b, PF_ALIGN, STORE_BUFFER_SIZE) != 0)
-        abort();
+    if (!b) {
+        if (posix_memalign((void **)&b, PF_HUGE, STORE_BUFFER_SIZE) != 0)
+            abort();
+        madvise(b, STORE_BUFFER_SIZE, MADV_HUGEPAGE); /* a hint: without it, 4 KiB pages */
+    }
     return b;
 }
 
