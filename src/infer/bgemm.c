@@ -156,9 +156,9 @@ BAMX static void multiply_rows(void *ctx, int64_t begin, int64_t end)
         int nr = w->rows - r0 < TILE ? (int)(w->rows - r0) : TILE;
         pack_rows(w, r0, nr, ahi, alo);
         for (int64_t g = 0; g < j->groups; g += 2) {
-            bool two = g + 1 < j->groups;
+            bool two = g + 1 < j->groups;   /* else the last group is alone: tile 1 idles */
             const uint16_t *b0 = j->xb + (size_t)g * (size_t)j->steps * 2 * tile_elems();
-            const uint16_t *b1 = two ? b0 + (size_t)j->steps * 2 * tile_elems() : b0;
+            const uint16_t *b1 = b0 + (size_t)j->steps * 2 * tile_elems();
             _tile_zero(0);
             _tile_zero(1);
             for (int64_t s = 0; s < j->steps; s++) {
@@ -168,18 +168,22 @@ BAMX static void multiply_rows(void *ctx, int64_t begin, int64_t end)
                 _tile_loadd(5, bs0 + tile_elems(), 64);
                 _tile_dpbf16ps(0, 2, 4);
                 _tile_dpbf16ps(0, 2, 5);
-                _tile_loadd(6, bs1, 64);
-                _tile_loadd(7, bs1 + tile_elems(), 64);
-                _tile_dpbf16ps(1, 2, 6);
-                _tile_dpbf16ps(1, 2, 7);
+                if (two) {
+                    _tile_loadd(6, bs1, 64);
+                    _tile_loadd(7, bs1 + tile_elems(), 64);
+                    _tile_dpbf16ps(1, 2, 6);
+                    _tile_dpbf16ps(1, 2, 7);
+                }
                 if (lo_w) {
                     _tile_loadd(3, alo + s * STEP, (long)stride);
                     _tile_dpbf16ps(0, 3, 4);
-                    _tile_dpbf16ps(1, 3, 6);
+                    if (two)
+                        _tile_dpbf16ps(1, 3, 6);
                 }
             }
             _tile_stored(0, c[0], 64);
-            _tile_stored(1, c[1], 64);
+            if (two)
+                _tile_stored(1, c[1], 64);
             int64_t t0 = g * TILE;
             store_tile(c[0], j->y, w->rows, r0, nr, t0, j->n_tok - t0 < TILE ? (int)(j->n_tok - t0) : TILE);
             if (two)

@@ -575,9 +575,6 @@ static int store_batch(store_writer *w, batch *b, err *e)
         const uint8_t *data = b->data + c->data_off;
         xet_chunk_hash(data, c->len, &c->hash);
         hash_update(w->sha, data, c->len);
-    }
-    for (size_t i = 0; i < b->n; i++) {
-        const pending *c = &b->items[i];
         if (w->nall == w->cap_all) {
             w->cap_all = w->cap_all ? w->cap_all * 2 : 256;
             w->all = realloc(w->all, w->cap_all * sizeof *w->all);
@@ -1394,9 +1391,10 @@ static void checker_free(checker *k)
 static checker *checker_start(store_reader *r)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cores < 2 || atomic_fetch_add(&r->s->checkers, 1) >= cores) {
-        if (cores >= 2)
-            atomic_fetch_sub(&r->s->checkers, 1);
+    if (cores < 2)
+        return NULL;
+    if (atomic_fetch_add(&r->s->checkers, 1) >= cores) {
+        atomic_fetch_sub(&r->s->checkers, 1);
         return NULL;
     }
     checker *k = calloc(1, sizeof *k);

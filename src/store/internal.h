@@ -52,8 +52,8 @@ int store_load_pack_chunks(store *s, int64_t pack, uint32_t start, uint32_t end,
 int store_insert_pack(store *s, const char *name, const pack_chunk *chunks, size_t n,
                       const xet_hash *hash, bool index_chunks, int64_t *id, err *e);
 
-/* 8 MiB buffers, page-aligned, kept for reuse when put back (packfile.c): pack write buffers
- * and ingest batches. */
+/* 8 MiB buffers, 2 MiB-aligned and in huge pages where the kernel gives them, kept for reuse
+ * when put back (packfile.c): pack write buffers and ingest batches. */
 #define STORE_BUFFER_SIZE (8u << 20)
 uint8_t *store_buffer_get(void);
 void store_buffer_put(uint8_t *b);

@@ -22,7 +22,7 @@
 #include <emmintrin.h>
 #endif
 
-enum { PF_BUF = STORE_BUFFER_SIZE, PF_ALIGN = 4096, PF_HUGE = 2 << 20 };
+enum { PF_ALIGN = 4096, PF_HUGE = 2 << 20 };
 
 struct packfile {
     int fd;
@@ -229,7 +229,7 @@ int packfile_append(packfile *f, const void *data, size_t len, err *e)
 {
     const uint8_t *p = data;
     while (len) {
-        size_t take = PF_BUF - f->used;
+        size_t take = STORE_BUFFER_SIZE - f->used;
         if (take > len)
             take = len;
         copy_out(f->cur + f->used, p, take);
@@ -237,7 +237,7 @@ int packfile_append(packfile *f, const void *data, size_t len, err *e)
         f->size += take;
         p += take;
         len -= take;
-        if (f->used == PF_BUF && submit(f, e) != 0)
+        if (f->used == STORE_BUFFER_SIZE && submit(f, e) != 0)
             return -1;
     }
     return 0;
