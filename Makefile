@@ -39,6 +39,9 @@ build/hearth: $(REL_OBJS) build/obj/main.o
 
 # The BLAKE3 kernels hash every byte stored: -O3 unrolls their per-lane loops, 25-30% faster.
 build/obj/xet/blake3.o build/obj/xet/blake3_avx2.o build/obj/xet/blake3_avx512.o: RELFLAGS += -O3
+# The chunker's byte loop runs ~1 cycle per byte: where it lands against 64-byte boundaries
+# moved ingest by 3-5% between builds that only changed other files. Aligned, it stays fast.
+build/obj/xet/chunker.o: RELFLAGS += -falign-loops=64
 
 build/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
