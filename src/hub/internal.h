@@ -73,6 +73,33 @@ bool hub_check_signature(const hub *h, http_request *req, const char *purpose, c
 /* Appends "?size=..&exp=..&sig=.." for a signed URL valid for ttl seconds. */
 void hub_signed_query(const hub *h, const char *purpose, const char *uid, const char *oid,
                       int64_t size, int64_t ttl, buf *out);
+/* hub_load_repo for reading files (resolve, raw, LFS and Xet downloads, clones): a gated
+ * repo's files answer 401 / 403 GatedRepo to those without access. */
+int hub_load_repo_files(http_request *req, hub_call *call);
+
+/* What a signed URL or a Xet token was issued for: one repo (row id and immutable uid) and the
+ * caller that obtained it (0 / 0 = anonymous). Permissions are checked again whenever it is
+ * used, so deleting the repo, making it private or revoking the token revokes it too. */
+typedef struct hub_grant {
+    int64_t repo_id;
+    char uid[25];
+    int64_t user_id;
+    int64_t token_id;
+} hub_grant;
+
+void hub_grant_of(const hub_call *call, hub_grant *out);
+/* The repo still exists with that uid and the caller may still read its files (or write).
+ * Fills repo_out / caller_out (either may be NULL). 0, or -1 + e: 404 RepoNotFound, 401 for
+ * a revoked token, 403 (GatedRepo for reads). */
+int hub_grant_recheck(hub *h, const hub_grant *g, bool want_write, db_repo *repo_out,
+                      auth_caller *caller_out, err *e);
+/* A signed query string ("?size=..&exp=..&u=..&t=..&sig=..") bound to the grant. */
+void hub_grant_query(const hub *h, const char *purpose, const hub_grant *g, const char *oid,
+                     int64_t size, int64_t ttl, buf *out);
+/* Checks such a URL for call->repo (already looked up by name), then hub_grant_recheck; sets
+ * call->repo / call->caller from it. 0, or -1 after replying. */
+int hub_grant_check_url(http_request *req, hub_call *call, const char *purpose, const char *oid,
+                        int64_t size, bool want_write);
 /* Git author name for commits made by the caller. */
 const char *hub_author(const hub_call *call);
 /* Recomputes the metadata of main after a change and stores it (best effort: logs failures). */
