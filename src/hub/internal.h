@@ -107,6 +107,25 @@ void hub_refresh_meta(hub *h, const db_repo *repo_row, repo *r);
 /* Adds the Link: <...>; rel="next" header for paginated listings. */
 void hub_link_next(http_request *req, const char *cursor);
 
+/* ---- the object-link rule (hub/objects.c) -------------------------------------------------
+ * A repo serves a stored object only if the object is linked to it. Every reader lists, stats
+ * and opens through these, never through repo_list / repo_stat / store_reader_open. */
+
+/* Is oid linked to the repo (uploaded or pushed to it with its bytes)? */
+bool hub_object_linked(hub *h, const db_repo *row, const char *oid);
+/* repo_list / repo_stat, with pointers to objects the repo does not hold shown as the plain
+ * small files they are (is_lfs false, size of the pointer text). */
+int hub_entries_list(hub *h, const db_repo *row, repo *r, const char *commit, const char *dir,
+                     bool recursive, repo_entries *out, err *e);
+int hub_entry_stat(hub *h, const db_repo *row, repo *r, const char *commit, const char *path,
+                   repo_entry *out, err *e);
+/* May a commit to repo_id name oid (an lfsFile line, or pointer text in a file line)? Only when
+ * it is linked to the repo and stored; *size is its size. 422 otherwise, naming only oid. */
+int hub_object_claim(hub *h, int64_t repo_id, const char *oid, const char *path, int64_t *size,
+                     err *e);
+/* A reader of a linked object; 404 EntryNotFound when it is not linked to the repo. */
+store_reader *hub_object_open(hub *h, const db_repo *row, const char *oid, err *e);
+
 /* ---- metadata derived from a tree (hub/card.c) ------------------------------------------- */
 
 /* Builds {cardData, tags, pipeline_tag, library_name, config, ...} from the files at commit. */
