@@ -114,6 +114,9 @@ bool text_ends_with(const char *s, const char *suffix);
 bool text_truthy(const char *s);
 /* Parses a non-negative decimal int64; returns -1 when invalid. */
 int64_t text_parse_i64(const char *s);
+/* Decodes standard base64 (RFC 4648 alphabet, no whitespace, '=' only as the last one or two
+ * characters) and appends the bytes to out. -1 when in is not exactly that ("====" is not). */
+int text_base64_decode(const char *in, size_t len, buf *out);
 
 /* ---- hash ---------------------------------------------------------------------------- */
 

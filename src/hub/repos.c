@@ -3,7 +3,6 @@
 #include "hub/internal.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,21 +124,13 @@ static int decode_initial_files(http_request *req, json_t *files, repo_file **ou
             http_reply_errorf(req, 422, "", "invalid initial file %s", path ? path : "(no path)");
             return -1;
         }
-        size_t clen = strlen(content);
-        buf_reserve(&(*storage)[i], clen);
-        int len = EVP_DecodeBlock((unsigned char *)(*storage)[i].data,
-                                  (const unsigned char *)content, (int)clen);
-        if (len < 0) {
+        if (text_base64_decode(content, strlen(content), &(*storage)[i]) != 0) {
             http_reply_errorf(req, 400, "", "initial file %s is not valid base64", path);
             return -1;
         }
-        while (len > 0 && clen > 0 && content[clen - 1] == '=') {
-            len--;
-            clen--;
-        }
         (*out)[i].path = path;
         (*out)[i].data = (*storage)[i].data;
-        (*out)[i].len = (size_t)len;
+        (*out)[i].len = (*storage)[i].len;
     }
     return 0;
 }

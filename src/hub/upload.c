@@ -11,7 +11,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,31 +20,6 @@
 #define LFS_CONTENT_TYPE "application/vnd.git-lfs+json"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
-
-/* Decodes standard base64 (no newlines, no whitespace; '=' only as the last one or two
- * characters of the text) into out; -1 when invalid. */
-static int base64_decode(const char *in, size_t len, buf *out)
-{
-    if (len % 4 != 0)
-        return -1;
-    size_t pad = 0;
-    while (pad < 2 && len > pad && in[len - 1 - pad] == '=')
-        pad++;
-    for (size_t i = 0; i < len - pad; i++) {
-        char c = in[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '+' || c == '/'))
-            return -1; /* "====" and "ab=c" are not base64 */
-    }
-    buf_reserve(out, len / 4 * 3 + 1);
-    int n = EVP_DecodeBlock((unsigned char *)out->data + out->len, (const unsigned char *)in,
-                            (int)len);
-    if (n < 0)
-        return -1;
-    out->len += (size_t)n - pad;
-    out->data[out->len] = '\0';
-    return 0;
-}
 
 static bool looks_binary(const unsigned char *p, size_t n)
 {
@@ -141,7 +115,7 @@ void hub_preupload(http_request *req, hub_call *call)
         bool lfs = size >= call->hub->lfs_threshold || hub_gitattributes_lfs(attributes.data, path);
         if (!lfs && sample && size > 0) {
             buf bytes = BUF_INIT;
-            if (base64_decode(sample, strlen(sample), &bytes) == 0)
+            if (text_base64_decode(sample, strlen(sample), &bytes) == 0)
                 lfs = looks_binary((const unsigned char *)buf_str(&bytes), bytes.len);
             buf_free(&bytes);
         }
@@ -655,7 +629,7 @@ static int plan_line(hub *h, int64_t repo_id, hub_commit_plan *p, json_t *line, 
         if (!content)
             rc = err_set(e, 400, "", "line %zu: missing \"content\"", lineno);
         else if (encoding && !strcmp(encoding, "base64")) {
-            if (base64_decode(content, strlen(content), blob) != 0)
+            if (text_base64_decode(content, strlen(content), blob) != 0)
                 rc = err_set(e, 400, "", "line %zu: content is not valid base64", lineno);
         } else {
             buf_puts(blob, content);
