@@ -21,6 +21,26 @@
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* ---- memory ---------------------------------------------------------------------------
+ * The out-of-memory rule, once for the whole program: a failed allocation of ordinary size ends
+ * the process (abort), so callers never check. Allocations whose size a client controls (a
+ * whole model, a request body) are bounded before they are made, and may use malloc and
+ * report 507 / 413 instead. */
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+/* Makes room for element `len` of the array `items` (capacity `cap`), growing it geometrically
+ * (git's ALLOC_GROW): ARRAY_GROW(list->items, list->n, list->cap); list->items[list->n++] = x; */
+#define ARRAY_GROW(items, len, cap)                                                          \
+    do {                                                                                     \
+        if ((len) >= (cap)) {                                                                \
+            (cap) = (cap) ? (cap) * 2 : 16;                                                  \
+            (items) = xrealloc((items), (cap) * sizeof *(items));                            \
+        }                                                                                    \
+    } while (0)
+
 /* ---- buf ----------------------------------------------------------------------------- */
 
 typedef struct buf {

@@ -96,18 +96,6 @@ static int plan_line(hub *h, int64_t repo_id, hub_commit_plan *p, json_t *line, 
         }
         op->data = buf_str(blob);
         op->len = blob->len;
-        /* Pointer text is an LFS reference whatever line carries it: it may only name an
-         * object this repo holds, exactly as an lfsFile line. */
-        repo_lfs pointer;
-        int64_t have;
-        if (rc == 0 && blob->len < REPO_LFS_POINTER_MAX &&
-            repo_parse_lfs_pointer(blob->data, blob->len, &pointer)) {
-            if (hub_object_claim(h, repo_id, pointer.oid, clean, &have, e) != 0)
-                rc = -1;
-            else if (have != pointer.size)
-                rc = err_set(e, 422, "", "LFS object %s has %lld bytes, not %lld", pointer.oid,
-                             (long long)have, (long long)pointer.size);
-        }
     } else if (!strcmp(key, "lfsFile")) {
         const char *oid = json_string_value(json_object_get(value, "oid"));
         const char *algo = json_string_value(json_object_get(value, "algo"));
@@ -176,107 +164,44 @@ int hub_commit_parse(hub *h, int64_t repo_id, const char *body, size_t len,
     return 0;
 }
 
-/* The next free pull-request number. */
-static int64_t next_pr(repo *r)
-{
-    repo_refs refs;
-    err e = ERR_INIT;
-    int64_t max = 0;
-    if (repo_list_refs(r, &refs, &e) == 0) {
-        for (size_t i = 0; i < refs.npulls; i++) {
-            int64_t n = text_parse_i64(refs.pulls[i].ref + strlen("refs/pr/"));
-            if (n > max)
-                max = n;
-        }
-        repo_refs_free(&refs);
-    }
-    return max + 1;
-}
-
 void hub_commit(http_request *req, hub_call *call)
 {
     bool create_pr = text_truthy(http_query(req, "create_pr"));
     if (hub_load_repo(req, call, !create_pr) != 0)
         return;
-    if (create_pr && !call->caller.authenticated) {
-        http_reply_errorf(req, 401, "", "You must be authenticated to open a pull request");
-        return;
-    }
-    hub *h = call->hub;
     const buf *body = http_body(req);
     hub_commit_plan plan = {0};
     err e = ERR_INIT;
-    if (hub_commit_parse(h, call->repo.id, buf_str(body), body->len, &plan, &e) != 0) {
-        hub_commit_plan_free(&plan);
-        http_reply_error(req, &e);
-        return;
-    }
-    repo *r = hub_open_git(req, call);
-    if (!r) {
-        hub_commit_plan_free(&plan);
-        return;
-    }
-    buf message = BUF_INIT, branch = BUF_INIT;
-    buf_puts(&message, plan.summary[0] ? plan.summary : "Upload files");
-    if (plan.description[0])
-        buf_printf(&message, "\n\n%s", plan.description);
-    buf_putc(&message, '\n');
-    int64_t pr = 0;
-    char pr_base[41] = "";
-    if (create_pr) {
-        /* A pull request is a branch refs/pr/N starting at parentCommit or the head of rev. */
-        char base[41];
-        const char *start = plan.parent ? plan.parent : call->rev;
-        if (repo_resolve(r, start, base, &e) != 0) {
-            http_reply_error(req, &e);
-            goto out;
-        }
-        pr = next_pr(r);
-        buf_printf(&branch, "refs/pr/%lld", (long long)pr);
-        free(plan.parent);
-        plan.parent = NULL;
-        snprintf(pr_base, sizeof pr_base, "%s", base);
-    } else {
-        buf_puts(&branch, call->rev);
-    }
-    repo_commit_request c = {.branch = branch.data,
+    hub_change_result done;
+    int rc = hub_commit_parse(call->hub, call->repo.id, buf_str(body), body->len, &plan, &e);
+    if (rc == 0) {
+        hub_change change = {.repo = &call->repo,
+                             .who = &call->caller,
+                             .branch = call->rev,
                              .parent = plan.parent,
+                             .create_pr = create_pr,
                              .ops = plan.ops,
                              .nops = plan.nops,
-                             .author_name = hub_author(call),
-                             .author_email = "hearth@localhost",
-                             .message = message.data,
-                             .create_branch = create_pr,
-                             .start = create_pr ? pr_base : NULL};
-    char sha[41];
-    if (repo_commit(r, &c, sha, &e) != 0) {
-        http_reply_error(req, &e);
-        goto out;
+                             .summary = plan.summary,
+                             .description = plan.description};
+        rc = hub_commit_apply(call->hub, &change, &done, &e);
     }
-    if (!strcmp(branch.data, "main") || !strcmp(branch.data, "refs/heads/main"))
-        hub_refresh_meta(h, &call->repo, r);
-    else
-        db_repo_touch(h->db, call->repo.id, text_now_ms(), &e);
+    hub_commit_plan_free(&plan);
+    if (rc != 0) {
+        http_reply_error(req, &e);
+        return;
+    }
     buf url = BUF_INIT, pr_url = BUF_INIT;
     hub_repo_url(req, call->type, call->ns, call->name, &url);
-    json_t *reply = json_pack("{s:b, s:s, s:s, s:n}", "success", 1, "commitOid", sha,
-                              "hookOutput", "", "pullRequestUrl");
-    buf_printf(&url, "/commit/%s", sha);
-    json_object_set_new(reply, "commitUrl", json_string(url.data));
+    buf_printf(&url, "/commit/%s", done.commit);
+    json_t *reply = json_pack("{s:b, s:s, s:s, s:s, s:n}", "success", 1, "commitOid", done.commit,
+                              "commitUrl", url.data, "hookOutput", "", "pullRequestUrl");
     if (create_pr) {
         hub_repo_url(req, call->type, call->ns, call->name, &pr_url);
-        buf_printf(&pr_url, "/discussions/%lld", (long long)pr);
+        buf_printf(&pr_url, "/discussions/%lld", (long long)done.pr_number);
         json_object_set_new(reply, "pullRequestUrl", json_string(pr_url.data));
     }
-    log_info("commit %s on %s/%s@%s (%zu operations)", sha, call->ns, call->name, branch.data,
-             plan.nops);
     http_reply_json(req, 200, reply);
     buf_free(&url);
     buf_free(&pr_url);
-out:
-    buf_free(&message);
-    buf_free(&branch);
-    hub_close_git(r);
-    hub_commit_plan_free(&plan);
 }
-
