@@ -6,7 +6,8 @@
  *         so that any layer can fail and the HTTP layer can turn the failure into a reply
  *   log   one-line structured logging to stderr
  *   path  validation of repository-relative paths and safe joins under a root
- *   text  hex, percent-decoding, ISO-8601 dates, small string helpers
+ *   text  hex, percent-decoding, base64, ISO-8601 dates, small string helpers
+ *   data  the layout of a data directory (which file lives where)
  *   hash  streaming SHA-256 / SHA-1 (git blob ids), HMAC-SHA256, random bytes (OpenSSL)
  *
  * Ownership: a buf owns its bytes (buf_free). An err owns nothing (fixed-size message).
@@ -137,6 +138,25 @@ int64_t text_parse_i64(const char *s);
 /* Decodes standard base64 (RFC 4648 alphabet, no whitespace, '=' only as the last one or two
  * characters) and appends the bytes to out. -1 when in is not exactly that ("====" is not). */
 int text_base64_decode(const char *in, size_t len, buf *out);
+
+/* ---- data directory layout (layout.c) -------------------------------------------------- */
+
+typedef enum {
+    DATA_DB,          /* hearth.db */
+    DATA_STORE,       /* lfs/ */
+    DATA_REPOS,       /* repos/ */
+    DATA_UPLOADS,     /* uploads/ */
+    DATA_HOOKS,       /* hooks/ */
+    DATA_SNAPSHOTS,   /* snapshots/ */
+    DATA_SECRET,      /* secret */
+} data_part;
+
+/* DIR/<part>, appended to out. */
+void data_path(buf *out, const char *data_dir, data_part part);
+/* DIR/repos/<uid>.git, appended to out. */
+void data_repo_path(buf *out, const char *data_dir, const char *uid);
+/* Creates the directories a hub needs (repos, lfs, uploads). 500 on failure. */
+int data_dir_prepare(const char *data_dir, err *e);
 
 /* ---- hash ---------------------------------------------------------------------------- */
 

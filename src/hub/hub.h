@@ -1,13 +1,9 @@
 /* hub — the Hugging Face Hub API: the routes that huggingface_hub, @huggingface/hub and
  * git-lfs call, on top of the db (metadata), repo (git) and store (LFS bytes) modules.
  *
- * A hub owns its data directory layout:
- *   DIR/hearth.db         metadata (SQLite)
- *   DIR/repos/<uid>.git   one bare git repository per Hub repo, named by its opaque id so that
- *                         renames never touch the filesystem
- *   DIR/lfs/              the content store for LFS objects
- *   DIR/uploads/          multipart upload parts in flight
- *   DIR/secret            the HMAC key that signs upload URLs (created on first start, 0600)
+ * A hub serves one data directory, laid out as base/layout.c describes (hearth.db, lfs/,
+ * repos/<uid>.git, uploads/, hooks/, snapshots/, secret); the admin CLI and the git hook open
+ * the same paths through the same functions.
  *
  * The HTTP layer calls hub_dispatch for every request; see spec/hub-api.md for the routes.
  */

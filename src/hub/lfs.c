@@ -251,7 +251,8 @@ static void upload_state_free(void *p)
 
 static void parts_dir(const hub_call *call, buf *out)
 {
-    buf_printf(out, "%s/uploads/%s-%s", call->hub->data_dir, call->repo.uid, call->extra);
+    data_path(out, call->hub->data_dir, DATA_UPLOADS);
+    buf_printf(out, "/%s-%s", call->repo.uid, call->extra);
 }
 
 static int upload_chunk(http_request *req, const char *data, size_t len, void *ctx)
