@@ -31,6 +31,10 @@
 
 #define XET_TOKEN_TTL 3600         /* seconds a CAS access token lives */
 #define XET_URL_TTL 3600           /* seconds a signed xorb range URL lives */
+/* How long a client may keep using a global dedup shard (its footer's key_expiry; xet-core
+ * skips expired shards of its cache). Short, so that a cached shard rarely outlives a pack
+ * that gc removed: an upload naming such a pack would be refused. */
+#define XET_DEDUP_SHARD_TTL 3600
 #define XET_MAX_RANGES 256         /* ranges accepted in one xorb GET */
 #define XET_BATCH_MAX_FILES 256    /* files in one batch reconstruction */
 
@@ -571,16 +575,26 @@ void hub_cas_xorb_head(http_request *req, hub_call *call)
         http_reply_json(req, 200, json_pack("{s:I}", "length", (json_int_t)len));
 }
 
-/* GET /cas/v1/chunks/{prefix}/{chunk_hash}: a shard naming the pack that holds the chunk. */
+/* GET /cas/v1/chunks/{prefix}/{chunk_hash}: global dedup, for any repo's token. A shard naming
+ * the pack that holds the chunk, its chunk hashes keyed with a fresh random key per reply
+ * (the footer's chunk_hash_key, as the Hugging Face CAS does): the client keys its own chunk
+ * hashes to find the ones it has, and learns none it lacks. A new key each time means two
+ * replies cannot be compared to tell which packs share chunks. */
 void hub_cas_chunk(http_request *req, hub_call *call)
 {
     hub_xet_grant tok;
     xet_hash ch;
     if (cas_auth(req, call, false, &tok) != 0 || parse_hash(req, call->extra, &ch) != 0)
         return;
+    static const uint8_t zero[32];
+    uint8_t key[32];
+    do
+        hash_random(key, sizeof key);
+    while (memcmp(key, zero, sizeof key) == 0); /* zero would mean "in clear" to the client */
     buf shard = BUF_INIT;
     err e = ERR_INIT;
-    int rc = store_chunk_shard(call->hub->store, &ch, &shard, &e);
+    uint64_t expiry = (uint64_t)time(NULL) + XET_DEDUP_SHARD_TTL;
+    int rc = store_chunk_shard(call->hub->store, &ch, key, expiry, &shard, &e);
     if (rc < 0)
         http_reply_error(req, &e);
     else if (rc > 0)
@@ -846,9 +860,7 @@ static void xorb_cache_free(xorb_cache *c)
  * under the same Xet file hash (the same chunks) needs no reading. */
 
 typedef struct pack_view {
-    xet_hash hash;
-    xet_hash *chunks;  /* chunk hashes in pack order */
-    uint64_t *offsets; /* serialized offset of each chunk record in the pack */
+    store_pack_chunk *chunks; /* the pack's chunks in order: hash, offset of the record */
     size_t n;
     int fd;
     int64_t base;
@@ -860,59 +872,25 @@ static void pack_view_close(pack_view *pv)
     if (pv->fd >= 0)
         close(pv->fd);
     free(pv->chunks);
-    free(pv->offsets);
     *pv = (pack_view){.fd = -1};
 }
 
-/* Loads the pack that holds `chunk` and points pv->at at it. 0 or -1 + e. */
+/* Opens the pack that holds `chunk` and points pv->at at it. 0 or -1 + e. (Straight from the
+ * store's index, never through the dedup shard clients get, whose hashes are keyed.) */
 static int pack_view_find(hub *h, const xet_hash *chunk, pack_view *pv, err *e)
 {
     pack_view_close(pv);
-    buf reply = BUF_INIT;
-    int rc = store_chunk_shard(h->store, chunk, &reply, e);
-    xet_shard shard = {0};
-    bool parsed = false;
+    xet_hash pack;
+    uint64_t bytes;
+    int rc = store_chunk_pack(h->store, chunk, &pack, &bytes, &pv->chunks, &pv->n, &pv->at, e);
     if (rc > 0)
         rc = err_set(e, 400, "BadShard", "a chunk of the file is not stored");
-    if (rc == 0 && xet_shard_parse((const uint8_t *)buf_str(&reply), reply.len, &shard, e) == 0)
-        parsed = true;
-    else if (rc == 0)
+    if (rc == 0 && store_xorb_region(h->store, &pack, 0, bytes, &pv->fd, &pv->base, e) != 0) {
+        pv->fd = -1;
         rc = -1;
-    if (rc == 0 && shard.n_xorbs != 1)
-        rc = err_set(e, 500, "", "the store's dedup shard names %zu packs", shard.n_xorbs);
-    if (rc == 0) {
-        const xet_shard_xorb *x = &shard.xorbs[0];
-        pv->hash = x->xorb_hash;
-        pv->n = x->n_chunks;
-        pv->chunks = calloc(pv->n ? pv->n : 1, sizeof *pv->chunks);
-        pv->offsets = calloc(pv->n ? pv->n : 1, sizeof *pv->offsets);
-        if (!pv->chunks || !pv->offsets)
-            abort();
-        for (size_t i = 0; i < pv->n; i++)
-            pv->chunks[i] = x->chunks[i].hash;
-        rc = store_xorb_region(h->store, &pv->hash, 0, x->serialized_bytes, &pv->fd, &pv->base, e);
-        if (rc != 0)
-            pv->fd = -1;
-        uint64_t off = 0;
-        for (size_t i = 0; rc == 0 && i < pv->n; i++) {
-            uint8_t head[XET_CHUNK_HEADER_LEN];
-            xet_chunk_header ch;
-            if (pread(pv->fd, head, sizeof head, pv->base + (int64_t)off) != (ssize_t)sizeof head ||
-                xet_chunk_header_decode(head, &ch, e) != 0)
-                rc = err_set(e, 500, "", "a pack of the store is damaged; run hearth admin fsck");
-            pv->offsets[i] = off;
-            off += XET_CHUNK_HEADER_LEN + ch.compressed_len;
-        }
-        pv->at = pv->n;
-        for (size_t i = 0; rc == 0 && i < pv->n && pv->at == pv->n; i++)
-            if (xet_hash_equal(&pv->chunks[i], chunk))
-                pv->at = i;
-        if (rc == 0 && pv->at == pv->n)
-            rc = err_set(e, 500, "", "the store's dedup shard lacks the chunk it was asked for");
     }
-    if (parsed)
-        xet_shard_free(&shard);
-    buf_free(&reply);
+    if (rc != 0)
+        pack_view_close(pv);
     return rc;
 }
 
@@ -921,13 +899,13 @@ static int pack_view_find(hub *h, const xet_hash *chunk, pack_view *pv, err *e)
 static int hash_chunk(const pack_view *pv, hash_ctx *sha, uint8_t *record, uint8_t *plain,
                       err *e)
 {
-    uint8_t *head = record;
+    const store_pack_chunk *c = &pv->chunks[pv->at];
     xet_chunk_header ch;
-    int64_t at = pv->base + (int64_t)pv->offsets[pv->at];
-    if (pread(pv->fd, head, XET_CHUNK_HEADER_LEN, at) != XET_CHUNK_HEADER_LEN ||
-        xet_chunk_header_decode(head, &ch, e) != 0 ||
-        pread(pv->fd, record + XET_CHUNK_HEADER_LEN, ch.compressed_len, at + XET_CHUNK_HEADER_LEN) !=
-            (ssize_t)ch.compressed_len ||
+    int64_t at = pv->base + (int64_t)c->offset;
+    if (c->length < XET_CHUNK_HEADER_LEN || c->length > XET_CHUNK_HEADER_LEN + XET_CHUNK_MAX_COMPRESSED ||
+        pread(pv->fd, record, c->length, at) != (ssize_t)c->length ||
+        xet_chunk_header_decode(record, &ch, e) != 0 ||
+        XET_CHUNK_HEADER_LEN + ch.compressed_len != c->length ||
         (ch.compression != XET_COMPRESSION_NONE &&
          xet_chunk_decode(&ch, record + XET_CHUNK_HEADER_LEN, plain, e) != 0))
         return err_set(e, 500, "", "a pack of the store is damaged; run hearth admin fsck");
@@ -957,9 +935,9 @@ static int check_sha256(hub *h, const xet_shard_file *f, xorb_cache *cache, cons
         }
         for (uint32_t i = f->terms[t].chunk_start; rc == 0 && i < f->terms[t].chunk_end; i++) {
             const xet_hash *want = &chunks[i].hash;
-            if (pv.fd >= 0 && pv.at + 1 < pv.n && xet_hash_equal(&pv.chunks[pv.at + 1], want))
+            if (pv.fd >= 0 && pv.at + 1 < pv.n && xet_hash_equal(&pv.chunks[pv.at + 1].hash, want))
                 pv.at++;
-            else if (!(pv.fd >= 0 && pv.at < pv.n && xet_hash_equal(&pv.chunks[pv.at], want)))
+            else if (!(pv.fd >= 0 && pv.at < pv.n && xet_hash_equal(&pv.chunks[pv.at].hash, want)))
                 rc = pack_view_find(h, want, &pv, e);
             if (rc == 0)
                 rc = hash_chunk(&pv, sha, record, plain, e);
