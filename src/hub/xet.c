@@ -945,9 +945,11 @@ static int check_sha256(hub *h, const xet_shard_file *f, xorb_cache *cache, cons
     }
     char got[65];
     hash_final_hex(sha, got);
-    if (rc == 0 && strcmp(got, oid) != 0)
-        rc = err_set(e, 400, "BadShard", "the shard says the file's SHA-256 is %s, but its "
-                                         "content hashes to %s", oid, got);
+    /* Name only the hash the caller sent: the content's real SHA-256 is what a caller who
+     * knows some chunk ranges but not the bytes is after (it would let them claim the file). */
+    if (rc == 0 && !hash_equal_ct(got, oid))
+        rc = err_set(e, 400, "BadShard", "the file's content does not hash to the SHA-256 the "
+                                         "shard names (%s)", oid);
     pack_view_close(&pv);
     free(record);
     free(plain);
@@ -997,51 +999,54 @@ int hub_xet_shard_apply(hub *h, const hub_xet_grant *tok, const uint8_t *data, s
             rc = -1;
         }
     }
-    /* The claimed SHA-256 of every file, before anything is registered. */
-    bool *known = calloc(shard.n_files + 1, sizeof *known);
-    if (!known)
-        abort();
+    /* The claimed SHA-256 of every file, before anything is registered. Every file passed
+     * xet_shard_verify_file above, and that is the proof of possession: its verification
+     * entries are range hashes over the real chunk hashes of each term, which only someone
+     * who had the bytes (or downloaded them) knows; a dedup shard never gives them out in
+     * clear. What remains is whether the oid is this content's. Stored under the same Xet
+     * hash and size: the same chunks, so the same bytes, nothing to read. Anything else (new,
+     * another size, another Xet hash such as the npm client's chunking) is read back and
+     * hashed. Both ways answer alike, so the reply says nothing about whether an oid is
+     * stored: a caller who only knows an oid learns nothing. */
     for (size_t i = 0; i < shard.n_files && rc == 0; i++) {
         const xet_shard_file *f = &shard.files[i];
         char oid[65];
         hex_encode(f->sha256, 32, oid);
         int64_t have = -1;
         int st = store_stat(h->store, oid, &have, e);
-        xet_hash stored;
+        bool same = false;
         if (st < 0) {
             rc = -1;
-        } else if (st == 0) {
-            /* Stored already. The same Xet hash means the same chunks, so the same bytes; a
-             * different one may still be the same bytes cut by another chunker (the npm
-             * client's), which reading them back settles. */
-            known[i] = true;
-            if ((uint64_t)have != sizes[i])
-                rc = err_set(e, 400, "BadShard", "the shard's SHA-256 %s names a stored file "
-                                                 "of another size", oid);
-            else if (store_file_xet_hash(h->store, oid, &stored, e) != 0 ||
-                     !xet_hash_equal(&stored, &f->file_hash))
-                rc = check_sha256(h, f, &cache, oid, e);
-        } else {
-            rc = check_sha256(h, f, &cache, oid, e);
+        } else if (st == 0 && (uint64_t)have == sizes[i]) {
+            xet_hash stored;
+            int xr = store_file_xet_hash(h->store, oid, &stored, e);
+            if (xr < 0)
+                rc = -1;
+            same = xr == 0 && xet_hash_equal(&stored, &f->file_hash);
         }
+        if (rc == 0 && !same)
+            rc = check_sha256(h, f, &cache, oid, e);
     }
+    /* Register and link. *registered counts files new to this repo (not to the store, which
+     * would tell the caller that someone else holds the file). */
     for (size_t i = 0; i < shard.n_files && rc == 0; i++) {
         const xet_shard_file *f = &shard.files[i];
         char oid[65];
         hex_encode(f->sha256, 32, oid);
-        if (store_file_register(h->store, oid, &f->file_hash, sizes[i], f->terms, f->n_terms, e) != 0 ||
+        int had = db_repo_object_has(h->db, tok->repo_id, oid, e);
+        if (had < 0 ||
+            store_file_register(h->store, oid, &f->file_hash, sizes[i], f->terms, f->n_terms, e) != 0 ||
             db_repo_object_add(h->db, tok->repo_id, oid, (int64_t)sizes[i], e) != 0) {
             rc = -1;
             break;
         }
-        if (known[i])
+        if (had == 0)
             continue;
         (*registered)++;
-        log_info("xet: file %s (%llu bytes) registered for repo %s", oid,
-                 (unsigned long long)sizes[i], tok->uid);
+        log_info("xet: file %s (%llu bytes) linked to repo %s", oid, (unsigned long long)sizes[i],
+                 tok->uid);
     }
     free(sizes);
-    free(known);
     xorb_cache_free(&cache);
     xet_shard_free(&shard);
     return rc;
