@@ -30,6 +30,12 @@ int auth_token_create(db *d, const char *user_name, const char *role, const char
 int auth_identify(db *d, const char *authorization, auth_caller *out, err *e);
 bool auth_can_read(const auth_caller *c, const db_repo *r);
 bool auth_can_write(const auth_caller *c, const db_repo *r);
+/* May the caller read the repo's files (downloads, clones, Xet reads)? Gated repos show their
+ * metadata to every reader of the repo but their files only to those given access. */
+bool auth_can_read_files(const auth_caller *c, const db_repo *r);
+/* Rebuilds the caller that obtained a signed URL or a Xet token (user_id 0 = anonymous), so
+ * that permissions are checked again when it is used. 401 when that token no longer exists. */
+int auth_caller_load(db *d, int64_t user_id, int64_t token_id, auth_caller *out, err *e);
 /* Names that cannot be users (or namespaces), because URLs use them: api, datasets, spaces,
  * cas, ... */
 bool auth_name_is_reserved(const char *name);

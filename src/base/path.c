@@ -50,7 +50,9 @@ bool path_is_valid_repo_name(const char *name)
     }
     if (name[0] == '.' || name[0] == '-' || name[n - 1] == '.' || name[n - 1] == '-')
         return false;
-    return !strstr(name, "..") && !strstr(name, "--");
+    /* "x.git" could not be told from x's git URL (/ns/x.git/info/refs): refused, as the Hub
+     * and huggingface_hub's validate_repo_id refuse it. */
+    return !strstr(name, "..") && !strstr(name, "--") && !text_ends_with(name, ".git");
 }
 
 void path_join(buf *out, const char *root, const char *rel)

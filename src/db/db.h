@@ -53,6 +53,9 @@ typedef struct db_token {
 int db_token_create(db *d, int64_t user_id, const char *name, const char *role,
                     const char *secret_hash, err *e);
 int db_token_by_hash(db *d, const char *secret_hash, db_token *out, err *e);
+/* A token by its row id (signed URLs and Xet tokens name the token that obtained them, so
+ * that revoking it revokes them). */
+int db_token_by_id(db *d, int64_t id, db_token *out, err *e);
 
 /* ---- repositories ------------------------------------------------------------------------ */
 
@@ -78,6 +81,8 @@ void db_repo_free(db_repo *r);
 int db_repo_create(db *d, db_repo *r, err *e);
 /* Looks a repo up by id; meta_json / tags_json are left NULL (db_repo_list fills them). */
 int db_repo_get(db *d, const char *type, const char *ns, const char *name, db_repo *out, err *e);
+/* The same by row id (meta_json / tags_json NULL). */
+int db_repo_by_id(db *d, int64_t id, db_repo *out, err *e);
 /* Follows the redirect left by a move: 0 and the new ns/name, or 1. */
 int db_repo_redirect(db *d, const char *type, const char *ns, const char *name,
                      char new_ns[97], char new_name[97], err *e);

@@ -365,16 +365,19 @@ int db_token_create(db *d, int64_t user_id, const char *name, const char *role,
     return exec_done(c, s, "create token", e);
 }
 
-int db_token_by_hash(db *d, const char *secret_hash, db_token *out, err *e)
+static int token_query(db *d, const char *sql, const char *secret_hash, int64_t id,
+                       db_token *out, err *e)
 {
     conn *c = conn_get(d, e);
     if (!c)
         return -1;
-    sqlite3_stmt *s = stmt(
-        c, "SELECT id, user_id, name, role, created_ms FROM tokens WHERE secret_hash = ?", e);
+    sqlite3_stmt *s = stmt(c, sql, e);
     if (!s)
         return -1;
-    sqlite3_bind_text(s, 1, secret_hash, -1, SQLITE_TRANSIENT);
+    if (secret_hash)
+        sqlite3_bind_text(s, 1, secret_hash, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_int64(s, 1, id);
     int rc = sqlite3_step(s), out_rc = 1;
     if (rc == SQLITE_ROW) {
         out->id = sqlite3_column_int64(s, 0);
@@ -388,6 +391,18 @@ int db_token_by_hash(db *d, const char *secret_hash, db_token *out, err *e)
     }
     stmt_done(c, s);
     return out_rc;
+}
+
+int db_token_by_hash(db *d, const char *secret_hash, db_token *out, err *e)
+{
+    return token_query(d, "SELECT id, user_id, name, role, created_ms FROM tokens "
+                          "WHERE secret_hash = ?", secret_hash, 0, out, e);
+}
+
+int db_token_by_id(db *d, int64_t id, db_token *out, err *e)
+{
+    return token_query(d, "SELECT id, user_id, name, role, created_ms FROM tokens WHERE id = ?",
+                       NULL, id, out, e);
 }
 
 /* ---- repositories ----------------------------------------------------------------------- */
@@ -491,6 +506,30 @@ int db_repo_get(db *d, const char *type, const char *ns, const char *name, db_re
         unsigned k = c->next_repo++ % REPO_CACHE;
         c->repos[k].row = *out;
         c->repos[k].generation = gen;
+    } else if (rc != SQLITE_DONE) {
+        out_rc = db_fail(e, c->sql, "repo lookup");
+    }
+    stmt_done(c, s);
+    return out_rc;
+}
+
+int db_repo_by_id(db *d, int64_t id, db_repo *out, err *e)
+{
+    conn *c = conn_get(d, e);
+    if (!c)
+        return -1;
+    sqlite3_stmt *s = stmt(c,
+                           "SELECT id, uid, type, ns, name, private, gated, sdk, owner_id,"
+                           " created_ms, modified_ms, head_sha, NULL, NULL"
+                           " FROM repos WHERE id = ?",
+                           e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    int rc = sqlite3_step(s), out_rc = 1;
+    if (rc == SQLITE_ROW) {
+        read_repo(s, out);
+        out_rc = 0;
     } else if (rc != SQLITE_DONE) {
         out_rc = db_fail(e, c->sql, "repo lookup");
     }

@@ -44,8 +44,9 @@ static int check_delta(const git_diff_delta *delta, float progress, void *payloa
     if (delta->status != GIT_DELTA_ADDED && delta->status != GIT_DELTA_MODIFIED &&
         delta->status != GIT_DELTA_RENAMED && delta->status != GIT_DELTA_COPIED)
         return 0;
-    if (delta->new_file.mode != GIT_FILEMODE_BLOB &&
-        delta->new_file.mode != GIT_FILEMODE_BLOB_EXECUTABLE)
+    /* Every blob, whatever its mode: pointer text in a symlink (120000) names an object just
+     * as well, and is refused the same way when this repo does not hold it. */
+    if (delta->new_file.mode == GIT_FILEMODE_TREE || delta->new_file.mode == GIT_FILEMODE_COMMIT)
         return 0;
     git_blob *blob = NULL;
     if (git_blob_lookup(&blob, c->git, &delta->new_file.id) != 0)

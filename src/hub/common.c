@@ -226,6 +226,113 @@ bool hub_check_signature(const hub *h, http_request *req, const char *purpose, c
     return hash_equal_ct(want, sig);
 }
 
+void hub_grant_of(const hub_call *call, hub_grant *out)
+{
+    memset(out, 0, sizeof *out);
+    out->repo_id = call->repo.id;
+    snprintf(out->uid, sizeof out->uid, "%s", call->repo.uid);
+    if (call->caller.authenticated) {
+        out->user_id = call->caller.user.id;
+        out->token_id = call->caller.token.id;
+    }
+}
+
+static bool grant_allows(const auth_caller *caller, const db_repo *row, bool want_write)
+{
+    return want_write ? auth_can_write(caller, row) : auth_can_read_files(caller, row);
+}
+
+int hub_grant_recheck(hub *h, const hub_grant *g, bool want_write, db_repo *repo_out,
+                      auth_caller *caller_out, err *e)
+{
+    db_repo row;
+    auth_caller caller;
+    int rc = db_repo_by_id(h->db, g->repo_id, &row, e);
+    if (rc < 0)
+        return -1;
+    /* A deleted repo, or another one that reuses its row id: the uid tells them apart. */
+    if (rc > 0 || strcmp(row.uid, g->uid) != 0)
+        return err_set(e, 404, "RepoNotFound", "Repository not found");
+    if (auth_caller_load(h->db, g->user_id, g->token_id, &caller, e) != 0)
+        return -1;
+    if (!auth_can_read(&caller, &row))
+        return err_set(e, 404, "RepoNotFound", "Repository not found");
+    if (!grant_allows(&caller, &row, want_write))
+        return err_set(e, 403, want_write ? "" : "GatedRepo",
+                       want_write ? "this link no longer grants write access to the repository"
+                                  : "Access to this repository's files is restricted (gated)");
+    if (repo_out)
+        *repo_out = row;
+    if (caller_out)
+        *caller_out = caller;
+    return 0;
+}
+
+/* The oid field of a bound signature: the object and the caller that obtained the URL. */
+static void grant_subject(const hub_grant *g, const char *oid, buf *out)
+{
+    buf_printf(out, "%s\n%lld\n%lld", oid, (long long)g->user_id, (long long)g->token_id);
+}
+
+void hub_grant_query(const hub *h, const char *purpose, const hub_grant *g, const char *oid,
+                     int64_t size, int64_t ttl, buf *out)
+{
+    int64_t exp = (int64_t)time(NULL) + ttl;
+    char sig[65];
+    buf subject = BUF_INIT;
+    grant_subject(g, oid, &subject);
+    hub_sign(h, purpose, g->uid, subject.data, size, exp, sig);
+    buf_free(&subject);
+    buf_printf(out, "?size=%lld&exp=%lld&u=%lld&t=%lld&sig=%s", (long long)size, (long long)exp,
+               (long long)g->user_id, (long long)g->token_id, sig);
+}
+
+int hub_grant_check_url(http_request *req, hub_call *call, const char *purpose, const char *oid,
+                        int64_t size, bool want_write)
+{
+    hub_grant g = {.repo_id = call->repo.id};
+    snprintf(g.uid, sizeof g.uid, "%s", call->repo.uid);
+    g.user_id = text_parse_i64(http_query(req, "u"));
+    g.token_id = text_parse_i64(http_query(req, "t"));
+    buf subject = BUF_INIT;
+    grant_subject(&g, oid, &subject);
+    bool valid = g.user_id >= 0 && g.token_id >= 0 &&
+                 hub_check_signature(call->hub, req, purpose, g.uid, subject.data, size);
+    buf_free(&subject);
+    if (!valid) {
+        http_reply_errorf(req, 403, "", "invalid or expired %s link; ask the LFS batch API for "
+                                        "a new one", purpose);
+        return -1;
+    }
+    err e = ERR_INIT;
+    if (hub_grant_recheck(call->hub, &g, want_write, &call->repo, &call->caller, &e) != 0) {
+        http_reply_error(req, &e);
+        return -1;
+    }
+    return 0;
+}
+
+int hub_load_repo_files(http_request *req, hub_call *call)
+{
+    if (hub_load_repo(req, call, false) != 0)
+        return -1;
+    if (auth_can_read_files(&call->caller, &call->repo))
+        return 0;
+    /* As the Hub answers for gated repos: huggingface_hub raises GatedRepoError on the code. */
+    const char *what = !strcmp(call->repo.type, "model") ? "model" : call->repo.type;
+    if (!call->caller.authenticated)
+        http_reply_errorf(req, 401, "GatedRepo", "Access to %s %s/%s is restricted. You must "
+                                                 "have access to it and be authenticated to "
+                                                 "access it. Please log in.",
+                          what, call->repo.ns, call->repo.name);
+    else
+        http_reply_errorf(req, 403, "GatedRepo", "Access to %s %s/%s is restricted and you are "
+                                                 "not in the authorized list. Ask its owner for "
+                                                 "access.",
+                          what, call->repo.ns, call->repo.name);
+    return -1;
+}
+
 const char *hub_author(const hub_call *call)
 {
     return call->caller.authenticated ? call->caller.user.name : "hearth";

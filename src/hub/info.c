@@ -117,7 +117,7 @@ static json_t *repo_json(http_request *req, hub_call *call, const db_repo *row, 
         err e = ERR_INIT;
         json_t *siblings = json_array();
         int64_t used = 0;
-        if (repo_list(r, sha, "", true, &files, &e) == 0) {
+        if (hub_entries_list(call->hub, row, r, sha, "", true, &files, &e) == 0) {
             for (size_t i = 0; i < files.n; i++) {
                 const repo_entry *f = &files.items[i];
                 if (f->is_dir)
@@ -298,7 +298,7 @@ void hub_tree(http_request *req, hub_call *call)
     bool expand = text_truthy(http_query(req, "expand"));
     repo_entries list = {0};
     err e = ERR_INIT;
-    if (repo_list(r, sha, call->path, recursive, &list, &e) != 0) {
+    if (hub_entries_list(call->hub, &call->repo, r, sha, call->path, recursive, &list, &e) != 0) {
         hub_close_git(r);
         http_reply_error(req, &e);
         return;
@@ -412,7 +412,7 @@ void hub_paths_info(http_request *req, hub_call *call)
             continue;
         repo_entry ent;
         err e = ERR_INIT;
-        if (repo_stat(r, sha, clean, &ent, &e) != 0)
+        if (hub_entry_stat(call->hub, &call->repo, r, sha, clean, &ent, &e) != 0)
             continue;
         json_t *entry = entry_json(&ent);
         hub_xet_annotate_entry(call->hub, entry, &ent);

@@ -73,12 +73,58 @@ bool hub_check_signature(const hub *h, http_request *req, const char *purpose, c
 /* Appends "?size=..&exp=..&sig=.." for a signed URL valid for ttl seconds. */
 void hub_signed_query(const hub *h, const char *purpose, const char *uid, const char *oid,
                       int64_t size, int64_t ttl, buf *out);
+/* hub_load_repo for reading files (resolve, raw, LFS and Xet downloads, clones): a gated
+ * repo's files answer 401 / 403 GatedRepo to those without access. */
+int hub_load_repo_files(http_request *req, hub_call *call);
+
+/* What a signed URL or a Xet token was issued for: one repo (row id and immutable uid) and the
+ * caller that obtained it (0 / 0 = anonymous). Permissions are checked again whenever it is
+ * used, so deleting the repo, making it private or revoking the token revokes it too. */
+typedef struct hub_grant {
+    int64_t repo_id;
+    char uid[25];
+    int64_t user_id;
+    int64_t token_id;
+} hub_grant;
+
+void hub_grant_of(const hub_call *call, hub_grant *out);
+/* The repo still exists with that uid and the caller may still read its files (or write).
+ * Fills repo_out / caller_out (either may be NULL). 0, or -1 + e: 404 RepoNotFound, 401 for
+ * a revoked token, 403 (GatedRepo for reads). */
+int hub_grant_recheck(hub *h, const hub_grant *g, bool want_write, db_repo *repo_out,
+                      auth_caller *caller_out, err *e);
+/* A signed query string ("?size=..&exp=..&u=..&t=..&sig=..") bound to the grant. */
+void hub_grant_query(const hub *h, const char *purpose, const hub_grant *g, const char *oid,
+                     int64_t size, int64_t ttl, buf *out);
+/* Checks such a URL for call->repo (already looked up by name), then hub_grant_recheck; sets
+ * call->repo / call->caller from it. 0, or -1 after replying. */
+int hub_grant_check_url(http_request *req, hub_call *call, const char *purpose, const char *oid,
+                        int64_t size, bool want_write);
 /* Git author name for commits made by the caller. */
 const char *hub_author(const hub_call *call);
 /* Recomputes the metadata of main after a change and stores it (best effort: logs failures). */
 void hub_refresh_meta(hub *h, const db_repo *repo_row, repo *r);
 /* Adds the Link: <...>; rel="next" header for paginated listings. */
 void hub_link_next(http_request *req, const char *cursor);
+
+/* ---- the object-link rule (hub/objects.c) -------------------------------------------------
+ * A repo serves a stored object only if the object is linked to it. Every reader lists, stats
+ * and opens through these, never through repo_list / repo_stat / store_reader_open. */
+
+/* Is oid linked to the repo (uploaded or pushed to it with its bytes)? */
+bool hub_object_linked(hub *h, const db_repo *row, const char *oid);
+/* repo_list / repo_stat, with pointers to objects the repo does not hold shown as the plain
+ * small files they are (is_lfs false, size of the pointer text). */
+int hub_entries_list(hub *h, const db_repo *row, repo *r, const char *commit, const char *dir,
+                     bool recursive, repo_entries *out, err *e);
+int hub_entry_stat(hub *h, const db_repo *row, repo *r, const char *commit, const char *path,
+                   repo_entry *out, err *e);
+/* May a commit to repo_id name oid (an lfsFile line, or pointer text in a file line)? Only when
+ * it is linked to the repo and stored; *size is its size. 422 otherwise, naming only oid. */
+int hub_object_claim(hub *h, int64_t repo_id, const char *oid, const char *path, int64_t *size,
+                     err *e);
+/* A reader of a linked object; 404 EntryNotFound when it is not linked to the repo. */
+store_reader *hub_object_open(hub *h, const db_repo *row, const char *oid, err *e);
 
 /* ---- metadata derived from a tree (hub/card.c) ------------------------------------------- */
 

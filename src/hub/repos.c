@@ -84,7 +84,8 @@ static int body_repo_id(http_request *req, hub_call *call, json_t *body)
         (call->ns[0] && !path_is_valid_repo_name(call->ns))) {
         http_reply_errorf(req, 400, "",
                           "Invalid repo name '%s': use letters, digits, '-', '_' and '.', "
-                          "at most 96 characters, not starting or ending with '-' or '.'",
+                          "at most 96 characters, not starting or ending with '-' or '.', "
+                          "no '--' or '..', not ending with '.git'",
                           name);
         return -1;
     }

@@ -100,10 +100,15 @@ static void free_pread(void *ctx)
 }
 
 /* Sends a stored object (Range-aware), zero-copy where the store allows it. */
-static void send_stored(http_request *req, hub *h, const char *oid, const char *content_type)
+static void send_stored(http_request *req, hub_call *call, const char *oid,
+                        const char *content_type)
 {
     err e = ERR_INIT;
-    store_reader *reader = store_reader_open(h->store, oid, &e);
+    if (!hub_object_linked(call->hub, &call->repo, oid)) {
+        http_reply_errorf(req, 404, "EntryNotFound", "Entry not found");
+        return;
+    }
+    store_reader *reader = store_reader_open(call->hub->store, oid, &e);
     if (!reader) {
         if (e.status == 404)
             err_set(&e, 500, "", "the content of LFS object %s is missing from the store; run "
@@ -137,14 +142,16 @@ static void send_stored(http_request *req, hub *h, const char *oid, const char *
 static void serve_file(http_request *req, hub_call *call, bool resolve_lfs)
 {
     char sha[41];
-    repo *r = hub_open_at_rev(req, call, false, sha);
-    if (!r)
+    if (hub_load_repo_files(req, call) != 0)
+        return;
+    repo *r = hub_open_git(req, call);
+    if (!r || hub_resolve_rev(req, call, r, sha) != 0)
         return;
     http_add_header(req, "X-Repo-Commit", sha);
     repo_entry ent = {0};
     err e = ERR_INIT;
     if (!path_is_valid_repo_path(call->path, strlen(call->path)) ||
-        repo_stat(r, sha, call->path, &ent, &e) != 0 || ent.is_dir) {
+        hub_entry_stat(call->hub, &call->repo, r, sha, call->path, &ent, &e) != 0 || ent.is_dir) {
         repo_entry_free(&ent);
         hub_close_git(r);
         http_reply_errorf(req, 404, "EntryNotFound", "Entry not found: %s", call->path);
@@ -162,7 +169,7 @@ static void serve_file(http_request *req, hub_call *call, bool resolve_lfs)
         http_add_header(req, "X-Linked-Size", size);
         hub_xet_resolve_headers(req, call, ent.lfs.oid, sha);
         hub_close_git(r);
-        send_stored(req, call->hub, ent.lfs.oid, ctype);
+        send_stored(req, call, ent.lfs.oid, ctype);
         repo_entry_free(&ent);
         return;
     }
@@ -190,7 +197,7 @@ void hub_raw(http_request *req, hub_call *call) { serve_file(req, call, false); 
 
 void hub_lfs_download(http_request *req, hub_call *call)
 {
-    /* The signature binds repo, oid and size: no token needed, nothing else reachable. */
+    /* The signature binds repo, caller, oid and size: no token needed, nothing else reachable. */
     err e = ERR_INIT;
     if (!path_is_valid_repo_name(call->ns) || !path_is_valid_repo_name(call->name) ||
         db_repo_get(call->hub->db, call->type, call->ns, call->name, &call->repo, &e) != 0) {
@@ -199,11 +206,12 @@ void hub_lfs_download(http_request *req, hub_call *call)
     }
     call->have_repo = true;
     int64_t size = text_parse_i64(http_query(req, "size"));
-    if (!text_is_hex(call->extra, 64) ||
-        !hub_check_signature(call->hub, req, "download", call->repo.uid, call->extra, size)) {
-        http_reply_errorf(req, 403, "", "invalid or expired download link; ask the batch API "
-                                        "for a new one");
+    if (!text_is_hex(call->extra, 64)) {
+        http_reply_errorf(req, 403, "", "invalid download link; ask the batch API for a new one");
         return;
     }
-    send_stored(req, call->hub, call->extra, "application/octet-stream");
+    /* Checked again now: a repo made private or deleted, or a revoked token, ends the link. */
+    if (hub_grant_check_url(req, call, "download", call->extra, size, false) != 0)
+        return;
+    send_stored(req, call, call->extra, "application/octet-stream");
 }

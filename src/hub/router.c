@@ -160,6 +160,17 @@ static void use_slow(hub_call *call, hub_route_fn fn, size_t body_max)
 
 static bool is(const char *a, const char *b) { return a && !strcmp(a, b); }
 
+/* Copies a repo id from the path. A part too long for a valid name is left empty (and so
+ * answers 404), never cut short: /bob/<97 characters> must not name /bob/<the first 96>. */
+static void set_repo_id(hub_call *call, const char *ns, const char *name)
+{
+    call->ns[0] = call->name[0] = '\0';
+    if (strlen(ns) < sizeof call->ns && strlen(name) < sizeof call->name) {
+        memcpy(call->ns, ns, strlen(ns) + 1);
+        memcpy(call->name, name, strlen(name) + 1);
+    }
+}
+
 /* /api/{type}s/{ns}/{name}/... */
 static void route_repo_api(http_request *req, hub_call *call, const segments *s, const char *m)
 {
@@ -269,8 +280,7 @@ static int route_web(http_request *req, hub_call *call, const segments *s, const
     }
     if (i + 2 > s->n)
         return 0;
-    snprintf(call->ns, sizeof call->ns, "%s", s->items[i]);
-    snprintf(call->name, sizeof call->name, "%s", s->items[i + 1]);
+    set_repo_id(call, s->items[i], s->items[i + 1]);
     call->id_start = s->raw_start[i];
     call->id_end = s->raw_end[i + 1];
     bool dot_git = text_ends_with(call->name, ".git");
@@ -362,8 +372,7 @@ static int route(http_request *req, hub_call *call, const segments *s)
             if (is(m, "GET"))
                 use(call, hub_repo_list, 0);
         } else if (s->n >= 4) {
-            snprintf(call->ns, sizeof call->ns, "%s", s->items[2]);
-            snprintf(call->name, sizeof call->name, "%s", s->items[3]);
+            set_repo_id(call, s->items[2], s->items[3]);
             call->id_start = s->raw_start[2];
             call->id_end = s->raw_end[3];
             route_repo_api(req, call, s, m);

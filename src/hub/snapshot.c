@@ -84,15 +84,17 @@ int hub_snapshot(hub *h, const char *type, const char *repo_id, const char *revi
     hub_git_dir(h, row.uid, &git_dir);
     repo *r = repo_open(git_dir.data, e);
     buf_free(&git_dir);
-    db_repo_free(&row);
-    if (!r)
+    if (!r) {
+        db_repo_free(&row);
         return -1;
+    }
     char sha[41];
     rc = repo_resolve(r, revision && *revision ? revision : "main", sha, e);
     buf_printf(out_dir, "%s/snapshots/%ss--%s--%s/%s", h->data_dir, type, ns, name, sha);
     struct stat st;
     if (rc == 0 && stat(out_dir->data, &st) == 0) {
         repo_close(r);
+        db_repo_free(&row);
         return 0; /* commits never change: an existing snapshot is complete */
     }
     buf tmp = BUF_INIT;
@@ -103,7 +105,7 @@ int hub_snapshot(hub *h, const char *type, const char *repo_id, const char *revi
     buf_printf(&tmp, "%s.tmp-%s", out_dir->data, tag);
     repo_entries files = {0};
     if (rc == 0 && (path_mkdirs(tmp.data, 0755) != 0 ||
-                    repo_list(r, sha, "", true, &files, e) != 0))
+                    hub_entries_list(h, &row, r, sha, "", true, &files, e) != 0))
         rc = err_is_set(e) ? -1 : err_set(e, 500, "", "cannot create %s", tmp.data);
     for (size_t i = 0; rc == 0 && i < files.n; i++)
         if (!files.items[i].is_dir)
@@ -114,5 +116,6 @@ int hub_snapshot(hub *h, const char *type, const char *repo_id, const char *revi
     repo_entries_free(&files);
     buf_free(&tmp);
     repo_close(r);
+    db_repo_free(&row);
     return rc;
 }

@@ -22,19 +22,26 @@
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
-/* Decodes standard base64 (no newlines) into out; -1 when invalid. */
+/* Decodes standard base64 (no newlines, no whitespace; '=' only as the last one or two
+ * characters of the text) into out; -1 when invalid. */
 static int base64_decode(const char *in, size_t len, buf *out)
 {
     if (len % 4 != 0)
         return -1;
+    size_t pad = 0;
+    while (pad < 2 && len > pad && in[len - 1 - pad] == '=')
+        pad++;
+    for (size_t i = 0; i < len - pad; i++) {
+        char c = in[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '+' || c == '/'))
+            return -1; /* "====" and "ab=c" are not base64 */
+    }
     buf_reserve(out, len / 4 * 3 + 1);
     int n = EVP_DecodeBlock((unsigned char *)out->data + out->len, (const unsigned char *)in,
                             (int)len);
     if (n < 0)
         return -1;
-    size_t pad = 0;
-    while (pad < 2 && len > pad && in[len - 1 - pad] == '=')
-        pad++;
     out->len += (size_t)n - pad;
     out->data[out->len] = '\0';
     return 0;
@@ -174,6 +181,8 @@ static json_t *upload_actions(http_request *req, hub_call *call, const char *oid
                               bool multipart)
 {
     hub *h = call->hub;
+    hub_grant grant;
+    hub_grant_of(call, &grant);
     buf base = BUF_INIT, href = BUF_INIT, verify = BUF_INIT;
     objects_url(req, call, &base);
     json_t *header = json_object();
@@ -191,18 +200,18 @@ static json_t *upload_actions(http_request *req, hub_call *call, const char *oid
             snprintf(key, sizeof key, "%05lld", (long long)p);
             snprintf(sign_oid, sizeof sign_oid, "%s:%lld", oid, (long long)p);
             buf_printf(&part, "%s/upload/%s/part/%lld", base.data, oid, (long long)p);
-            hub_signed_query(h, "part", call->repo.uid, sign_oid, size, UPLOAD_TTL_SECONDS, &part);
+            hub_grant_query(h, "part", &grant, sign_oid, size, UPLOAD_TTL_SECONDS, &part);
             json_object_set_new(header, key, json_string(part.data));
             buf_free(&part);
         }
         buf_printf(&href, "%s/complete/%s", base.data, oid);
-        hub_signed_query(h, "complete", call->repo.uid, oid, size, UPLOAD_TTL_SECONDS, &href);
+        hub_grant_query(h, "complete", &grant, oid, size, UPLOAD_TTL_SECONDS, &href);
     } else {
         buf_printf(&href, "%s/upload/%s", base.data, oid);
-        hub_signed_query(h, "upload", call->repo.uid, oid, size, UPLOAD_TTL_SECONDS, &href);
+        hub_grant_query(h, "upload", &grant, oid, size, UPLOAD_TTL_SECONDS, &href);
     }
     buf_printf(&verify, "%s/verify", base.data);
-    hub_signed_query(h, "verify", call->repo.uid, oid, size, UPLOAD_TTL_SECONDS, &verify);
+    hub_grant_query(h, "verify", &grant, oid, size, UPLOAD_TTL_SECONDS, &verify);
     json_t *actions = json_pack("{s:{s:s, s:o, s:i}, s:{s:s, s:{}}}", "upload", "href", href.data,
                                 "header", header, "expires_in", UPLOAD_TTL_SECONDS, "verify",
                                 "href", verify.data, "header");
@@ -226,7 +235,7 @@ void hub_lfs_batch(http_request *req, hub_call *call)
     }
     if (upload && !call->caller.authenticated)
         add_basic_challenge(req);
-    if (hub_load_repo(req, call, upload) != 0) {
+    if ((upload ? hub_load_repo(req, call, true) : hub_load_repo_files(req, call)) != 0) {
         json_decref(body);
         return;
     }
@@ -269,8 +278,10 @@ void hub_lfs_batch(http_request *req, hub_call *call)
             buf href = BUF_INIT;
             objects_url(req, call, &href);
             buf_printf(&href, "/download/%s", oid);
-            hub_signed_query(call->hub, "download", call->repo.uid, oid, have_size,
-                             UPLOAD_TTL_SECONDS, &href);
+            hub_grant grant;
+            hub_grant_of(call, &grant);
+            hub_grant_query(call->hub, "download", &grant, oid, have_size, UPLOAD_TTL_SECONDS,
+                            &href);
             json_object_set_new(item, "authenticated", json_true());
             json_object_set_new(item, "actions",
                                 json_pack("{s:{s:s, s:{}, s:i}}", "download", "href", href.data,
@@ -305,10 +316,8 @@ void hub_lfs_verify(http_request *req, hub_call *call)
             return;
         }
         call->have_repo = true;
-        if (!hub_check_signature(call->hub, req, "verify", call->repo.uid, oid_copy, size)) {
-            http_reply_errorf(req, 403, "", "invalid or expired verify link");
+        if (hub_grant_check_url(req, call, "verify", oid_copy, size, false) != 0)
             return;
-        }
     } else if (hub_load_repo(req, call, false) != 0) {
         return;
     }
@@ -456,12 +465,12 @@ int hub_lfs_upload_begin(http_request *req, hub_call *call, bool part)
         snprintf(sign_oid, sizeof sign_oid, "%s:%lld", call->extra, (long long)part_no);
     else
         snprintf(sign_oid, sizeof sign_oid, "%s", call->extra);
-    if (!text_is_hex(call->extra, 64) || size < 0 || (part && part_no < 1) ||
-        !hub_check_signature(h, req, part ? "part" : "upload", call->repo.uid, sign_oid, size)) {
-        http_reply_errorf(req, 403, "", "invalid or expired upload link; ask the LFS batch API "
-                                        "for a new one");
+    if (!text_is_hex(call->extra, 64) || size < 0 || (part && part_no < 1)) {
+        http_reply_errorf(req, 403, "", "invalid upload link; ask the LFS batch API for a new one");
         return 0;
     }
+    if (hub_grant_check_url(req, call, part ? "part" : "upload", sign_oid, size, true) != 0)
+        return 0;
     upload_state *u = calloc(1, sizeof *u);
     if (!u)
         abort();
@@ -512,11 +521,12 @@ void hub_lfs_multipart_complete(http_request *req, hub_call *call)
     }
     call->have_repo = true;
     int64_t size = text_parse_i64(http_query(req, "size"));
-    if (!text_is_hex(call->extra, 64) ||
-        !hub_check_signature(h, req, "complete", call->repo.uid, call->extra, size)) {
-        http_reply_errorf(req, 403, "", "invalid or expired completion link");
+    if (!text_is_hex(call->extra, 64)) {
+        http_reply_errorf(req, 403, "", "invalid completion link");
         return;
     }
+    if (hub_grant_check_url(req, call, "complete", call->extra, size, true) != 0)
+        return;
     json_t *body = hub_json_body(req);
     if (!body)
         return;
@@ -573,6 +583,7 @@ void hub_commit_plan_free(hub_commit_plan *p)
     for (size_t i = 0; i < p->nops; i++) {
         free((char *)p->ops[i].path);
         free((char *)p->ops[i].src_path);
+        free((char *)p->ops[i].src_rev);
         buf_free(&p->blobs[i]);
     }
     free(p->ops);
@@ -651,6 +662,18 @@ static int plan_line(hub *h, int64_t repo_id, hub_commit_plan *p, json_t *line, 
         }
         op->data = buf_str(blob);
         op->len = blob->len;
+        /* Pointer text is an LFS reference whatever line carries it: it may only name an
+         * object this repo holds, exactly as an lfsFile line. */
+        repo_lfs pointer;
+        int64_t have;
+        if (rc == 0 && blob->len < REPO_LFS_POINTER_MAX &&
+            repo_parse_lfs_pointer(blob->data, blob->len, &pointer)) {
+            if (hub_object_claim(h, repo_id, pointer.oid, clean, &have, e) != 0)
+                rc = -1;
+            else if (have != pointer.size)
+                rc = err_set(e, 422, "", "LFS object %s has %lld bytes, not %lld", pointer.oid,
+                             (long long)have, (long long)pointer.size);
+        }
     } else if (!strcmp(key, "lfsFile")) {
         const char *oid = json_string_value(json_object_get(value, "oid"));
         const char *algo = json_string_value(json_object_get(value, "algo"));
@@ -658,11 +681,7 @@ static int plan_line(hub *h, int64_t repo_id, hub_commit_plan *p, json_t *line, 
         int64_t have = -1;
         if (!oid || !text_is_hex(oid, 64) || (algo && strcmp(algo, "sha256") != 0)) {
             rc = err_set(e, 400, "", "line %zu: lfsFile needs a sha256 \"oid\"", lineno);
-        } else if (store_stat(h->store, oid, &have, e) != 0 ||
-                   db_repo_object_has(h->db, repo_id, oid, e) != 0) {
-            if (!err_is_set(e))
-                err_set(e, 422, "", "LFS object %s not found in this repo: upload it before "
-                                    "committing %s", oid, clean);
+        } else if (hub_object_claim(h, repo_id, oid, clean, &have, e) != 0) {
             rc = -1;
         } else if (json_is_integer(size_v) && json_integer_value(size_v) != have) {
             rc = err_set(e, 422, "", "LFS object %s has %lld bytes, not %lld", oid,
@@ -685,7 +704,9 @@ static int plan_line(hub *h, int64_t repo_id, hub_commit_plan *p, json_t *line, 
         } else {
             repo_op *op = plan_add(p, REPO_OP_COPY, clean);
             op->src_path = strdup(src);
-            op->src_rev = json_string_value(json_object_get(value, "srcRevision"));
+            /* Copied: the JSON line is freed before the commit reads the plan. */
+            const char *src_rev = json_string_value(json_object_get(value, "srcRevision"));
+            op->src_rev = src_rev ? strdup(src_rev) : NULL;
         }
     } else {
         rc = err_set(e, 400, "", "line %zu: unknown key \"%s\"", lineno, key);

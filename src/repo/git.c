@@ -252,7 +252,11 @@ static void describe_entry(repo *r, const git_tree_entry *te, const char *path, 
         return;
     git_object_size_t size = git_blob_rawsize(blob);
     ent->size = (int64_t)size;
-    if (size < REPO_LFS_POINTER_MAX &&
+    /* Only regular files are LFS files, as git-lfs sees them: a symlink's target text is never
+     * followed into the store. */
+    git_filemode_t mode = git_tree_entry_filemode(te);
+    bool regular = mode == GIT_FILEMODE_BLOB || mode == GIT_FILEMODE_BLOB_EXECUTABLE;
+    if (regular && size < REPO_LFS_POINTER_MAX &&
         repo_parse_lfs_pointer(git_blob_rawcontent(blob), (size_t)size, &ent->lfs)) {
         ent->is_lfs = true;
         ent->size = ent->lfs.size;
