@@ -68,43 +68,51 @@ bool hub_xet_enabled(hub *h)
 
 /* ---- tokens -------------------------------------------------------------------------------- */
 
-static void token_sign(const hub *h, bool write, int64_t repo_id, const char *uid, int64_t exp,
-                       char sig[65])
+/* The MAC covers everything the token names: scope, repo (id and uid), caller, expiry. */
+static void token_sign(const hub *h, char scope, const hub_grant *g, int64_t exp, char sig[65])
 {
-    char id[32];
-    snprintf(id, sizeof id, "%lld", (long long)repo_id);
-    hub_sign(h, write ? "xet-write" : "xet-read", uid, id, 0, exp, sig);
+    char purpose[16], subject[96];
+    snprintf(purpose, sizeof purpose, "xet2-%c", scope);
+    snprintf(subject, sizeof subject, "%lld\n%lld\n%lld", (long long)g->repo_id,
+             (long long)g->user_id, (long long)g->token_id);
+    hub_sign(h, purpose, g->uid, subject, 0, exp, sig);
 }
 
-void hub_xet_token_make(const hub *h, bool write, int64_t repo_id, const char *uid, int64_t exp,
-                        buf *out)
+static bool scope_is_valid(char scope)
+{
+    return scope == HUB_XET_READ || scope == HUB_XET_WRITE || scope == HUB_XET_PR;
+}
+
+void hub_xet_token_make(const hub *h, char scope, const hub_grant *g, int64_t exp, buf *out)
 {
     char sig[65];
-    token_sign(h, write, repo_id, uid, exp, sig);
-    buf_printf(out, "xet1_%c_%lld_%s_%lld_%s", write ? 'w' : 'r', (long long)repo_id, uid,
-               (long long)exp, sig);
+    token_sign(h, scope, g, exp, sig);
+    buf_printf(out, "xet2_%c_%lld_%s_%lld_%lld_%lld_%s", scope, (long long)g->repo_id, g->uid,
+               (long long)g->user_id, (long long)g->token_id, (long long)exp, sig);
 }
 
-/* Parses and checks a token string. 0, or -1 when it is malformed, forged or expired. */
+/* Parses and checks a token string. 0, or -1 when it is malformed, forged or expired. (Only
+ * the string: whether its caller may still use the repo is cas_auth's recheck.) */
 int hub_xet_token_check(const hub *h, const char *token, int64_t now, hub_xet_grant *out)
 {
     memset(out, 0, sizeof *out);
     char scope = 0, uid[64] = "", sig[80] = "";
-    long long id = -1, exp = -1;
+    long long id = -1, user = -1, tok = -1, exp = -1;
     int used = 0;
-    if (!token || strlen(token) > 200 ||
-        sscanf(token, "xet1_%c_%lld_%24[0-9a-f]_%lld_%64[0-9a-f]%n", &scope, &id, uid, &exp, sig,
-               &used) != 5 ||
-        token[used] != '\0' || (scope != 'r' && scope != 'w') || id < 0 || exp < 0 ||
-        strlen(uid) != 24 || strlen(sig) != 64)
+    if (!token || strlen(token) > 256 ||
+        sscanf(token, "xet2_%c_%lld_%24[0-9a-f]_%lld_%lld_%lld_%64[0-9a-f]%n", &scope, &id, uid,
+               &user, &tok, &exp, sig, &used) != 7 ||
+        token[used] != '\0' || !scope_is_valid(scope) || id < 0 || user < 0 || tok < 0 ||
+        exp < 0 || strlen(uid) != 24 || strlen(sig) != 64)
         return -1;
+    hub_grant g = {.repo_id = id, .user_id = user, .token_id = tok};
+    memcpy(g.uid, uid, 25); /* 24 hex digits, checked above, and the NUL */
     char want[65];
-    token_sign(h, scope == 'w', id, uid, exp, want);
+    token_sign(h, scope, &g, exp, want);
     if (!hash_equal_ct(want, sig) || exp < now)
         return -1;
-    out->write = scope == 'w';
-    out->repo_id = id;
-    memcpy(out->uid, uid, 25); /* 24 hex digits, checked above, and the NUL */
+    out->scope = scope;
+    out->grant = g;
     out->exp = exp;
     return 0;
 }
@@ -129,7 +137,9 @@ void hub_xet_token(http_request *req, hub_call *call)
     hub *h = call->hub;
     bool write = call->extra && !strcmp(call->extra, "xet-write-token");
     bool create_pr = text_truthy(http_query(req, "create_pr"));
-    if (hub_load_repo(req, call, write && !create_pr) != 0)
+    /* Reads (and pull-request writes by readers) need the files, not only the listing, of a
+     * gated repo: the same rule cas_auth checks again at every call. */
+    if ((write && !create_pr ? hub_load_repo(req, call, true) : hub_load_repo_files(req, call)) != 0)
         return;
     if (write && create_pr && !call->caller.authenticated) {
         http_reply_errorf(req, 401, "", "You must be authenticated to open a pull request");
@@ -155,7 +165,11 @@ void hub_xet_token(http_request *req, hub_call *call)
     int64_t exp = (int64_t)time(NULL) + XET_TOKEN_TTL;
     buf token = BUF_INIT, url = BUF_INIT;
     char exp_text[32];
-    hub_xet_token_make(h, write, call->repo.id, call->repo.uid, exp, &token);
+    hub_grant g;
+    hub_grant_of(call, &g);
+    char scope = !write ? HUB_XET_READ
+                 : auth_can_write(&call->caller, &call->repo) ? HUB_XET_WRITE : HUB_XET_PR;
+    hub_xet_token_make(h, scope, &g, exp, &token);
     cas_url(req, &url);
     snprintf(exp_text, sizeof exp_text, "%lld", (long long)exp);
     /* huggingface_hub reads the headers, hf_xet and the npm client the JSON body. */
@@ -176,7 +190,11 @@ json_t *hub_xet_upload_actions(http_request *req, hub_call *call)
     uint8_t rnd[16];
     hash_random(rnd, sizeof rnd);
     hex_encode(rnd, sizeof rnd, session);
-    hub_xet_token_make(call->hub, true, call->repo.id, call->repo.uid, exp, &token);
+    hub_grant g;
+    hub_grant_of(call, &g);
+    hub_xet_token_make(call->hub,
+                       auth_can_write(&call->caller, &call->repo) ? HUB_XET_WRITE : HUB_XET_PR,
+                       &g, exp, &token);
     cas_url(req, &url);
     snprintf(exp_text, sizeof exp_text, "%lld", (long long)exp);
     token_route(req, call->type, call->ns, call->name, true, "main", &href);
@@ -233,7 +251,12 @@ void hub_xet_annotate_entry(hub *h, json_t *entry, const repo_entry *ent)
 /* ---- CAS: common ----------------------------------------------------------------------------- */
 
 /* Checks the Bearer CAS token: 401 when missing, malformed, forged or expired; 403 when a
- * write needs a write token. Returns 0 or -1 after replying. */
+ * write needs a write token. Then checks again what the token was issued for: the repo still
+ * exists under the same uid and the caller (the Hub token that asked for it, or anonymous)
+ * may still read its files, or write it for a write token (a pull-request token: still read),
+ * so that deleting the repo, making it private or revoking the Hub token ends the token too
+ * (hub_grant_recheck: 404 RepoNotFound, 401, 403). Fills call->repo and call->caller.
+ * Returns 0 or -1 after replying. */
 static int cas_auth(http_request *req, hub_call *call, bool want_write, hub_xet_grant *tok)
 {
     const char *auth = http_header(req, "Authorization");
@@ -243,12 +266,23 @@ static int cas_auth(http_request *req, hub_call *call, bool want_write, hub_xet_
                                         "hub's xet-read-token / xet-write-token route for one");
         return -1;
     }
-    if (want_write && !tok->write) {
+    if (want_write && tok->scope == HUB_XET_READ) {
         http_reply_errorf(req, 403, "", "this Xet access token is read-only");
         return -1;
     }
     if (!hub_xet_enabled(call->hub)) {
         http_reply_errorf(req, 501, "", "this Hearth server has no Xet storage");
+        return -1;
+    }
+    err e = ERR_INIT;
+    if (hub_grant_recheck(call->hub, &tok->grant, tok->scope == HUB_XET_WRITE, &call->repo,
+                          &call->caller, &e) != 0) {
+        http_reply_error(req, &e);
+        return -1;
+    }
+    call->have_repo = true;
+    if (tok->scope == HUB_XET_PR && !call->caller.authenticated) {
+        http_reply_errorf(req, 401, "", "a pull-request Xet token needs an authenticated caller");
         return -1;
     }
     return 0;
@@ -273,7 +307,7 @@ static int cas_file(http_request *req, hub_call *call, const hub_xet_grant *tok,
         http_reply_error(req, &e);
         return -1;
     }
-    if (rc > 0 || db_repo_object_has(call->hub->db, tok->repo_id, oid, &e) != 0) {
+    if (rc > 0 || db_repo_object_has(call->hub->db, tok->grant.repo_id, oid, &e) != 0) {
         http_reply_errorf(req, 404, "", "file not found in this repository's Xet storage");
         return -1;
     }
@@ -321,20 +355,33 @@ static size_t merge_ranges(const store_reconstruction *rec, merged_range *out)
     return n;
 }
 
-/* <casUrl>/xorb/<hash>?r=a-b,c-d&exp=..&sig=.. (inclusive ranges), signed over hash + ranges. */
-static void xorb_url(http_request *req, const hub *h, const char *hash, const merged_range *r,
-                     size_t n, buf *out)
+/* What a xorb URL's signature covers besides the repo uid: the pack, its ranges, and the grant
+ * (repo id and caller) that hub_cas_xorb_get checks again when the URL is used. */
+static void xorb_subject(const char *hash, const char *ranges, const hub_grant *g, buf *out)
 {
-    buf ranges = BUF_INIT;
+    buf_printf(out, "%s\n%s\n%lld\n%lld\n%lld", hash, ranges, (long long)g->repo_id,
+               (long long)g->user_id, (long long)g->token_id);
+}
+
+/* <casUrl>/xorb/<hash>?r=a-b,c-d&g=<repo id>&u=<user id>&t=<token id>&exp=..&sig=..
+ * (inclusive ranges), signed over the pack, the ranges and the grant of the token that asked
+ * for the reconstruction. */
+static void xorb_url(http_request *req, const hub *h, const hub_grant *g, const char *hash,
+                     const merged_range *r, size_t n, buf *out)
+{
+    buf ranges = BUF_INIT, subject = BUF_INIT;
     for (size_t i = 0; i < n; i++)
         buf_printf(&ranges, "%s%" PRIu64 "-%" PRIu64, i ? "," : "", r[i].byte_start,
                    r[i].byte_end - 1);
     int64_t exp = (int64_t)time(NULL) + XET_URL_TTL;
     char sig[65];
-    hub_sign(h, "xorb", hash, ranges.data, 0, exp, sig);
-    buf_printf(out, "%s/cas/xorb/%s?r=%s&exp=%lld&sig=%s", http_base_url(req), hash, ranges.data,
-               (long long)exp, sig);
+    xorb_subject(hash, ranges.data, g, &subject);
+    hub_sign(h, "xorb", g->uid, subject.data, 0, exp, sig);
+    buf_printf(out, "%s/cas/xorb/%s?r=%s&g=%lld&u=%lld&t=%lld&exp=%lld&sig=%s", http_base_url(req),
+               hash, ranges.data, (long long)g->repo_id, (long long)g->user_id,
+               (long long)g->token_id, (long long)exp, sig);
     buf_free(&ranges);
+    buf_free(&subject);
 }
 
 static json_t *terms_json(const store_reconstruction *rec)
@@ -354,8 +401,8 @@ static json_t *terms_json(const store_reconstruction *rec)
 
 /* v2: {xorb: [{url, ranges: [{chunks, bytes}]}]}; v1: {xorb: [{range, url, url_range}]}.
  * Adds into `into` (so a batch can share one fetch_info). */
-static void fetch_json(http_request *req, const hub *h, const store_reconstruction *rec, bool v2,
-                       json_t *into)
+static void fetch_json(http_request *req, const hub *h, const hub_grant *g,
+                       const store_reconstruction *rec, bool v2, json_t *into)
 {
     if (!rec->n)
         return;
@@ -376,7 +423,7 @@ static void fetch_json(http_request *req, const hub *h, const store_reconstructi
         }
         if (v2) {
             buf url = BUF_INIT;
-            xorb_url(req, h, hash, m + i, j - i, &url);
+            xorb_url(req, h, g, hash, m + i, j - i, &url);
             json_t *ranges = json_array();
             for (size_t k = i; k < j; k++)
                 json_array_append_new(
@@ -390,7 +437,7 @@ static void fetch_json(http_request *req, const hub *h, const store_reconstructi
         } else {
             for (size_t k = i; k < j; k++) {
                 buf url = BUF_INIT;
-                xorb_url(req, h, hash, m + k, 1, &url);
+                xorb_url(req, h, g, hash, m + k, 1, &url);
                 json_array_append_new(
                     list, json_pack("{s:{s:I, s:I}, s:s, s:{s:I, s:I}}", "range", "start",
                                     (json_int_t)m[k].chunk_start, "end",
@@ -445,7 +492,7 @@ void hub_cas_reconstruction(http_request *req, hub_call *call)
         }
     }
     json_t *fetch = json_object();
-    fetch_json(req, call->hub, &rec, v2, fetch);
+    fetch_json(req, call->hub, &tok.grant, &rec, v2, fetch);
     json_t *reply = json_pack("{s:I, s:o}", "offset_into_first_range",
                               (json_int_t)rec.offset_into_first, "terms", terms_json(&rec));
     json_object_set_new(reply, v2 ? "xorbs" : "fetch_info", fetch);
@@ -491,7 +538,7 @@ void hub_cas_batch_reconstruction(http_request *req, hub_call *call)
         err e = ERR_INIT;
         if (xet_hash_from_string(ids[i], strlen(ids[i]), &fh) != 0 ||
             store_file_by_xet_hash(call->hub->store, &fh, oid, &size, &e) != 0 ||
-            db_repo_object_has(call->hub->db, tok.repo_id, oid, &e) != 0)
+            db_repo_object_has(call->hub->db, tok.grant.repo_id, oid, &e) != 0)
             continue; /* unknown files are left out, as xet-core does */
         store_reconstruction rec = {0};
         if (size > 0 &&
@@ -500,7 +547,7 @@ void hub_cas_batch_reconstruction(http_request *req, hub_call *call)
         char key[XET_HASH_STRING_LEN + 1];
         xet_hash_to_string(&fh, key);
         json_object_set_new(files, key, terms_json(&rec));
-        fetch_json(req, call->hub, &rec, false, fetch);
+        fetch_json(req, call->hub, &tok.grant, &rec, false, fetch);
         store_reconstruction_free(&rec);
     }
     json_decref(body);
@@ -690,9 +737,31 @@ void hub_cas_xorb_get(http_request *req, hub_call *call)
     const char *signed_ranges = http_query(req, "r");
     if (parse_hash(req, call->extra, &xh) != 0)
         return;
-    if (!signed_ranges || !hub_check_signature(h, req, "xorb", call->extra, signed_ranges, 0)) {
+    /* The URL names its grant's repo by row id; the uid it was signed with comes from the
+     * repo's row, so a deleted repo (or a new one under a reused id) fails the signature. */
+    hub_grant g = {.repo_id = text_parse_i64(http_query(req, "g")),
+                   .user_id = text_parse_i64(http_query(req, "u")),
+                   .token_id = text_parse_i64(http_query(req, "t"))};
+    db_repo row;
+    err e = ERR_INIT;
+    bool valid = signed_ranges && g.repo_id >= 0 && g.user_id >= 0 && g.token_id >= 0 &&
+                 db_repo_by_id(h->db, g.repo_id, &row, &e) == 0;
+    if (valid) {
+        snprintf(g.uid, sizeof g.uid, "%s", row.uid);
+        db_repo_free(&row);
+        buf subject = BUF_INIT;
+        xorb_subject(call->extra, signed_ranges, &g, &subject);
+        valid = hub_check_signature(h, req, "xorb", g.uid, subject.data, 0);
+        buf_free(&subject);
+    }
+    if (!valid) {
         http_reply_errorf(req, 403, "", "invalid or expired xorb URL; ask for a new "
                                         "reconstruction");
+        return;
+    }
+    /* Signed, so issued to that caller for that repo: may they still read it? */
+    if (hub_grant_recheck(h, &g, false, &call->repo, &call->caller, &e) != 0) {
+        http_reply_error(req, &e);
         return;
     }
     byte_range allowed[XET_MAX_RANGES], want[XET_MAX_RANGES];
@@ -724,7 +793,6 @@ void hub_cas_xorb_get(http_request *req, hub_call *call)
         }
     }
     uint64_t total = 0;
-    err e = ERR_INIT;
     if (store_xorb_stat(h->store, &xh, &total, &e) != 0) {
         http_reply_errorf(req, 404, "", "xorb not found");
         return;
@@ -1033,10 +1101,10 @@ int hub_xet_shard_apply(hub *h, const hub_xet_grant *tok, const uint8_t *data, s
         const xet_shard_file *f = &shard.files[i];
         char oid[65];
         hex_encode(f->sha256, 32, oid);
-        int had = db_repo_object_has(h->db, tok->repo_id, oid, e);
+        int had = db_repo_object_has(h->db, tok->grant.repo_id, oid, e);
         if (had < 0 ||
             store_file_register(h->store, oid, &f->file_hash, sizes[i], f->terms, f->n_terms, e) != 0 ||
-            db_repo_object_add(h->db, tok->repo_id, oid, (int64_t)sizes[i], e) != 0) {
+            db_repo_object_add(h->db, tok->grant.repo_id, oid, (int64_t)sizes[i], e) != 0) {
             rc = -1;
             break;
         }
@@ -1044,7 +1112,7 @@ int hub_xet_shard_apply(hub *h, const hub_xet_grant *tok, const uint8_t *data, s
             continue;
         (*registered)++;
         log_info("xet: file %s (%llu bytes) linked to repo %s", oid, (unsigned long long)sizes[i],
-                 tok->uid);
+                 tok->grant.uid);
     }
     free(sizes);
     xorb_cache_free(&cache);

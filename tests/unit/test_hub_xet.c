@@ -49,34 +49,52 @@ static void test_tokens(void **state)
 {
     buf t = BUF_INIT;
     hub_xet_grant g;
-    hub_xet_token_make(h, true, 42, "0123456789abcdef01234567", 2000, &t);
+    hub_grant issued = {.repo_id = 42, .uid = "0123456789abcdef01234567", .user_id = 7,
+                        .token_id = 9};
+    hub_xet_token_make(h, HUB_XET_WRITE, &issued, 2000, &t);
+    assert_true(text_starts_with(t.data, "xet2_w_42_0123456789abcdef01234567_7_9_2000_"));
     assert_int_equal(hub_xet_token_check(h, t.data, 1999, &g), 0);
-    assert_true(g.write);
-    assert_int_equal(g.repo_id, 42);
-    assert_string_equal(g.uid, "0123456789abcdef01234567");
+    assert_int_equal(g.scope, HUB_XET_WRITE);
+    assert_int_equal(g.grant.repo_id, 42);
+    assert_string_equal(g.grant.uid, "0123456789abcdef01234567");
+    assert_int_equal(g.grant.user_id, 7);
+    assert_int_equal(g.grant.token_id, 9);
     assert_int_equal(hub_xet_token_check(h, t.data, 2001, &g), -1); /* expired */
     char *forged = strdup(t.data);
     forged[5] = 'r'; /* a write token turned into a read token: the mac no longer matches */
+    assert_int_equal(hub_xet_token_check(h, forged, 1000, &g), -1);
+    forged[5] = 'p';
     assert_int_equal(hub_xet_token_check(h, forged, 1000, &g), -1);
     strcpy(forged, t.data);
     forged[7] = '3'; /* another repo */
     assert_int_equal(hub_xet_token_check(h, forged, 1000, &g), -1);
     strcpy(forged, t.data);
+    forged[35] = '8'; /* another caller: user 8 */
+    assert_int_equal(hub_xet_token_check(h, forged, 1000, &g), -1);
+    strcpy(forged, t.data);
+    forged[37] = '1'; /* another Hub token */
+    assert_int_equal(hub_xet_token_check(h, forged, 1000, &g), -1);
+    strcpy(forged, t.data);
     forged[strlen(forged) - 1] ^= 1;
     assert_int_equal(hub_xet_token_check(h, forged, 1000, &g), -1);
-    const char *bad[] = {"", "xet1_", "hf_abcdef", "xet1_w_42_0123456789abcdef01234567_2000_",
-                         "xet1_x_42_0123456789abcdef01234567_2000_00"};
+    const char *bad[] = {"", "xet2_", "hf_abcdef", "xet2_w_42_0123456789abcdef01234567_7_9_2000_",
+                         "xet2_x_42_0123456789abcdef01234567_7_9_2000_00",
+                         /* the format before callers were bound: refused, clients ask again */
+                         "xet1_w_42_0123456789abcdef01234567_2000_"
+                         "0000000000000000000000000000000000000000000000000000000000000000"};
     for (size_t i = 0; i < ARRAY_LEN(bad); i++)
         assert_int_equal(hub_xet_token_check(h, bad[i], 1000, &g), -1);
     free(forged);
     buf_free(&t);
     /* a token from another server (another secret) */
-    hub_xet_token_make(h, false, 42, "0123456789abcdef01234567", 2000, &t);
+    hub_grant anonymous = {.repo_id = 42, .uid = "0123456789abcdef01234567"};
+    hub_xet_token_make(h, HUB_XET_READ, &anonymous, 2000, &t);
     h->secret[0] ^= 1;
     assert_int_equal(hub_xet_token_check(h, t.data, 1000, &g), -1);
     h->secret[0] ^= 1;
     assert_int_equal(hub_xet_token_check(h, t.data, 1000, &g), 0);
-    assert_false(g.write);
+    assert_int_equal(g.scope, HUB_XET_READ);
+    assert_int_equal(g.grant.user_id, 0);
     buf_free(&t);
 }
 
@@ -169,8 +187,8 @@ static void test_shard_apply(void **state)
     assert_non_null(other);
     make_upload(u, 1);
     make_upload(other, 2);
-    hub_xet_grant g = {.write = true, .repo_id = repo_row.id, .exp = 1};
-    strcpy(g.uid, repo_row.uid);
+    hub_xet_grant g = {.scope = HUB_XET_WRITE, .grant.repo_id = repo_row.id, .exp = 1};
+    strcpy(g.grant.uid, repo_row.uid);
     err e = ERR_INIT;
     size_t registered = 0;
     buf shard = BUF_INIT;
@@ -289,10 +307,10 @@ static void test_shard_claims_need_possession(void **state)
     strcpy(other_row.name, "victim");
     strcpy(other_row.uid, "fedcba9876543210fedcba98");
     assert_int_equal(db_repo_create(h->db, &other_row, &e), 0);
-    hub_xet_grant victim_grant = {.write = true, .repo_id = other_row.id, .exp = 1};
-    strcpy(victim_grant.uid, other_row.uid);
-    hub_xet_grant g = {.write = true, .repo_id = repo_row.id, .exp = 1};
-    strcpy(g.uid, repo_row.uid);
+    hub_xet_grant victim_grant = {.scope = HUB_XET_WRITE, .grant.repo_id = other_row.id, .exp = 1};
+    strcpy(victim_grant.grant.uid, other_row.uid);
+    hub_xet_grant g = {.scope = HUB_XET_WRITE, .grant.repo_id = repo_row.id, .exp = 1};
+    strcpy(g.grant.uid, repo_row.uid);
     assert_int_equal(store_xorb_put(h->store, &victim->xorb, (uint8_t *)victim->xorb_bytes.data,
                                     victim->xorb_bytes.len, &inserted, &e), 0);
     make_shard(victim, &victim->file, &victim->verification, victim->sha, true, &shard);
