@@ -2,18 +2,23 @@
  * itself, served by Hearth under <base>/cas in front of the dedup store.
  *
  * Tokens. `xet-read-token` / `xet-write-token` hand out a short-lived CAS token bound to one
- * repo (its row id and immutable uid), a scope and an expiry, HMAC-signed with the hub secret:
- * "xet1_<r|w>_<repo id>_<repo uid>_<exp>_<hmac>". Every CAS call checks it (Authorization:
- * Bearer); nothing is kept server-side, so tokens survive restarts and need no cleanup. A write
- * token also reads.
+ * repo (its row id and immutable uid) and to the caller that asked (user and Hub token id, 0
+ * for anonymous), a scope and an expiry, HMAC-signed with the hub secret:
+ * "xet2_<r|w|p>_<repo id>_<repo uid>_<user id>_<token id>_<exp>_<hmac>". Nothing is kept
+ * server-side, so tokens survive restarts and need no cleanup; instead every CAS call checks
+ * the string and then the access it stands for, again (hub_grant_recheck), so a repo made
+ * private or deleted, or a revoked Hub token, ends it at once. A write token also reads.
  *
  * CAS. Xorbs are global (content-addressed, checked chunk by chunk by the store); files are
  * not: a file registered from a shard is linked to the token's repo (db_repo_object_add), and a
  * reconstruction is only given for a file linked to the token's repo, exactly as LFS objects
- * are scoped. Reconstructions point at signed URLs served by Hearth itself
- * (<casUrl>/xorb/<hash>?r=<ranges>&exp=..&sig=..), each granting exactly the byte ranges of
- * one pack that the reconstruction needs: packs are shared between repos, so a URL must not
- * open a whole pack. Those URLs take one Range (sendfile) or several (multipart/byteranges).
+ * are scoped. Registering needs proof of possession: verification entries over the real chunk
+ * hashes of every term, so chunk hashes are secrets, and the global dedup reply gives them out
+ * only keyed (hub_cas_chunk). Reconstructions point at signed URLs served by Hearth itself
+ * (<casUrl>/xorb/<hash>?r=<ranges>&g=<repo>&u=<user>&t=<token>&exp=..&sig=..), each granting
+ * exactly the byte ranges of one pack that the reconstruction needs, to the token's caller:
+ * packs are shared between repos, so a URL must not open a whole pack, and it is rechecked at
+ * use like a token. Those URLs take one Range (sendfile) or several (multipart/byteranges).
  *
  * Xet is advertised (X-Xet-Hash on resolve, xetHash in trees, "xet" in the LFS batch) only
  * when the store supports it (hub_xet_enabled); otherwise every client uses plain HTTP.
