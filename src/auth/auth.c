@@ -1,7 +1,6 @@
 /* auth — tokens and permissions. */
 #include "auth/auth.h"
 
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -35,25 +34,16 @@ int auth_token_create(db *d, const char *user_name, const char *role, const char
 static int basic_password(const char *b64, char *out, size_t cap)
 {
     size_t n = strlen(b64);
-    if (n == 0 || n > 4096 || n % 4 != 0)
-        return -1;
-    unsigned char decoded[3 * 4096 / 4 + 1];
-    int len = EVP_DecodeBlock(decoded, (const unsigned char *)b64, (int)n);
-    if (len < 0)
-        return -1;
-    while (len > 0 && n >= 1 && b64[n - 1] == '=') { /* EVP_DecodeBlock counts padding */
-        len--;
-        n--;
-    }
-    decoded[len] = '\0';
+    buf decoded = BUF_INIT;
+    int rc = n == 0 || n > 4096 || text_base64_decode(b64, n, &decoded) != 0 ? -1 : 0;
     /* A NUL inside would end the password early: "token\0junk" must not pass as "token". */
-    if (memchr(decoded, '\0', (size_t)len))
-        return -1;
-    const char *colon = memchr(decoded, ':', (size_t)len);
-    if (!colon)
-        return -1;
-    snprintf(out, cap, "%s", colon + 1);
-    return 0;
+    const char *colon = rc == 0 ? memchr(decoded.data, ':', decoded.len) : NULL;
+    if (!colon || memchr(decoded.data, '\0', decoded.len))
+        rc = -1;
+    else
+        snprintf(out, cap, "%s", colon + 1);
+    buf_free(&decoded);
+    return rc;
 }
 
 int auth_identify(db *d, const char *authorization, auth_caller *out, err *e)

@@ -6,7 +6,8 @@
  *         so that any layer can fail and the HTTP layer can turn the failure into a reply
  *   log   one-line structured logging to stderr
  *   path  validation of repository-relative paths and safe joins under a root
- *   text  hex, percent-decoding, ISO-8601 dates, small string helpers
+ *   text  hex, percent-decoding, base64, ISO-8601 dates, small string helpers
+ *   data  the layout of a data directory (which file lives where)
  *   hash  streaming SHA-256 / SHA-1 (git blob ids), HMAC-SHA256, random bytes (OpenSSL)
  *
  * Ownership: a buf owns its bytes (buf_free). An err owns nothing (fixed-size message).
@@ -20,6 +21,26 @@
 #include <stdint.h>
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- memory ---------------------------------------------------------------------------
+ * The out-of-memory rule, once for the whole program: a failed allocation of ordinary size ends
+ * the process (abort), so callers never check. Allocations whose size a client controls (a
+ * whole model, a request body) are bounded before they are made, and may use malloc and
+ * report 507 / 413 instead. */
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+/* Makes room for element `len` of the array `items` (capacity `cap`), growing it geometrically
+ * (git's ALLOC_GROW): ARRAY_GROW(list->items, list->n, list->cap); list->items[list->n++] = x; */
+#define ARRAY_GROW(items, len, cap)                                                          \
+    do {                                                                                     \
+        if ((len) >= (cap)) {                                                                \
+            (cap) = (cap) ? (cap) * 2 : 16;                                                  \
+            (items) = xrealloc((items), (cap) * sizeof *(items));                            \
+        }                                                                                    \
+    } while (0)
 
 /* ---- buf ----------------------------------------------------------------------------- */
 
@@ -114,6 +135,28 @@ bool text_ends_with(const char *s, const char *suffix);
 bool text_truthy(const char *s);
 /* Parses a non-negative decimal int64; returns -1 when invalid. */
 int64_t text_parse_i64(const char *s);
+/* Decodes standard base64 (RFC 4648 alphabet, no whitespace, '=' only as the last one or two
+ * characters) and appends the bytes to out. -1 when in is not exactly that ("====" is not). */
+int text_base64_decode(const char *in, size_t len, buf *out);
+
+/* ---- data directory layout (layout.c) -------------------------------------------------- */
+
+typedef enum {
+    DATA_DB,          /* hearth.db */
+    DATA_STORE,       /* lfs/ */
+    DATA_REPOS,       /* repos/ */
+    DATA_UPLOADS,     /* uploads/ */
+    DATA_HOOKS,       /* hooks/ */
+    DATA_SNAPSHOTS,   /* snapshots/ */
+    DATA_SECRET,      /* secret */
+} data_part;
+
+/* DIR/<part>, appended to out. */
+void data_path(buf *out, const char *data_dir, data_part part);
+/* DIR/repos/<uid>.git, appended to out. */
+void data_repo_path(buf *out, const char *data_dir, const char *uid);
+/* Creates the directories a hub needs (repos, lfs, uploads). 500 on failure. */
+int data_dir_prepare(const char *data_dir, err *e);
 
 /* ---- hash ---------------------------------------------------------------------------- */
 

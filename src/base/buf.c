@@ -1,19 +1,47 @@
-/* buf — a growable, always NUL-terminated byte buffer. Allocation failure aborts: a server
- * that cannot allocate a few bytes has no useful way to go on. */
+/* buf — a growable, always NUL-terminated byte buffer, and the x* allocators. Allocation
+ * failure aborts: a server that cannot allocate a few bytes has no useful way to go on. */
 #include "base/base.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void *xrealloc(void *p, size_t n)
+static void out_of_memory(void)
 {
-    void *q = realloc(p, n);
-    if (!q) {
-        fputs("hearth: out of memory\n", stderr);
-        abort();
-    }
+    fputs("hearth: out of memory\n", stderr);
+    abort();
+}
+
+void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        out_of_memory();
+    return p;
+}
+
+void *xcalloc(size_t count, size_t size)
+{
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p)
+        out_of_memory();
+    return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        out_of_memory();
     return q;
+}
+
+char *xstrdup(const char *s)
+{
+    char *p = strdup(s);
+    if (!p)
+        out_of_memory();
+    return p;
 }
 
 void buf_reserve(buf *b, size_t extra)

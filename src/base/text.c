@@ -133,3 +133,50 @@ int64_t text_parse_i64(const char *s)
     }
     return v;
 }
+
+static int base64_value(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+int text_base64_decode(const char *in, size_t len, buf *out)
+{
+    if (len % 4 != 0)
+        return -1;
+    size_t pad = 0;
+    while (pad < 2 && len > pad && in[len - 1 - pad] == '=')
+        pad++;
+    size_t start = out->len;
+    buf_reserve(out, len / 4 * 3 + 1);
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < len - pad; i++) {
+        int v = base64_value(in[i]);
+        if (v < 0) {
+            out->len = start;
+            out->data[start] = '\0';
+            return -1;
+        }
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out->data[out->len++] = (char)((acc >> bits) & 0xFF);
+        }
+    }
+    /* A quantum of 4 characters with pad '=' leaves 2 or 4 spare bits; one with 3 pads would
+     * leave a lone character, which encodes nothing. */
+    if (pad && (len - pad) % 4 == 1) {
+        out->len = start;
+        out->data[start] = '\0';
+        return -1;
+    }
+    out->data[out->len] = '\0';
+    return 0;
+}

@@ -36,7 +36,7 @@ static db *open_db(const char *data)
         return NULL;
     }
     buf path = BUF_INIT;
-    buf_printf(&path, "%s/hearth.db", data);
+    data_path(&path, data, DATA_DB);
     err e = ERR_INIT;
     db *d = db_open(path.data, &e);
     if (!d)

@@ -170,6 +170,14 @@ static sqlite3_stmt *stmt(conn *c, const char *sql, err *e)
     return s;
 }
 
+/* This thread's connection and the statement for sql: the opening of every query. NULL (e set)
+ * when either cannot be had. */
+static sqlite3_stmt *query(db *d, const char *sql, conn **c, err *e)
+{
+    *c = conn_get(d, e);
+    return *c ? stmt(*c, sql, e) : NULL;
+}
+
 /* Statements not in the cache (cache full) are finalized after use. */
 static void stmt_done(conn *c, sqlite3_stmt *s)
 {
@@ -290,13 +298,9 @@ static void read_user(sqlite3_stmt *s, db_user *u)
 int db_user_create(db *d, const char *name, const char *fullname, const char *email,
                    bool is_admin, db_user *out, err *e)
 {
-    conn *c = conn_get(d, e);
-    if (!c)
-        return -1;
-    sqlite3_stmt *s = stmt(c,
-                           "INSERT INTO users (name, fullname, email, created_ms, is_admin) "
-                           "VALUES (?, ?, ?, ?, ?)",
-                           e);
+    conn *c;
+    sqlite3_stmt *s = query(d, "INSERT INTO users (name, fullname, email, created_ms, is_admin) "
+                               "VALUES (?, ?, ?, ?, ?)", &c, e);
     if (!s)
         return -1;
     sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT);
@@ -312,10 +316,8 @@ int db_user_create(db *d, const char *name, const char *fullname, const char *em
 static int user_query(db *d, const char *sql, const char *name, int64_t id, db_user *out,
                       err *e)
 {
-    conn *c = conn_get(d, e);
-    if (!c)
-        return -1;
-    sqlite3_stmt *s = stmt(c, sql, e);
+    conn *c;
+    sqlite3_stmt *s = query(d, sql, &c, e);
     if (!s)
         return -1;
     if (name)
@@ -348,13 +350,9 @@ int db_user_by_id(db *d, int64_t id, db_user *out, err *e)
 int db_token_create(db *d, int64_t user_id, const char *name, const char *role,
                     const char *secret_hash, err *e)
 {
-    conn *c = conn_get(d, e);
-    if (!c)
-        return -1;
-    sqlite3_stmt *s = stmt(c,
-                           "INSERT INTO tokens (user_id, name, role, secret_hash, created_ms) "
-                           "VALUES (?, ?, ?, ?, ?)",
-                           e);
+    conn *c;
+    sqlite3_stmt *s = query(d, "INSERT INTO tokens (user_id, name, role, secret_hash, created_ms) "
+                               "VALUES (?, ?, ?, ?, ?)", &c, e);
     if (!s)
         return -1;
     sqlite3_bind_int64(s, 1, user_id);
@@ -368,10 +366,8 @@ int db_token_create(db *d, int64_t user_id, const char *name, const char *role,
 static int token_query(db *d, const char *sql, const char *secret_hash, int64_t id,
                        db_token *out, err *e)
 {
-    conn *c = conn_get(d, e);
-    if (!c)
-        return -1;
-    sqlite3_stmt *s = stmt(c, sql, e);
+    conn *c;
+    sqlite3_stmt *s = query(d, sql, &c, e);
     if (!s)
         return -1;
     if (secret_hash)
@@ -441,14 +437,11 @@ static void read_repo(sqlite3_stmt *s, db_repo *r)
 
 int db_repo_create(db *d, db_repo *r, err *e)
 {
-    conn *c = conn_get(d, e);
-    if (!c)
-        return -1;
-    sqlite3_stmt *s = stmt(c,
-                           "INSERT INTO repos (uid, type, ns, name, private, gated, sdk, owner_id,"
-                           " created_ms, modified_ms, head_sha, meta_json, tags_json)"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           e);
+    conn *c;
+    sqlite3_stmt *s = query(d, "INSERT INTO repos (uid, type, ns, name, private, gated, sdk,"
+                               " owner_id,"
+                               " created_ms, modified_ms, head_sha, meta_json, tags_json)"
+                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", &c, e);
     if (!s)
         return -1;
     if (!r->created_ms)
@@ -515,14 +508,10 @@ int db_repo_get(db *d, const char *type, const char *ns, const char *name, db_re
 
 int db_repo_by_id(db *d, int64_t id, db_repo *out, err *e)
 {
-    conn *c = conn_get(d, e);
-    if (!c)
-        return -1;
-    sqlite3_stmt *s = stmt(c,
-                           "SELECT id, uid, type, ns, name, private, gated, sdk, owner_id,"
-                           " created_ms, modified_ms, head_sha, NULL, NULL"
-                           " FROM repos WHERE id = ?",
-                           e);
+    conn *c;
+    sqlite3_stmt *s = query(d, "SELECT id, uid, type, ns, name, private, gated, sdk, owner_id,"
+                               " created_ms, modified_ms, head_sha, NULL, NULL"
+                               " FROM repos WHERE id = ?", &c, e);
     if (!s)
         return -1;
     sqlite3_bind_int64(s, 1, id);
@@ -540,13 +529,10 @@ int db_repo_by_id(db *d, int64_t id, db_repo *out, err *e)
 int db_repo_redirect(db *d, const char *type, const char *ns, const char *name,
                      char new_ns[97], char new_name[97], err *e)
 {
-    conn *c = conn_get(d, e);
-    if (!c)
-        return -1;
-    sqlite3_stmt *s = stmt(c,
-                           "SELECT r.ns, r.name FROM repo_redirects x JOIN repos r"
-                           " ON r.id = x.repo_id WHERE x.type = ? AND x.ns = ? AND x.name = ?",
-                           e);
+    conn *c;
+    sqlite3_stmt *s = query(d, "SELECT r.ns, r.name FROM repo_redirects x JOIN repos r"
+                               " ON r.id = x.repo_id WHERE x.type = ? AND x.ns = ? AND x.name = ?",
+                            &c, e);
     if (!s)
         return -1;
     sqlite3_bind_text(s, 1, type, -1, SQLITE_TRANSIENT);
@@ -566,10 +552,8 @@ int db_repo_redirect(db *d, const char *type, const char *ns, const char *name,
 
 int db_repo_delete(db *d, int64_t id, err *e)
 {
-    conn *c = conn_get(d, e);
-    if (!c)
-        return -1;
-    sqlite3_stmt *s = stmt(c, "DELETE FROM repos WHERE id = ?", e);
+    conn *c;
+    sqlite3_stmt *s = query(d, "DELETE FROM repos WHERE id = ?", &c, e);
     if (!s)
         return -1;
     sqlite3_bind_int64(s, 1, id);
@@ -623,10 +607,8 @@ fail:
 
 int db_repo_set_visibility(db *d, int64_t id, bool is_private, const char *gated, err *e)
 {
-    conn *c = conn_get(d, e);
-    if (!c)
-        return -1;
-    sqlite3_stmt *s = stmt(c, "UPDATE repos SET private = ?, gated = ? WHERE id = ?", e);
+    conn *c;
+    sqlite3_stmt *s = query(d, "UPDATE repos SET private = ?, gated = ? WHERE id = ?", &c, e);
     if (!s)
         return -1;
     sqlite3_bind_int(s, 1, is_private);
@@ -638,13 +620,9 @@ int db_repo_set_visibility(db *d, int64_t id, bool is_private, const char *gated
 int db_repo_set_meta(db *d, int64_t id, const char *head_sha, int64_t modified_ms,
                      const char *meta_json, const char *tags_json, err *e)
 {
-    conn *c = conn_get(d, e);
-    if (!c)
-        return -1;
-    sqlite3_stmt *s = stmt(c,
-                           "UPDATE repos SET head_sha = ?, modified_ms = MAX(modified_ms, ?),"
-                           " meta_json = ?, tags_json = ? WHERE id = ?",
-                           e);
+    conn *c;
+    sqlite3_stmt *s = query(d, "UPDATE repos SET head_sha = ?, modified_ms = MAX(modified_ms, ?),"
+                               " meta_json = ?, tags_json = ? WHERE id = ?", &c, e);
     if (!s)
         return -1;
     sqlite3_bind_text(s, 1, head_sha, -1, SQLITE_TRANSIENT);
@@ -657,10 +635,9 @@ int db_repo_set_meta(db *d, int64_t id, const char *head_sha, int64_t modified_m
 
 int db_repo_touch(db *d, int64_t id, int64_t modified_ms, err *e)
 {
-    conn *c = conn_get(d, e);
-    if (!c)
-        return -1;
-    sqlite3_stmt *s = stmt(c, "UPDATE repos SET modified_ms = MAX(modified_ms, ?) WHERE id = ?", e);
+    conn *c;
+    sqlite3_stmt *s = query(d, "UPDATE repos SET modified_ms = MAX(modified_ms, ?) WHERE id = ?",
+                            &c, e);
     if (!s)
         return -1;
     sqlite3_bind_int64(s, 1, modified_ms);
@@ -731,11 +708,9 @@ int db_repo_list(db *d, const db_repo_query *q, db_repo **out, size_t *n, err *e
 
 int db_repo_object_add(db *d, int64_t repo_id, const char *oid, int64_t size, err *e)
 {
-    conn *c = conn_get(d, e);
-    if (!c)
-        return -1;
-    sqlite3_stmt *s = stmt(c, "INSERT OR IGNORE INTO repo_objects (repo_id, oid, size) VALUES (?, ?, ?)",
-                           e);
+    conn *c;
+    sqlite3_stmt *s = query(d, "INSERT OR IGNORE INTO repo_objects (repo_id, oid, size)"
+                               " VALUES (?, ?, ?)", &c, e);
     if (!s)
         return -1;
     sqlite3_bind_int64(s, 1, repo_id);
@@ -746,10 +721,8 @@ int db_repo_object_add(db *d, int64_t repo_id, const char *oid, int64_t size, er
 
 int db_repo_object_has(db *d, int64_t repo_id, const char *oid, err *e)
 {
-    conn *c = conn_get(d, e);
-    if (!c)
-        return -1;
-    sqlite3_stmt *s = stmt(c, "SELECT 1 FROM repo_objects WHERE repo_id = ? AND oid = ?", e);
+    conn *c;
+    sqlite3_stmt *s = query(d, "SELECT 1 FROM repo_objects WHERE repo_id = ? AND oid = ?", &c, e);
     if (!s)
         return -1;
     sqlite3_bind_int64(s, 1, repo_id);

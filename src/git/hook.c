@@ -116,11 +116,11 @@ int git_pre_receive_main(int argc, char **argv)
     git_libgit2_init();
     check c = {.data_dir = data_dir, .repo_id = repo_id ? atoll(repo_id) : 0};
     buf db_path = BUF_INIT;
-    buf_printf(&db_path, "%s/hearth.db", data_dir);
+    data_path(&db_path, data_dir, DATA_DB);
     err e = ERR_INIT;
     c.db = db_open(db_path.data, &e);
     buf_reset(&db_path);
-    buf_printf(&db_path, "%s/lfs", data_dir);
+    data_path(&db_path, data_dir, DATA_STORE);
     c.store = c.db ? store_open(db_path.data, false, &e) : NULL;
     buf_free(&db_path);
     if (!c.db || !c.store) {

@@ -15,7 +15,7 @@ int git_install_hooks(const char *data_dir, err *e)
         return err_set(e, 500, "", "cannot find this executable: %s", strerror(errno));
     self[n] = '\0';
     buf dir = BUF_INIT, link = BUF_INIT, tmp = BUF_INIT;
-    buf_printf(&dir, "%s/hooks", data_dir);
+    data_path(&dir, data_dir, DATA_HOOKS);
     buf_printf(&link, "%s/pre-receive", dir.data);
     buf_printf(&tmp, "%s/.pre-receive.%d", dir.data, (int)getpid());
     int rc = 0;

@@ -24,7 +24,7 @@ void hub_repo_url(http_request *req, const char *type, const char *ns, const cha
 
 void hub_git_dir(const hub *h, const char *uid, buf *out)
 {
-    buf_printf(out, "%s/repos/%s.git", h->data_dir, uid);
+    data_repo_path(out, h->data_dir, uid);
 }
 
 static void reply_repo_not_found(http_request *req)

@@ -1,21 +1,20 @@
 /* hub — the Hugging Face Hub API: the routes that huggingface_hub, @huggingface/hub and
  * git-lfs call, on top of the db (metadata), repo (git) and store (LFS bytes) modules.
  *
- * A hub owns its data directory layout:
- *   DIR/hearth.db         metadata (SQLite)
- *   DIR/repos/<uid>.git   one bare git repository per Hub repo, named by its opaque id so that
- *                         renames never touch the filesystem
- *   DIR/lfs/              the content store for LFS objects
- *   DIR/uploads/          multipart upload parts in flight
- *   DIR/secret            the HMAC key that signs upload URLs (created on first start, 0600)
+ * A hub serves one data directory, laid out as base/layout.c describes (hearth.db, lfs/,
+ * repos/<uid>.git, uploads/, hooks/, snapshots/, secret); the admin CLI and the git hook open
+ * the same paths through the same functions.
  *
  * The HTTP layer calls hub_dispatch for every request; see spec/hub-api.md for the routes.
  */
 #ifndef HEARTH_HUB_H
 #define HEARTH_HUB_H
 
+#include "auth/auth.h"
 #include "base/base.h"
+#include "db/db.h"
 #include "http/http.h"
+#include "repo/repo.h"
 
 typedef struct hub hub;
 
@@ -35,6 +34,62 @@ const http_handler *hub_dispatch(http_request *req, void *app);
 
 /* Shared with the admin CLI: the metadata database of an open hub. */
 struct db *hub_db(hub *h);
+
+/* ---- the domain: what every front end calls -----------------------------------------------
+ *
+ * The Hub API handlers, the web UI, git pushes, the gateway and `hearth admin` all change
+ * repositories through these functions, so that each rule (names, permissions, the object-link
+ * rule, PR numbering, derived metadata) holds whichever way a change comes in. They take typed
+ * arguments, know nothing of HTTP, and return 0 or -1 with an error (status, X-Error-Code,
+ * message) that a handler can reply with as it is. Permissions are asked of auth; `who` is the
+ * caller on whose behalf the change is made. */
+
+typedef struct hub_repo_spec {
+    const char *type;           /* model | dataset | space */
+    const char *ns;
+    const char *name;
+    bool is_private;
+    const char *sdk;            /* spaces: gradio | streamlit | docker | static (default) */
+    const char *license;        /* written into a README's front matter when none is given */
+    const repo_file *files;     /* initial files (a .gitattributes is added when missing) */
+    size_t nfiles;
+} hub_repo_spec;
+
+/* Creates a repo: its row, its git repository with the first commit, its derived metadata; all
+ * or nothing. 400 invalid name / type / sdk, 403 when who may not create in ns, 409 when it
+ * exists, 422 for initial files that name LFS objects. out receives the new row. */
+int hub_repo_new(hub *h, const auth_caller *who, const hub_repo_spec *spec, db_repo *out,
+                 err *e);
+/* Deletes a repo: the row first (after which nothing reaches it), then its directory. */
+int hub_repo_remove(hub *h, const db_repo *row, err *e);
+/* Renames / moves a repo to ns/name, leaving a redirect. 400 invalid, 403 when who may not
+ * create in ns, 409 when the target exists. */
+int hub_repo_rename(hub *h, const auth_caller *who, const db_repo *row, const char *ns,
+                    const char *name, err *e);
+/* Visibility and gating ("" | "auto" | "manual"). */
+int hub_repo_configure(hub *h, const db_repo *row, bool is_private, const char *gated, err *e);
+
+typedef struct hub_change {
+    const db_repo *repo;
+    const auth_caller *who;
+    const char *branch;         /* the branch committed to ("main") or, with create_pr, the
+                                   revision the pull request starts from */
+    const char *parent;         /* expected head (412 when it moved), or NULL */
+    bool create_pr;             /* commit to a new refs/pr/N instead */
+    const repo_op *ops;         /* PUT data holding LFS pointer text must name objects linked
+                                   to the repo (422 otherwise) */
+    size_t nops;
+    const char *summary;        /* "" = "Upload files" */
+    const char *description;
+} hub_change;
+
+typedef struct hub_change_result {
+    char commit[41];
+    int64_t pr_number;          /* with create_pr */
+} hub_change_result;
+
+/* Writes one commit, all or nothing, then refreshes what is derived from main. */
+int hub_commit_apply(hub *h, const hub_change *c, hub_change_result *out, err *e);
 
 /* ---- maintenance (hearth admin, /api/admin/stats) ------------------------------------------ */
 

@@ -3,7 +3,6 @@
 #include "hub/internal.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,28 +124,19 @@ static int decode_initial_files(http_request *req, json_t *files, repo_file **ou
             http_reply_errorf(req, 422, "", "invalid initial file %s", path ? path : "(no path)");
             return -1;
         }
-        size_t clen = strlen(content);
-        buf_reserve(&(*storage)[i], clen);
-        int len = EVP_DecodeBlock((unsigned char *)(*storage)[i].data,
-                                  (const unsigned char *)content, (int)clen);
-        if (len < 0) {
+        if (text_base64_decode(content, strlen(content), &(*storage)[i]) != 0) {
             http_reply_errorf(req, 400, "", "initial file %s is not valid base64", path);
             return -1;
         }
-        while (len > 0 && clen > 0 && content[clen - 1] == '=') {
-            len--;
-            clen--;
-        }
         (*out)[i].path = path;
         (*out)[i].data = (*storage)[i].data;
-        (*out)[i].len = (size_t)len;
+        (*out)[i].len = (*storage)[i].len;
     }
     return 0;
 }
 
 void hub_repo_create(http_request *req, hub_call *call)
 {
-    hub *h = call->hub;
     if (!require_writer(req, call))
         return;
     json_t *body = hub_json_body(req);
@@ -155,97 +145,35 @@ void hub_repo_create(http_request *req, hub_call *call)
     repo_file *files = NULL;
     buf *storage = NULL;
     size_t nfiles = 0;
-    buf dir = BUF_INIT, url = BUF_INIT;
-    if (body_repo_id(req, call, body) != 0)
+    buf url = BUF_INIT;
+    if (body_repo_id(req, call, body) != 0 ||
+        decode_initial_files(req, json_object_get(body, "files"), &files, &nfiles, &storage) != 0)
         goto out;
-    hub_repo_url(req, call->type, call->ns, call->name, &url);
-    if (!auth_can_write_namespace(&call->caller, call->ns)) {
-        http_reply_errorf(req, 403, "", "You don't have the rights to create a repo under '%s'",
-                          call->ns);
-        goto out;
-    }
-    err e = ERR_INIT;
-    db_repo existing;
-    if (db_repo_get(h->db, call->type, call->ns, call->name, &existing, &e) == 0) {
-        db_repo_free(&existing);
-        http_reply_json(req, 409,
-                        json_pack("{s:s, s:s}", "error", "You already created this repo", "url",
-                                  url.data));
-        goto out;
-    }
-    json_t *private_flag = json_object_get(body, "private");
     const char *visibility = json_string_value(json_object_get(body, "visibility"));
-    bool is_private = json_is_true(private_flag) ||
+    hub_repo_spec spec = {
+        .type = call->type,
+        .ns = call->ns,
+        .name = call->name,
+        .is_private = json_is_true(json_object_get(body, "private")) ||
                       (visibility && (!strcmp(visibility, "private") ||
-                                      !strcmp(visibility, "protected")));
-    const char *sdk = json_string_value(json_object_get(body, "sdk"));
-    const char *license = json_string_value(json_object_get(body, "license"));
-    if (!strcmp(call->type, "space") && sdk &&
-        strcmp(sdk, "gradio") && strcmp(sdk, "streamlit") && strcmp(sdk, "docker") &&
-        strcmp(sdk, "static")) {
-        http_reply_errorf(req, 400, "", "Invalid space sdk '%s': use gradio, streamlit, docker "
-                                        "or static", sdk);
-        goto out;
-    }
-
-    if (decode_initial_files(req, json_object_get(body, "files"), &files, &nfiles, &storage) != 0)
-        goto out;
-    buf readme = BUF_INIT;
-    bool has_attrs = false, has_readme = false;
-    for (size_t i = 0; i < nfiles; i++) {
-        has_attrs |= !strcmp(files[i].path, ".gitattributes");
-        has_readme |= !strcmp(files[i].path, "README.md");
-    }
-    if (!has_attrs)
-        files[nfiles++] = (repo_file){".gitattributes", hub_default_gitattributes,
-                                      strlen(hub_default_gitattributes)};
-    if (!has_readme && (license || !strcmp(call->type, "space"))) {
-        buf_puts(&readme, "---\n");
-        if (license)
-            buf_printf(&readme, "license: %s\n", license);
-        if (!strcmp(call->type, "space"))
-            buf_printf(&readme, "sdk: %s\n", sdk ? sdk : "static");
-        buf_printf(&readme, "---\n\n# %s\n", call->name);
-        files[nfiles++] = (repo_file){"README.md", readme.data, readme.len};
-    }
-
-    db_repo row = {0};
-    uint8_t rnd[12];
-    hash_random(rnd, sizeof rnd);
-    hex_encode(rnd, sizeof rnd, row.uid);
-    snprintf(row.type, sizeof row.type, "%s", call->type);
-    snprintf(row.ns, sizeof row.ns, "%s", call->ns);
-    snprintf(row.name, sizeof row.name, "%s", call->name);
-    snprintf(row.sdk, sizeof row.sdk, "%s", !strcmp(call->type, "space") ? (sdk ? sdk : "static") : "");
-    row.is_private = is_private;
-    row.owner_id = call->caller.user.id;
-    hub_git_dir(h, row.uid, &dir);
-    char sha[41];
-    if (repo_create(dir.data, files, nfiles, hub_author(call), "initial commit\n", sha, &e) != 0) {
-        path_remove_tree(dir.data);
-        http_reply_error(req, &e);
-        buf_free(&readme);
-        goto out;
-    }
-    buf_free(&readme);
-    snprintf(row.head_sha, sizeof row.head_sha, "%s", sha);
-    if (db_repo_create(h->db, &row, &e) != 0) {
-        path_remove_tree(dir.data);
-        if (e.status == 409)
-            http_reply_json(req, 409, json_pack("{s:s, s:s}", "error",
-                                                "You already created this repo", "url", url.data));
+                                      !strcmp(visibility, "protected"))),
+        .sdk = json_string_value(json_object_get(body, "sdk")),
+        .license = json_string_value(json_object_get(body, "license")),
+        .files = files,
+        .nfiles = nfiles,
+    };
+    db_repo row;
+    err e = ERR_INIT;
+    hub_repo_url(req, call->type, call->ns, call->name, &url);
+    if (hub_repo_new(call->hub, &call->caller, &spec, &row, &e) != 0) {
+        if (e.status == 409) /* huggingface_hub's exist_ok reads the url */
+            http_reply_json(req, 409, json_pack("{s:s, s:s}", "error", e.message, "url", url.data));
         else
             http_reply_error(req, &e);
         goto out;
     }
-    repo *r = repo_open(dir.data, &e);
-    if (r) {
-        hub_refresh_meta(h, &row, r);
-        repo_close(r);
-    }
     char id[200];
-    snprintf(id, sizeof id, "%s/%s", call->ns, call->name);
-    log_info("created %s %s", call->type, id);
+    snprintf(id, sizeof id, "%s/%s", row.ns, row.name);
     http_reply_json(req, 200, json_pack("{s:s, s:s, s:s}", "url", url.data, "name", id, "id",
                                         row.uid));
 out:
@@ -254,14 +182,12 @@ out:
             buf_free(&storage[i]);
     free(storage);
     free(files);
-    buf_free(&dir);
     buf_free(&url);
     json_decref(body);
 }
 
 void hub_repo_delete(http_request *req, hub_call *call)
 {
-    hub *h = call->hub;
     json_t *body = hub_json_body(req);
     if (!body)
         return;
@@ -271,18 +197,10 @@ void hub_repo_delete(http_request *req, hub_call *call)
     }
     json_decref(body);
     err e = ERR_INIT;
-    if (db_repo_delete(h->db, call->repo.id, &e) != 0) {
+    if (hub_repo_remove(call->hub, &call->repo, &e) != 0)
         http_reply_error(req, &e);
-        return;
-    }
-    /* The row is gone, so nothing can reach the directory any more: remove it. */
-    buf dir = BUF_INIT;
-    hub_git_dir(h, call->repo.uid, &dir);
-    if (path_remove_tree(dir.data) != 0)
-        log_warn("cannot remove %s: %s", dir.data, strerror(errno));
-    buf_free(&dir);
-    log_info("deleted %s %s/%s", call->type, call->ns, call->name);
-    http_reply_json(req, 200, json_object());
+    else
+        http_reply_json(req, 200, json_object());
 }
 
 static int split_id(const char *id, char ns[97], char name[97])
@@ -297,7 +215,6 @@ static int split_id(const char *id, char ns[97], char name[97])
 
 void hub_repo_move(http_request *req, hub_call *call)
 {
-    hub *h = call->hub;
     if (!require_writer(req, call))
         return;
     json_t *body = hub_json_body(req);
@@ -318,22 +235,11 @@ void hub_repo_move(http_request *req, hub_call *call)
     json_decref(body);
     if (hub_load_repo(req, call, true) != 0)
         return;
-    if (!auth_can_write_namespace(&call->caller, to_ns)) {
-        http_reply_errorf(req, 403, "", "You don't have the rights to create a repo under '%s'",
-                          to_ns);
-        return;
-    }
     err e = ERR_INIT;
-    if (db_repo_move(h->db, &call->repo, to_ns, to_name, &e) != 0) {
-        if (e.status == 409)
-            http_reply_errorf(req, 409, "", "A %s repository called %s/%s already exists",
-                              call->type, to_ns, to_name);
-        else
-            http_reply_error(req, &e);
-        return;
-    }
-    log_info("moved %s %s/%s to %s/%s", call->type, call->ns, call->name, to_ns, to_name);
-    http_reply_json(req, 200, json_object());
+    if (hub_repo_rename(call->hub, &call->caller, &call->repo, to_ns, to_name, &e) != 0)
+        http_reply_error(req, &e);
+    else
+        http_reply_json(req, 200, json_object());
 }
 
 void hub_repo_settings(http_request *req, hub_call *call)
@@ -379,7 +285,7 @@ void hub_repo_settings(http_request *req, hub_call *call)
     }
     json_decref(body);
     err e = ERR_INIT;
-    if (db_repo_set_visibility(call->hub->db, call->repo.id, is_private, gated, &e) != 0) {
+    if (hub_repo_configure(call->hub, &call->repo, is_private, gated, &e) != 0) {
         http_reply_error(req, &e);
         return;
     }

@@ -424,7 +424,7 @@ const http_handler *hub_dispatch(http_request *req, void *app)
 static int load_secret(hub *h, err *e)
 {
     buf path = BUF_INIT;
-    buf_printf(&path, "%s/secret", h->data_dir);
+    data_path(&path, h->data_dir, DATA_SECRET);
     buf data = BUF_INIT;
     int rc = 0;
     if (path_read_file(path.data, &data) == 0 && data.len == sizeof h->secret) {
@@ -451,24 +451,15 @@ hub *hub_open(const hub_config *config, err *e)
         config->multipart_part_size > 0 ? config->multipart_part_size : (int64_t)256 << 20;
     repo_global_init();
     buf dir = BUF_INIT;
-    const char *subdirs[] = {"repos", "lfs", "uploads"};
-    for (size_t i = 0; i < ARRAY_LEN(subdirs); i++) {
-        buf_reset(&dir);
-        buf_printf(&dir, "%s/%s", h->data_dir, subdirs[i]);
-        if (path_mkdirs(dir.data, 0755) != 0) {
-            err_set(e, 500, "", "cannot create %s: %s", dir.data, strerror(errno));
-            goto fail;
-        }
-    }
-    if (load_secret(h, e) != 0 || (!config->maintenance && git_install_hooks(h->data_dir, e) != 0))
+    if (data_dir_prepare(h->data_dir, e) != 0 || load_secret(h, e) != 0 ||
+        (!config->maintenance && git_install_hooks(h->data_dir, e) != 0))
         goto fail;
-    buf_reset(&dir);
-    buf_printf(&dir, "%s/hearth.db", h->data_dir);
+    data_path(&dir, h->data_dir, DATA_DB);
     h->db = db_open(dir.data, e);
     if (!h->db)
         goto fail;
     buf_reset(&dir);
-    buf_printf(&dir, "%s/lfs", h->data_dir);
+    data_path(&dir, h->data_dir, DATA_STORE);
     h->store = store_open(dir.data, !config->maintenance, e);
     if (!h->store)
         goto fail;

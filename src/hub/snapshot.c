@@ -90,7 +90,8 @@ int hub_snapshot(hub *h, const char *type, const char *repo_id, const char *revi
     }
     char sha[41];
     rc = repo_resolve(r, revision && *revision ? revision : "main", sha, e);
-    buf_printf(out_dir, "%s/snapshots/%ss--%s--%s/%s", h->data_dir, type, ns, name, sha);
+    data_path(out_dir, h->data_dir, DATA_SNAPSHOTS);
+    buf_printf(out_dir, "/%ss--%s--%s/%s", type, ns, name, sha);
     struct stat st;
     if (rc == 0 && stat(out_dir->data, &st) == 0) {
         repo_close(r);

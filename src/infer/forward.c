@@ -40,7 +40,7 @@ struct infer_session {
 static size_t attn_scratch_floats(const infer_config *c, int max_seq);
 static bool attn_blocked_available(void);
 
-static void *xcalloc(size_t n, size_t size, bool *ok)
+static void *try_calloc(size_t n, size_t size, bool *ok)
 {
     void *p = calloc(n ? n : 1, size);
     if (!p)
@@ -75,21 +75,21 @@ infer_session *infer_session_new(const infer_model *m, const infer_session_optio
     bool ok = true;
     s->kv_f32 = opt && opt->kv_f32;
     size_t kv_elem = s->kv_f32 ? sizeof(float) : sizeof(uint16_t);
-    s->key_cache = xcalloc((size_t)c->n_layers * (size_t)max_seq * kvd, kv_elem, &ok);
-    s->value_cache = xcalloc((size_t)c->n_layers * (size_t)max_seq * kvd, kv_elem, &ok);
-    s->x = xcalloc(CHUNK * (size_t)c->dim, sizeof(float), &ok);
-    s->xb = xcalloc(CHUNK * wide, sizeof(float), &ok);
-    s->q = xcalloc(CHUNK * wide, sizeof(float), &ok);
-    s->k = xcalloc(CHUNK * kvd, sizeof(float), &ok);
-    s->v = xcalloc(CHUNK * kvd, sizeof(float), &ok);
-    s->att_out = xcalloc(CHUNK * wide, sizeof(float), &ok);
-    s->hb = xcalloc(CHUNK * (size_t)c->ffn_dim, sizeof(float), &ok);
-    s->hb2 = xcalloc(CHUNK * (size_t)c->ffn_dim, sizeof(float), &ok);
-    s->scores = xcalloc((size_t)c->n_heads * (size_t)max_seq, sizeof(float), &ok);
-    s->logits = xcalloc((size_t)c->vocab_size, sizeof(float), &ok);
+    s->key_cache = try_calloc((size_t)c->n_layers * (size_t)max_seq * kvd, kv_elem, &ok);
+    s->value_cache = try_calloc((size_t)c->n_layers * (size_t)max_seq * kvd, kv_elem, &ok);
+    s->x = try_calloc(CHUNK * (size_t)c->dim, sizeof(float), &ok);
+    s->xb = try_calloc(CHUNK * wide, sizeof(float), &ok);
+    s->q = try_calloc(CHUNK * wide, sizeof(float), &ok);
+    s->k = try_calloc(CHUNK * kvd, sizeof(float), &ok);
+    s->v = try_calloc(CHUNK * kvd, sizeof(float), &ok);
+    s->att_out = try_calloc(CHUNK * wide, sizeof(float), &ok);
+    s->hb = try_calloc(CHUNK * (size_t)c->ffn_dim, sizeof(float), &ok);
+    s->hb2 = try_calloc(CHUNK * (size_t)c->ffn_dim, sizeof(float), &ok);
+    s->scores = try_calloc((size_t)c->n_heads * (size_t)max_seq, sizeof(float), &ok);
+    s->logits = try_calloc((size_t)c->vocab_size, sizeof(float), &ok);
     s->pool = infer_pool_new(threads);
     if (s->pool && attn_blocked_available())
-        s->attn_scratch = xcalloc((size_t)infer_pool_threads(s->pool) * attn_scratch_floats(c, max_seq),
+        s->attn_scratch = try_calloc((size_t)infer_pool_threads(s->pool) * attn_scratch_floats(c, max_seq),
                                   sizeof(float), &ok);
     if (!ok || !s->pool) {
         infer_session_free(s);

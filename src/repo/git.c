@@ -82,19 +82,6 @@ static int lookup_commit(repo *r, const char *sha, git_commit **out, err *e)
     return 0;
 }
 
-bool repo_branch_head(repo *r, const char *branch, char sha_out[41])
-{
-    char name[512];
-    snprintf(name, sizeof name, text_starts_with(branch, "refs/") ? "%s" : "refs/heads/%s",
-             branch);
-    git_oid oid;
-    if (git_reference_name_to_id(&oid, r->git, name) != 0)
-        return false;
-    if (sha_out)
-        git_oid_tostr(sha_out, 41, &oid);
-    return true;
-}
-
 static bool peel_to_commit_id(repo *r, const char *refname, char sha_out[41])
 {
     git_reference *ref = NULL;
@@ -888,20 +875,27 @@ int repo_branch_create(repo *r, const char *name, const char *start_sha, bool ov
     return rc == 0 ? 0 : git_fail(e, "cannot create branch");
 }
 
-int repo_branch_delete(repo *r, const char *name, err *e)
+/* Deletes refs/<kind>/name (kind "heads" or "tags"); what means "refs/heads/main" is refused
+ * by the caller. */
+static int ref_delete(repo *r, const char *prefix, const char *name, const char *what, err *e)
 {
     char full[512];
-    if (!valid_short_ref("refs/heads/", name, full, sizeof full))
-        return err_set(e, 400, "", "Invalid reference for a branch: %s", name);
-    if (!strcmp(name, "main"))
-        return err_set(e, 403, "", "Cannot delete refs/heads/main");
+    if (!valid_short_ref(prefix, name, full, sizeof full))
+        return err_set(e, 400, "", "Invalid %s: %s", what, name);
     git_reference *ref = NULL;
     if (git_reference_lookup(&ref, r->git, full) != 0)
         return err_set(e, 404, "RevisionNotFound", "Invalid rev id: %s", name);
     int rc = git_reference_delete(ref);
     git_reference_free(ref);
     repo_note_refs_changed();
-    return rc == 0 ? 0 : git_fail(e, "cannot delete branch");
+    return rc == 0 ? 0 : git_fail(e, "cannot delete reference");
+}
+
+int repo_branch_delete(repo *r, const char *name, err *e)
+{
+    if (!strcmp(name, "main"))
+        return err_set(e, 403, "", "Cannot delete refs/heads/main");
+    return ref_delete(r, "refs/heads/", name, "reference for a branch", e);
 }
 
 int repo_tag_create(repo *r, const char *name, const char *target_sha, const char *message,
@@ -933,16 +927,7 @@ int repo_tag_create(repo *r, const char *name, const char *target_sha, const cha
 
 int repo_tag_delete(repo *r, const char *name, err *e)
 {
-    char full[512];
-    if (!valid_short_ref("refs/tags/", name, full, sizeof full))
-        return err_set(e, 400, "", "Invalid tag name: %s", name);
-    git_reference *ref = NULL;
-    if (git_reference_lookup(&ref, r->git, full) != 0)
-        return err_set(e, 404, "RevisionNotFound", "Invalid rev id: %s", name);
-    int rc = git_reference_delete(ref);
-    git_reference_free(ref);
-    repo_note_refs_changed();
-    return rc == 0 ? 0 : git_fail(e, "cannot delete tag");
+    return ref_delete(r, "refs/tags/", name, "tag name", e);
 }
 
 /* ---- reachable LFS pointers ---------------------------------------------------------------- */

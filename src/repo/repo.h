@@ -45,8 +45,6 @@ int repo_resolve(repo *r, const char *rev, char sha_out[41], err *e);
 /* Revision lookups are cached per handle while no ref changes in this process. Call this
  * after refs were changed by anything other than this module (a git push). */
 void repo_note_refs_changed(void);
-/* Is name an existing branch? Fills the head's sha when it is. */
-bool repo_branch_head(repo *r, const char *branch, char sha_out[41]);
 
 /* ---- trees ----------------------------------------------------------------------------- */
 
