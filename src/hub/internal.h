@@ -194,20 +194,25 @@ int hub_lfs_upload_begin(http_request *req, hub_call *call, bool part);
 
 /* ---- Xet (hub/xet.c) ------------------------------------------------------------------------ */
 
-/* What a CAS access token grants: one repo, read or read+write, until exp (unix seconds). */
+/* What a CAS access token grants: one repo and the caller that asked for it (a hub_grant,
+ * checked again at every CAS call), a scope, until exp (unix seconds). */
+enum {
+    HUB_XET_READ = 'r',  /* reads */
+    HUB_XET_WRITE = 'w', /* reads and writes; the caller may write the repo */
+    HUB_XET_PR = 'p',    /* reads and writes for a pull request; the caller may read the repo */
+};
+
 typedef struct hub_xet_grant {
-    bool write;
-    int64_t repo_id;
-    char uid[25];
+    char scope; /* HUB_XET_* */
+    hub_grant grant;
     int64_t exp;
 } hub_xet_grant;
 
 /* Whether the store serves Xet (probed once per store; HEARTH_DISABLE_XET=1 turns it off).
  * Nothing advertises Xet otherwise. */
 bool hub_xet_enabled(hub *h);
-/* "xet1_<r|w>_<repo id>_<uid>_<exp>_<hmac>", appended to out. */
-void hub_xet_token_make(const hub *h, bool write, int64_t repo_id, const char *uid, int64_t exp,
-                        buf *out);
+/* "xet2_<scope>_<repo id>_<uid>_<user id>_<token id>_<exp>_<hmac>", appended to out. */
+void hub_xet_token_make(const hub *h, char scope, const hub_grant *g, int64_t exp, buf *out);
 /* 0 with *out filled, or -1 when the token is malformed, forged or expired at `now`. */
 int hub_xet_token_check(const hub *h, const char *token, int64_t now, hub_xet_grant *out);
 /* Checks an upload shard (xorbs uploaded, verification entries, SHA-256, every file hash) and

@@ -2,18 +2,23 @@
  * itself, served by Hearth under <base>/cas in front of the dedup store.
  *
  * Tokens. `xet-read-token` / `xet-write-token` hand out a short-lived CAS token bound to one
- * repo (its row id and immutable uid), a scope and an expiry, HMAC-signed with the hub secret:
- * "xet1_<r|w>_<repo id>_<repo uid>_<exp>_<hmac>". Every CAS call checks it (Authorization:
- * Bearer); nothing is kept server-side, so tokens survive restarts and need no cleanup. A write
- * token also reads.
+ * repo (its row id and immutable uid) and to the caller that asked (user and Hub token id, 0
+ * for anonymous), a scope and an expiry, HMAC-signed with the hub secret:
+ * "xet2_<r|w|p>_<repo id>_<repo uid>_<user id>_<token id>_<exp>_<hmac>". Nothing is kept
+ * server-side, so tokens survive restarts and need no cleanup; instead every CAS call checks
+ * the string and then the access it stands for, again (hub_grant_recheck), so a repo made
+ * private or deleted, or a revoked Hub token, ends it at once. A write token also reads.
  *
  * CAS. Xorbs are global (content-addressed, checked chunk by chunk by the store); files are
  * not: a file registered from a shard is linked to the token's repo (db_repo_object_add), and a
  * reconstruction is only given for a file linked to the token's repo, exactly as LFS objects
- * are scoped. Reconstructions point at signed URLs served by Hearth itself
- * (<casUrl>/xorb/<hash>?r=<ranges>&exp=..&sig=..), each granting exactly the byte ranges of
- * one pack that the reconstruction needs: packs are shared between repos, so a URL must not
- * open a whole pack. Those URLs take one Range (sendfile) or several (multipart/byteranges).
+ * are scoped. Registering needs proof of possession: verification entries over the real chunk
+ * hashes of every term, so chunk hashes are secrets, and the global dedup reply gives them out
+ * only keyed (hub_cas_chunk). Reconstructions point at signed URLs served by Hearth itself
+ * (<casUrl>/xorb/<hash>?r=<ranges>&g=<repo>&u=<user>&t=<token>&exp=..&sig=..), each granting
+ * exactly the byte ranges of one pack that the reconstruction needs, to the token's caller:
+ * packs are shared between repos, so a URL must not open a whole pack, and it is rechecked at
+ * use like a token. Those URLs take one Range (sendfile) or several (multipart/byteranges).
  *
  * Xet is advertised (X-Xet-Hash on resolve, xetHash in trees, "xet" in the LFS batch) only
  * when the store supports it (hub_xet_enabled); otherwise every client uses plain HTTP.
@@ -31,6 +36,10 @@
 
 #define XET_TOKEN_TTL 3600         /* seconds a CAS access token lives */
 #define XET_URL_TTL 3600           /* seconds a signed xorb range URL lives */
+/* How long a client may keep using a global dedup shard (its footer's key_expiry; xet-core
+ * skips expired shards of its cache). Short, so that a cached shard rarely outlives a pack
+ * that gc removed: an upload naming such a pack would be refused. */
+#define XET_DEDUP_SHARD_TTL 3600
 #define XET_MAX_RANGES 256         /* ranges accepted in one xorb GET */
 #define XET_BATCH_MAX_FILES 256    /* files in one batch reconstruction */
 
@@ -64,43 +73,51 @@ bool hub_xet_enabled(hub *h)
 
 /* ---- tokens -------------------------------------------------------------------------------- */
 
-static void token_sign(const hub *h, bool write, int64_t repo_id, const char *uid, int64_t exp,
-                       char sig[65])
+/* The MAC covers everything the token names: scope, repo (id and uid), caller, expiry. */
+static void token_sign(const hub *h, char scope, const hub_grant *g, int64_t exp, char sig[65])
 {
-    char id[32];
-    snprintf(id, sizeof id, "%lld", (long long)repo_id);
-    hub_sign(h, write ? "xet-write" : "xet-read", uid, id, 0, exp, sig);
+    char purpose[16], subject[96];
+    snprintf(purpose, sizeof purpose, "xet2-%c", scope);
+    snprintf(subject, sizeof subject, "%lld\n%lld\n%lld", (long long)g->repo_id,
+             (long long)g->user_id, (long long)g->token_id);
+    hub_sign(h, purpose, g->uid, subject, 0, exp, sig);
 }
 
-void hub_xet_token_make(const hub *h, bool write, int64_t repo_id, const char *uid, int64_t exp,
-                        buf *out)
+static bool scope_is_valid(char scope)
+{
+    return scope == HUB_XET_READ || scope == HUB_XET_WRITE || scope == HUB_XET_PR;
+}
+
+void hub_xet_token_make(const hub *h, char scope, const hub_grant *g, int64_t exp, buf *out)
 {
     char sig[65];
-    token_sign(h, write, repo_id, uid, exp, sig);
-    buf_printf(out, "xet1_%c_%lld_%s_%lld_%s", write ? 'w' : 'r', (long long)repo_id, uid,
-               (long long)exp, sig);
+    token_sign(h, scope, g, exp, sig);
+    buf_printf(out, "xet2_%c_%lld_%s_%lld_%lld_%lld_%s", scope, (long long)g->repo_id, g->uid,
+               (long long)g->user_id, (long long)g->token_id, (long long)exp, sig);
 }
 
-/* Parses and checks a token string. 0, or -1 when it is malformed, forged or expired. */
+/* Parses and checks a token string. 0, or -1 when it is malformed, forged or expired. (Only
+ * the string: whether its caller may still use the repo is cas_auth's recheck.) */
 int hub_xet_token_check(const hub *h, const char *token, int64_t now, hub_xet_grant *out)
 {
     memset(out, 0, sizeof *out);
     char scope = 0, uid[64] = "", sig[80] = "";
-    long long id = -1, exp = -1;
+    long long id = -1, user = -1, tok = -1, exp = -1;
     int used = 0;
-    if (!token || strlen(token) > 200 ||
-        sscanf(token, "xet1_%c_%lld_%24[0-9a-f]_%lld_%64[0-9a-f]%n", &scope, &id, uid, &exp, sig,
-               &used) != 5 ||
-        token[used] != '\0' || (scope != 'r' && scope != 'w') || id < 0 || exp < 0 ||
-        strlen(uid) != 24 || strlen(sig) != 64)
+    if (!token || strlen(token) > 256 ||
+        sscanf(token, "xet2_%c_%lld_%24[0-9a-f]_%lld_%lld_%lld_%64[0-9a-f]%n", &scope, &id, uid,
+               &user, &tok, &exp, sig, &used) != 7 ||
+        token[used] != '\0' || !scope_is_valid(scope) || id < 0 || user < 0 || tok < 0 ||
+        exp < 0 || strlen(uid) != 24 || strlen(sig) != 64)
         return -1;
+    hub_grant g = {.repo_id = id, .user_id = user, .token_id = tok};
+    memcpy(g.uid, uid, 25); /* 24 hex digits, checked above, and the NUL */
     char want[65];
-    token_sign(h, scope == 'w', id, uid, exp, want);
+    token_sign(h, scope, &g, exp, want);
     if (!hash_equal_ct(want, sig) || exp < now)
         return -1;
-    out->write = scope == 'w';
-    out->repo_id = id;
-    memcpy(out->uid, uid, 25); /* 24 hex digits, checked above, and the NUL */
+    out->scope = scope;
+    out->grant = g;
     out->exp = exp;
     return 0;
 }
@@ -125,7 +142,9 @@ void hub_xet_token(http_request *req, hub_call *call)
     hub *h = call->hub;
     bool write = call->extra && !strcmp(call->extra, "xet-write-token");
     bool create_pr = text_truthy(http_query(req, "create_pr"));
-    if (hub_load_repo(req, call, write && !create_pr) != 0)
+    /* Reads (and pull-request writes by readers) need the files, not only the listing, of a
+     * gated repo: the same rule cas_auth checks again at every call. */
+    if ((write && !create_pr ? hub_load_repo(req, call, true) : hub_load_repo_files(req, call)) != 0)
         return;
     if (write && create_pr && !call->caller.authenticated) {
         http_reply_errorf(req, 401, "", "You must be authenticated to open a pull request");
@@ -151,7 +170,11 @@ void hub_xet_token(http_request *req, hub_call *call)
     int64_t exp = (int64_t)time(NULL) + XET_TOKEN_TTL;
     buf token = BUF_INIT, url = BUF_INIT;
     char exp_text[32];
-    hub_xet_token_make(h, write, call->repo.id, call->repo.uid, exp, &token);
+    hub_grant g;
+    hub_grant_of(call, &g);
+    char scope = !write ? HUB_XET_READ
+                 : auth_can_write(&call->caller, &call->repo) ? HUB_XET_WRITE : HUB_XET_PR;
+    hub_xet_token_make(h, scope, &g, exp, &token);
     cas_url(req, &url);
     snprintf(exp_text, sizeof exp_text, "%lld", (long long)exp);
     /* huggingface_hub reads the headers, hf_xet and the npm client the JSON body. */
@@ -172,7 +195,11 @@ json_t *hub_xet_upload_actions(http_request *req, hub_call *call)
     uint8_t rnd[16];
     hash_random(rnd, sizeof rnd);
     hex_encode(rnd, sizeof rnd, session);
-    hub_xet_token_make(call->hub, true, call->repo.id, call->repo.uid, exp, &token);
+    hub_grant g;
+    hub_grant_of(call, &g);
+    hub_xet_token_make(call->hub,
+                       auth_can_write(&call->caller, &call->repo) ? HUB_XET_WRITE : HUB_XET_PR,
+                       &g, exp, &token);
     cas_url(req, &url);
     snprintf(exp_text, sizeof exp_text, "%lld", (long long)exp);
     token_route(req, call->type, call->ns, call->name, true, "main", &href);
@@ -229,7 +256,12 @@ void hub_xet_annotate_entry(hub *h, json_t *entry, const repo_entry *ent)
 /* ---- CAS: common ----------------------------------------------------------------------------- */
 
 /* Checks the Bearer CAS token: 401 when missing, malformed, forged or expired; 403 when a
- * write needs a write token. Returns 0 or -1 after replying. */
+ * write needs a write token. Then checks again what the token was issued for: the repo still
+ * exists under the same uid and the caller (the Hub token that asked for it, or anonymous)
+ * may still read its files, or write it for a write token (a pull-request token: still read),
+ * so that deleting the repo, making it private or revoking the Hub token ends the token too
+ * (hub_grant_recheck: 404 RepoNotFound, 401, 403). Fills call->repo and call->caller.
+ * Returns 0 or -1 after replying. */
 static int cas_auth(http_request *req, hub_call *call, bool want_write, hub_xet_grant *tok)
 {
     const char *auth = http_header(req, "Authorization");
@@ -239,12 +271,23 @@ static int cas_auth(http_request *req, hub_call *call, bool want_write, hub_xet_
                                         "hub's xet-read-token / xet-write-token route for one");
         return -1;
     }
-    if (want_write && !tok->write) {
+    if (want_write && tok->scope == HUB_XET_READ) {
         http_reply_errorf(req, 403, "", "this Xet access token is read-only");
         return -1;
     }
     if (!hub_xet_enabled(call->hub)) {
         http_reply_errorf(req, 501, "", "this Hearth server has no Xet storage");
+        return -1;
+    }
+    err e = ERR_INIT;
+    if (hub_grant_recheck(call->hub, &tok->grant, tok->scope == HUB_XET_WRITE, &call->repo,
+                          &call->caller, &e) != 0) {
+        http_reply_error(req, &e);
+        return -1;
+    }
+    call->have_repo = true;
+    if (tok->scope == HUB_XET_PR && !call->caller.authenticated) {
+        http_reply_errorf(req, 401, "", "a pull-request Xet token needs an authenticated caller");
         return -1;
     }
     return 0;
@@ -269,7 +312,7 @@ static int cas_file(http_request *req, hub_call *call, const hub_xet_grant *tok,
         http_reply_error(req, &e);
         return -1;
     }
-    if (rc > 0 || db_repo_object_has(call->hub->db, tok->repo_id, oid, &e) != 0) {
+    if (rc > 0 || db_repo_object_has(call->hub->db, tok->grant.repo_id, oid, &e) != 0) {
         http_reply_errorf(req, 404, "", "file not found in this repository's Xet storage");
         return -1;
     }
@@ -317,20 +360,33 @@ static size_t merge_ranges(const store_reconstruction *rec, merged_range *out)
     return n;
 }
 
-/* <casUrl>/xorb/<hash>?r=a-b,c-d&exp=..&sig=.. (inclusive ranges), signed over hash + ranges. */
-static void xorb_url(http_request *req, const hub *h, const char *hash, const merged_range *r,
-                     size_t n, buf *out)
+/* What a xorb URL's signature covers besides the repo uid: the pack, its ranges, and the grant
+ * (repo id and caller) that hub_cas_xorb_get checks again when the URL is used. */
+static void xorb_subject(const char *hash, const char *ranges, const hub_grant *g, buf *out)
 {
-    buf ranges = BUF_INIT;
+    buf_printf(out, "%s\n%s\n%lld\n%lld\n%lld", hash, ranges, (long long)g->repo_id,
+               (long long)g->user_id, (long long)g->token_id);
+}
+
+/* <casUrl>/xorb/<hash>?r=a-b,c-d&g=<repo id>&u=<user id>&t=<token id>&exp=..&sig=..
+ * (inclusive ranges), signed over the pack, the ranges and the grant of the token that asked
+ * for the reconstruction. */
+static void xorb_url(http_request *req, const hub *h, const hub_grant *g, const char *hash,
+                     const merged_range *r, size_t n, buf *out)
+{
+    buf ranges = BUF_INIT, subject = BUF_INIT;
     for (size_t i = 0; i < n; i++)
         buf_printf(&ranges, "%s%" PRIu64 "-%" PRIu64, i ? "," : "", r[i].byte_start,
                    r[i].byte_end - 1);
     int64_t exp = (int64_t)time(NULL) + XET_URL_TTL;
     char sig[65];
-    hub_sign(h, "xorb", hash, ranges.data, 0, exp, sig);
-    buf_printf(out, "%s/cas/xorb/%s?r=%s&exp=%lld&sig=%s", http_base_url(req), hash, ranges.data,
-               (long long)exp, sig);
+    xorb_subject(hash, ranges.data, g, &subject);
+    hub_sign(h, "xorb", g->uid, subject.data, 0, exp, sig);
+    buf_printf(out, "%s/cas/xorb/%s?r=%s&g=%lld&u=%lld&t=%lld&exp=%lld&sig=%s", http_base_url(req),
+               hash, ranges.data, (long long)g->repo_id, (long long)g->user_id,
+               (long long)g->token_id, (long long)exp, sig);
     buf_free(&ranges);
+    buf_free(&subject);
 }
 
 static json_t *terms_json(const store_reconstruction *rec)
@@ -350,8 +406,8 @@ static json_t *terms_json(const store_reconstruction *rec)
 
 /* v2: {xorb: [{url, ranges: [{chunks, bytes}]}]}; v1: {xorb: [{range, url, url_range}]}.
  * Adds into `into` (so a batch can share one fetch_info). */
-static void fetch_json(http_request *req, const hub *h, const store_reconstruction *rec, bool v2,
-                       json_t *into)
+static void fetch_json(http_request *req, const hub *h, const hub_grant *g,
+                       const store_reconstruction *rec, bool v2, json_t *into)
 {
     if (!rec->n)
         return;
@@ -372,7 +428,7 @@ static void fetch_json(http_request *req, const hub *h, const store_reconstructi
         }
         if (v2) {
             buf url = BUF_INIT;
-            xorb_url(req, h, hash, m + i, j - i, &url);
+            xorb_url(req, h, g, hash, m + i, j - i, &url);
             json_t *ranges = json_array();
             for (size_t k = i; k < j; k++)
                 json_array_append_new(
@@ -386,7 +442,7 @@ static void fetch_json(http_request *req, const hub *h, const store_reconstructi
         } else {
             for (size_t k = i; k < j; k++) {
                 buf url = BUF_INIT;
-                xorb_url(req, h, hash, m + k, 1, &url);
+                xorb_url(req, h, g, hash, m + k, 1, &url);
                 json_array_append_new(
                     list, json_pack("{s:{s:I, s:I}, s:s, s:{s:I, s:I}}", "range", "start",
                                     (json_int_t)m[k].chunk_start, "end",
@@ -441,7 +497,7 @@ void hub_cas_reconstruction(http_request *req, hub_call *call)
         }
     }
     json_t *fetch = json_object();
-    fetch_json(req, call->hub, &rec, v2, fetch);
+    fetch_json(req, call->hub, &tok.grant, &rec, v2, fetch);
     json_t *reply = json_pack("{s:I, s:o}", "offset_into_first_range",
                               (json_int_t)rec.offset_into_first, "terms", terms_json(&rec));
     json_object_set_new(reply, v2 ? "xorbs" : "fetch_info", fetch);
@@ -487,7 +543,7 @@ void hub_cas_batch_reconstruction(http_request *req, hub_call *call)
         err e = ERR_INIT;
         if (xet_hash_from_string(ids[i], strlen(ids[i]), &fh) != 0 ||
             store_file_by_xet_hash(call->hub->store, &fh, oid, &size, &e) != 0 ||
-            db_repo_object_has(call->hub->db, tok.repo_id, oid, &e) != 0)
+            db_repo_object_has(call->hub->db, tok.grant.repo_id, oid, &e) != 0)
             continue; /* unknown files are left out, as xet-core does */
         store_reconstruction rec = {0};
         if (size > 0 &&
@@ -496,7 +552,7 @@ void hub_cas_batch_reconstruction(http_request *req, hub_call *call)
         char key[XET_HASH_STRING_LEN + 1];
         xet_hash_to_string(&fh, key);
         json_object_set_new(files, key, terms_json(&rec));
-        fetch_json(req, call->hub, &rec, false, fetch);
+        fetch_json(req, call->hub, &tok.grant, &rec, false, fetch);
         store_reconstruction_free(&rec);
     }
     json_decref(body);
@@ -571,16 +627,26 @@ void hub_cas_xorb_head(http_request *req, hub_call *call)
         http_reply_json(req, 200, json_pack("{s:I}", "length", (json_int_t)len));
 }
 
-/* GET /cas/v1/chunks/{prefix}/{chunk_hash}: a shard naming the pack that holds the chunk. */
+/* GET /cas/v1/chunks/{prefix}/{chunk_hash}: global dedup, for any repo's token. A shard naming
+ * the pack that holds the chunk, its chunk hashes keyed with a fresh random key per reply
+ * (the footer's chunk_hash_key, as the Hugging Face CAS does): the client keys its own chunk
+ * hashes to find the ones it has, and learns none it lacks. A new key each time means two
+ * replies cannot be compared to tell which packs share chunks. */
 void hub_cas_chunk(http_request *req, hub_call *call)
 {
     hub_xet_grant tok;
     xet_hash ch;
     if (cas_auth(req, call, false, &tok) != 0 || parse_hash(req, call->extra, &ch) != 0)
         return;
+    static const uint8_t zero[32];
+    uint8_t key[32];
+    do
+        hash_random(key, sizeof key);
+    while (memcmp(key, zero, sizeof key) == 0); /* zero would mean "in clear" to the client */
     buf shard = BUF_INIT;
     err e = ERR_INIT;
-    int rc = store_chunk_shard(call->hub->store, &ch, &shard, &e);
+    uint64_t expiry = (uint64_t)time(NULL) + XET_DEDUP_SHARD_TTL;
+    int rc = store_chunk_shard(call->hub->store, &ch, key, expiry, &shard, &e);
     if (rc < 0)
         http_reply_error(req, &e);
     else if (rc > 0)
@@ -676,9 +742,31 @@ void hub_cas_xorb_get(http_request *req, hub_call *call)
     const char *signed_ranges = http_query(req, "r");
     if (parse_hash(req, call->extra, &xh) != 0)
         return;
-    if (!signed_ranges || !hub_check_signature(h, req, "xorb", call->extra, signed_ranges, 0)) {
+    /* The URL names its grant's repo by row id; the uid it was signed with comes from the
+     * repo's row, so a deleted repo (or a new one under a reused id) fails the signature. */
+    hub_grant g = {.repo_id = text_parse_i64(http_query(req, "g")),
+                   .user_id = text_parse_i64(http_query(req, "u")),
+                   .token_id = text_parse_i64(http_query(req, "t"))};
+    db_repo row;
+    err e = ERR_INIT;
+    bool valid = signed_ranges && g.repo_id >= 0 && g.user_id >= 0 && g.token_id >= 0 &&
+                 db_repo_by_id(h->db, g.repo_id, &row, &e) == 0;
+    if (valid) {
+        snprintf(g.uid, sizeof g.uid, "%s", row.uid);
+        db_repo_free(&row);
+        buf subject = BUF_INIT;
+        xorb_subject(call->extra, signed_ranges, &g, &subject);
+        valid = hub_check_signature(h, req, "xorb", g.uid, subject.data, 0);
+        buf_free(&subject);
+    }
+    if (!valid) {
         http_reply_errorf(req, 403, "", "invalid or expired xorb URL; ask for a new "
                                         "reconstruction");
+        return;
+    }
+    /* Signed, so issued to that caller for that repo: may they still read it? */
+    if (hub_grant_recheck(h, &g, false, &call->repo, &call->caller, &e) != 0) {
+        http_reply_error(req, &e);
         return;
     }
     byte_range allowed[XET_MAX_RANGES], want[XET_MAX_RANGES];
@@ -710,7 +798,6 @@ void hub_cas_xorb_get(http_request *req, hub_call *call)
         }
     }
     uint64_t total = 0;
-    err e = ERR_INIT;
     if (store_xorb_stat(h->store, &xh, &total, &e) != 0) {
         http_reply_errorf(req, 404, "", "xorb not found");
         return;
@@ -846,9 +933,7 @@ static void xorb_cache_free(xorb_cache *c)
  * under the same Xet file hash (the same chunks) needs no reading. */
 
 typedef struct pack_view {
-    xet_hash hash;
-    xet_hash *chunks;  /* chunk hashes in pack order */
-    uint64_t *offsets; /* serialized offset of each chunk record in the pack */
+    store_pack_chunk *chunks; /* the pack's chunks in order: hash, offset of the record */
     size_t n;
     int fd;
     int64_t base;
@@ -860,59 +945,25 @@ static void pack_view_close(pack_view *pv)
     if (pv->fd >= 0)
         close(pv->fd);
     free(pv->chunks);
-    free(pv->offsets);
     *pv = (pack_view){.fd = -1};
 }
 
-/* Loads the pack that holds `chunk` and points pv->at at it. 0 or -1 + e. */
+/* Opens the pack that holds `chunk` and points pv->at at it. 0 or -1 + e. (Straight from the
+ * store's index, never through the dedup shard clients get, whose hashes are keyed.) */
 static int pack_view_find(hub *h, const xet_hash *chunk, pack_view *pv, err *e)
 {
     pack_view_close(pv);
-    buf reply = BUF_INIT;
-    int rc = store_chunk_shard(h->store, chunk, &reply, e);
-    xet_shard shard = {0};
-    bool parsed = false;
+    xet_hash pack;
+    uint64_t bytes;
+    int rc = store_chunk_pack(h->store, chunk, &pack, &bytes, &pv->chunks, &pv->n, &pv->at, e);
     if (rc > 0)
         rc = err_set(e, 400, "BadShard", "a chunk of the file is not stored");
-    if (rc == 0 && xet_shard_parse((const uint8_t *)buf_str(&reply), reply.len, &shard, e) == 0)
-        parsed = true;
-    else if (rc == 0)
+    if (rc == 0 && store_xorb_region(h->store, &pack, 0, bytes, &pv->fd, &pv->base, e) != 0) {
+        pv->fd = -1;
         rc = -1;
-    if (rc == 0 && shard.n_xorbs != 1)
-        rc = err_set(e, 500, "", "the store's dedup shard names %zu packs", shard.n_xorbs);
-    if (rc == 0) {
-        const xet_shard_xorb *x = &shard.xorbs[0];
-        pv->hash = x->xorb_hash;
-        pv->n = x->n_chunks;
-        pv->chunks = calloc(pv->n ? pv->n : 1, sizeof *pv->chunks);
-        pv->offsets = calloc(pv->n ? pv->n : 1, sizeof *pv->offsets);
-        if (!pv->chunks || !pv->offsets)
-            abort();
-        for (size_t i = 0; i < pv->n; i++)
-            pv->chunks[i] = x->chunks[i].hash;
-        rc = store_xorb_region(h->store, &pv->hash, 0, x->serialized_bytes, &pv->fd, &pv->base, e);
-        if (rc != 0)
-            pv->fd = -1;
-        uint64_t off = 0;
-        for (size_t i = 0; rc == 0 && i < pv->n; i++) {
-            uint8_t head[XET_CHUNK_HEADER_LEN];
-            xet_chunk_header ch;
-            if (pread(pv->fd, head, sizeof head, pv->base + (int64_t)off) != (ssize_t)sizeof head ||
-                xet_chunk_header_decode(head, &ch, e) != 0)
-                rc = err_set(e, 500, "", "a pack of the store is damaged; run hearth admin fsck");
-            pv->offsets[i] = off;
-            off += XET_CHUNK_HEADER_LEN + ch.compressed_len;
-        }
-        pv->at = pv->n;
-        for (size_t i = 0; rc == 0 && i < pv->n && pv->at == pv->n; i++)
-            if (xet_hash_equal(&pv->chunks[i], chunk))
-                pv->at = i;
-        if (rc == 0 && pv->at == pv->n)
-            rc = err_set(e, 500, "", "the store's dedup shard lacks the chunk it was asked for");
     }
-    if (parsed)
-        xet_shard_free(&shard);
-    buf_free(&reply);
+    if (rc != 0)
+        pack_view_close(pv);
     return rc;
 }
 
@@ -921,13 +972,13 @@ static int pack_view_find(hub *h, const xet_hash *chunk, pack_view *pv, err *e)
 static int hash_chunk(const pack_view *pv, hash_ctx *sha, uint8_t *record, uint8_t *plain,
                       err *e)
 {
-    uint8_t *head = record;
+    const store_pack_chunk *c = &pv->chunks[pv->at];
     xet_chunk_header ch;
-    int64_t at = pv->base + (int64_t)pv->offsets[pv->at];
-    if (pread(pv->fd, head, XET_CHUNK_HEADER_LEN, at) != XET_CHUNK_HEADER_LEN ||
-        xet_chunk_header_decode(head, &ch, e) != 0 ||
-        pread(pv->fd, record + XET_CHUNK_HEADER_LEN, ch.compressed_len, at + XET_CHUNK_HEADER_LEN) !=
-            (ssize_t)ch.compressed_len ||
+    int64_t at = pv->base + (int64_t)c->offset;
+    if (c->length < XET_CHUNK_HEADER_LEN || c->length > XET_CHUNK_HEADER_LEN + XET_CHUNK_MAX_COMPRESSED ||
+        pread(pv->fd, record, c->length, at) != (ssize_t)c->length ||
+        xet_chunk_header_decode(record, &ch, e) != 0 ||
+        XET_CHUNK_HEADER_LEN + ch.compressed_len != c->length ||
         (ch.compression != XET_COMPRESSION_NONE &&
          xet_chunk_decode(&ch, record + XET_CHUNK_HEADER_LEN, plain, e) != 0))
         return err_set(e, 500, "", "a pack of the store is damaged; run hearth admin fsck");
@@ -957,9 +1008,9 @@ static int check_sha256(hub *h, const xet_shard_file *f, xorb_cache *cache, cons
         }
         for (uint32_t i = f->terms[t].chunk_start; rc == 0 && i < f->terms[t].chunk_end; i++) {
             const xet_hash *want = &chunks[i].hash;
-            if (pv.fd >= 0 && pv.at + 1 < pv.n && xet_hash_equal(&pv.chunks[pv.at + 1], want))
+            if (pv.fd >= 0 && pv.at + 1 < pv.n && xet_hash_equal(&pv.chunks[pv.at + 1].hash, want))
                 pv.at++;
-            else if (!(pv.fd >= 0 && pv.at < pv.n && xet_hash_equal(&pv.chunks[pv.at], want)))
+            else if (!(pv.fd >= 0 && pv.at < pv.n && xet_hash_equal(&pv.chunks[pv.at].hash, want)))
                 rc = pack_view_find(h, want, &pv, e);
             if (rc == 0)
                 rc = hash_chunk(&pv, sha, record, plain, e);
@@ -967,9 +1018,11 @@ static int check_sha256(hub *h, const xet_shard_file *f, xorb_cache *cache, cons
     }
     char got[65];
     hash_final_hex(sha, got);
-    if (rc == 0 && strcmp(got, oid) != 0)
-        rc = err_set(e, 400, "BadShard", "the shard says the file's SHA-256 is %s, but its "
-                                         "content hashes to %s", oid, got);
+    /* Name only the hash the caller sent: the content's real SHA-256 is what a caller who
+     * knows some chunk ranges but not the bytes is after (it would let them claim the file). */
+    if (rc == 0 && !hash_equal_ct(got, oid))
+        rc = err_set(e, 400, "BadShard", "the file's content does not hash to the SHA-256 the "
+                                         "shard names (%s)", oid);
     pack_view_close(&pv);
     free(record);
     free(plain);
@@ -1019,51 +1072,54 @@ int hub_xet_shard_apply(hub *h, const hub_xet_grant *tok, const uint8_t *data, s
             rc = -1;
         }
     }
-    /* The claimed SHA-256 of every file, before anything is registered. */
-    bool *known = calloc(shard.n_files + 1, sizeof *known);
-    if (!known)
-        abort();
+    /* The claimed SHA-256 of every file, before anything is registered. Every file passed
+     * xet_shard_verify_file above, and that is the proof of possession: its verification
+     * entries are range hashes over the real chunk hashes of each term, which only someone
+     * who had the bytes (or downloaded them) knows; a dedup shard never gives them out in
+     * clear. What remains is whether the oid is this content's. Stored under the same Xet
+     * hash and size: the same chunks, so the same bytes, nothing to read. Anything else (new,
+     * another size, another Xet hash such as the npm client's chunking) is read back and
+     * hashed. Both ways answer alike, so the reply says nothing about whether an oid is
+     * stored: a caller who only knows an oid learns nothing. */
     for (size_t i = 0; i < shard.n_files && rc == 0; i++) {
         const xet_shard_file *f = &shard.files[i];
         char oid[65];
         hex_encode(f->sha256, 32, oid);
         int64_t have = -1;
         int st = store_stat(h->store, oid, &have, e);
-        xet_hash stored;
+        bool same = false;
         if (st < 0) {
             rc = -1;
-        } else if (st == 0) {
-            /* Stored already. The same Xet hash means the same chunks, so the same bytes; a
-             * different one may still be the same bytes cut by another chunker (the npm
-             * client's), which reading them back settles. */
-            known[i] = true;
-            if ((uint64_t)have != sizes[i])
-                rc = err_set(e, 400, "BadShard", "the shard's SHA-256 %s names a stored file "
-                                                 "of another size", oid);
-            else if (store_file_xet_hash(h->store, oid, &stored, e) != 0 ||
-                     !xet_hash_equal(&stored, &f->file_hash))
-                rc = check_sha256(h, f, &cache, oid, e);
-        } else {
-            rc = check_sha256(h, f, &cache, oid, e);
+        } else if (st == 0 && (uint64_t)have == sizes[i]) {
+            xet_hash stored;
+            int xr = store_file_xet_hash(h->store, oid, &stored, e);
+            if (xr < 0)
+                rc = -1;
+            same = xr == 0 && xet_hash_equal(&stored, &f->file_hash);
         }
+        if (rc == 0 && !same)
+            rc = check_sha256(h, f, &cache, oid, e);
     }
+    /* Register and link. *registered counts files new to this repo (not to the store, which
+     * would tell the caller that someone else holds the file). */
     for (size_t i = 0; i < shard.n_files && rc == 0; i++) {
         const xet_shard_file *f = &shard.files[i];
         char oid[65];
         hex_encode(f->sha256, 32, oid);
-        if (store_file_register(h->store, oid, &f->file_hash, sizes[i], f->terms, f->n_terms, e) != 0 ||
-            db_repo_object_add(h->db, tok->repo_id, oid, (int64_t)sizes[i], e) != 0) {
+        int had = db_repo_object_has(h->db, tok->grant.repo_id, oid, e);
+        if (had < 0 ||
+            store_file_register(h->store, oid, &f->file_hash, sizes[i], f->terms, f->n_terms, e) != 0 ||
+            db_repo_object_add(h->db, tok->grant.repo_id, oid, (int64_t)sizes[i], e) != 0) {
             rc = -1;
             break;
         }
-        if (known[i])
+        if (had == 0)
             continue;
         (*registered)++;
-        log_info("xet: file %s (%llu bytes) registered for repo %s", oid,
-                 (unsigned long long)sizes[i], tok->uid);
+        log_info("xet: file %s (%llu bytes) linked to repo %s", oid, (unsigned long long)sizes[i],
+                 tok->grant.uid);
     }
     free(sizes);
-    free(known);
     xorb_cache_free(&cache);
     xet_shard_free(&shard);
     return rc;

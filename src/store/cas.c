@@ -513,16 +513,16 @@ int store_xorb_region(store *s, const xet_hash *xorb, uint64_t start, uint64_t e
     return 0;
 }
 
-int store_chunk_shard(store *s, const xet_hash *chunk, buf *out, err *e)
+/* The pack that holds the dedup index's copy of `chunk`: its hash and serialized length, and
+ * all its chunks in order. 0, 1 when the chunk is unknown, -1 + e. Caller frees *pc. */
+static int chunk_pack(store *s, const xet_hash *chunk, xet_hash *pack_hash, uint64_t *bytes,
+                      uint64_t *raw, pack_chunk **pc, size_t *npc, uint32_t *idx, err *e)
 {
+    *pc = NULL;
+    *npc = 0;
     pthread_mutex_lock(&s->lock);
     int64_t pack;
-    uint32_t idx;
-    int rc = locate_chunk(s, chunk, &pack, &idx, e);
-    xet_hash pack_hash;
-    uint64_t bytes = 0, raw = 0;
-    pack_chunk *pc = NULL;
-    size_t npc = 0;
+    int rc = locate_chunk(s, chunk, &pack, idx, e);
     if (rc == 0) {
         sqlite3_stmt *st = store_sql_prepare(s, "SELECT hash, bytes, raw FROM packs WHERE id = ?", e);
         rc = -1;
@@ -530,34 +530,85 @@ int store_chunk_shard(store *s, const xet_hash *chunk, buf *out, err *e)
             sqlite3_bind_int64(st, 1, pack);
             rc = one_row(s, st, e);
             if (rc == 0) {
-                memcpy(pack_hash.bytes, sqlite3_column_blob(st, 0), XET_HASH_LEN);
-                bytes = (uint64_t)sqlite3_column_int64(st, 1);
-                raw = (uint64_t)sqlite3_column_int64(st, 2);
+                memcpy(pack_hash->bytes, sqlite3_column_blob(st, 0), XET_HASH_LEN);
+                *bytes = (uint64_t)sqlite3_column_int64(st, 1);
+                *raw = (uint64_t)sqlite3_column_int64(st, 2);
+            } else if (rc == 1) {
+                rc = err_set(e, 500, "", "the chunk index names a pack that does not exist");
             }
             sqlite3_finalize(st);
         }
     }
     if (rc == 0)
-        rc = store_load_pack_chunks(s, pack, 0, 0, &pc, &npc, e);
+        rc = store_load_pack_chunks(s, pack, 0, 0, pc, npc, e);
     pthread_mutex_unlock(&s->lock);
+    if (rc == 0 && *idx >= *npc)
+        rc = err_set(e, 500, "", "pack metadata is inconsistent");
+    if (rc != 0) {
+        free(*pc);
+        *pc = NULL;
+        *npc = 0;
+    }
+    return rc;
+}
+
+int store_chunk_pack(store *s, const xet_hash *chunk, xet_hash *pack, uint64_t *pack_bytes,
+                     store_pack_chunk **chunks, size_t *n, size_t *index, err *e)
+{
+    *chunks = NULL;
+    *n = 0;
+    pack_chunk *pc;
+    size_t npc;
+    uint32_t idx;
+    uint64_t raw;
+    int rc = chunk_pack(s, chunk, pack, pack_bytes, &raw, &pc, &npc, &idx, e);
     if (rc != 0)
         return rc;
-    xet_shard_chunk *chunks = calloc(npc ? npc : 1, sizeof *chunks);
+    store_pack_chunk *out = calloc(npc, sizeof *out);
+    if (!out)
+        abort();
+    for (size_t i = 0; i < npc; i++)
+        out[i] = (store_pack_chunk){pc[i].hash, pc[i].offset, pc[i].length, pc[i].raw};
+    free(pc);
+    *chunks = out;
+    *n = npc;
+    *index = idx;
+    return 0;
+}
+
+int store_chunk_shard(store *s, const xet_hash *chunk, const uint8_t key[32], uint64_t key_expiry,
+                      buf *out, err *e)
+{
+    /* A zero key means "hashes in clear" to the client: refuse rather than disclose. */
+    static const uint8_t zero_key[32];
+    if (memcmp(key, zero_key, sizeof zero_key) == 0)
+        return err_set(e, 500, "", "a dedup shard needs a non-zero key");
+    xet_hash pack_hash;
+    uint64_t bytes, raw;
+    pack_chunk *pc;
+    size_t npc;
+    uint32_t idx;
+    int rc = chunk_pack(s, chunk, &pack_hash, &bytes, &raw, &pc, &npc, &idx, e);
+    if (rc != 0)
+        return rc;
+    xet_shard_chunk *chunks = calloc(npc, sizeof *chunks);
     if (!chunks)
         abort();
+    /* Keyed hashes and lengths only: no flags (the global-dedup flag is a bit of the clear
+     * hash), and no file-info section (nothing that would let a caller claim a file). */
     uint32_t unpacked = 0;
     for (size_t i = 0; i < npc; i++) {
-        chunks[i].hash = pc[i].hash;
+        xet_hash_hmac(&pc[i].hash, key, &chunks[i].hash);
         chunks[i].byte_offset = unpacked;
         chunks[i].unpacked_len = pc[i].raw;
-        chunks[i].flags = xet_hash_is_global_dedup_eligible(&pc[i].hash) ? XET_SHARD_CHUNK_GLOBAL_DEDUP : 0;
         unpacked += pc[i].raw;
     }
     xet_shard_xorb x = {.xorb_hash = pack_hash, .raw_bytes = (uint32_t)raw,
                         .serialized_bytes = (uint32_t)bytes, .n_chunks = npc, .chunks = chunks};
     xet_shard shard = {.xorbs = &x, .n_xorbs = 1};
     xet_shard_footer footer = {.creation_timestamp = (uint64_t)(text_now_ms() / 1000),
-                               .key_expiry = UINT64_MAX};
+                               .key_expiry = key_expiry};
+    memcpy(footer.chunk_hash_hmac_key, key, sizeof footer.chunk_hash_hmac_key);
     rc = xet_shard_serialize(&shard, &footer, out, e);
     free(chunks);
     free(pc);

@@ -127,8 +127,29 @@ void store_reconstruction_free(store_reconstruction *r);
 int store_xorb_region(store *s, const xet_hash *xorb, uint64_t start, uint64_t end, int *fd,
                       int64_t *file_offset, err *e);
 /* Global dedup: a shard (xet format, with footer) describing the pack that holds `chunk`,
- * appended to out. 1 when the chunk is unknown. */
-int store_chunk_shard(store *s, const xet_hash *chunk, buf *out, err *e);
+ * appended to out, for any CAS client. It names the pack (its xorb hash) and its chunks'
+ * lengths, and each chunk hash only keyed: xet_hash_hmac(hash, key), with key (non-zero) and
+ * key_expiry (unix seconds) in the footer, as xet-core's chunk_hash_key. A client keys its own
+ * chunk hashes to look them up, so it finds the chunks it has and learns no chunk hash it did
+ * not know; chunk hashes are what proves possession of a file (the shard upload's
+ * verification entries), so they never leave the store in clear. No file-info section. 1 when
+ * the chunk is unknown. */
+int store_chunk_shard(store *s, const xet_hash *chunk, const uint8_t key[32], uint64_t key_expiry,
+                      buf *out, err *e);
+
+/* For reading a chunk's neighbours back from disk (the CAS's check of a shard's SHA-256;
+ * never sent to clients): the pack holding the dedup index's copy of `chunk`, its serialized
+ * length, its chunks in order (caller frees *chunks) and the index of `chunk` among them.
+ * Offsets are into the pack as store_xorb_region opens it. 0, 1 when the chunk is unknown. */
+typedef struct store_pack_chunk {
+    xet_hash hash;
+    uint64_t offset;   /* of its header */
+    uint32_t length;   /* header + payload */
+    uint32_t raw;      /* decoded bytes */
+} store_pack_chunk;
+
+int store_chunk_pack(store *s, const xet_hash *chunk, xet_hash *pack, uint64_t *pack_bytes,
+                     store_pack_chunk **chunks, size_t *n, size_t *index, err *e);
 
 /* ---- maintenance --------------------------------------------------------------------------- */
 

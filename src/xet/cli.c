@@ -5,6 +5,8 @@
  *   hearth xet xorb FILE                  parse a serialized xorb: chunks, hashes, compression
  *   hearth xet shard FILE [XORB...]       parse a shard: files, terms, xorbs; with the xorbs its
  *                                         files use, verify each file as a CAS would
+ *   hearth xet hmac KEY HASH...           keyed hashes as a global dedup shard holds them (tests
+ *                                         look their chunks up in the CAS's reply with it)
  * The end-to-end test compares this output with Hugging Face's own chunker.
  */
 #include <errno.h>
@@ -33,7 +35,11 @@ static void usage(FILE *out)
           "       hearth xet shard FILE [XORB...]\n"
           "                                checks a shard and lists its files and xorbs; given\n"
           "                                the xorbs its files use, verifies every file (term\n"
-          "                                ranges, lengths, verification and file hashes)\n",
+          "                                ranges, lengths, verification and file hashes)\n"
+          "       hearth xet hmac KEY HASH...\n"
+          "                                prints each HASH keyed with KEY, one per line, as a\n"
+          "                                dedup shard whose footer holds KEY stores it (xet-core\n"
+          "                                DataHash::hmac; both in the Xet string form)\n",
           out);
 }
 
@@ -312,6 +318,27 @@ done:
     return rc;
 }
 
+static int hmac_main(int argc, char **argv)
+{
+    xet_hash key;
+    if (argc < 3 || xet_hash_from_string(argv[1], strlen(argv[1]), &key) != 0) {
+        usage(stderr);
+        return 2;
+    }
+    for (int i = 2; i < argc; i++) {
+        xet_hash h;
+        char hex[XET_HASH_STRING_LEN + 1];
+        if (xet_hash_from_string(argv[i], strlen(argv[i]), &h) != 0) {
+            fprintf(stderr, "hearth xet: not a Xet hash: %s\n", argv[i]);
+            return 2;
+        }
+        xet_hash_hmac(&h, key.bytes, &h);
+        xet_hash_to_string(&h, hex);
+        puts(hex);
+    }
+    return 0;
+}
+
 int xet_cli_main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "chunks"))
@@ -320,6 +347,8 @@ int xet_cli_main(int argc, char **argv)
         return xorb_main(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "shard"))
         return shard_main(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "hmac"))
+        return hmac_main(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         usage(stdout);
         return 0;

@@ -176,8 +176,8 @@ def test_cas_refuses_bad_tokens(xet, api, user, uid):
     assert requests.post(url, data=b"x", headers={"Authorization": f"Bearer {read}"}, timeout=30).status_code == 403
     assert requests.post(url, data=b"x", headers={"Authorization": f"Bearer {xet.token}"}, timeout=30).status_code == 401
     # an expired token (same format, exp in the past, resigned is impossible without the key)
-    parts = read.split("_")
-    parts[4] = "1000"
+    parts = read.split("_")  # xet2, scope, repo id, uid, user id, token id, exp, mac
+    parts[6] = "1000"
     assert requests.get(f"{xet.base}/cas/v2/reconstructions/{h0}",
                         headers={"Authorization": "Bearer " + "_".join(parts)}, timeout=30).status_code == 401
 

@@ -49,34 +49,52 @@ static void test_tokens(void **state)
 {
     buf t = BUF_INIT;
     hub_xet_grant g;
-    hub_xet_token_make(h, true, 42, "0123456789abcdef01234567", 2000, &t);
+    hub_grant issued = {.repo_id = 42, .uid = "0123456789abcdef01234567", .user_id = 7,
+                        .token_id = 9};
+    hub_xet_token_make(h, HUB_XET_WRITE, &issued, 2000, &t);
+    assert_true(text_starts_with(t.data, "xet2_w_42_0123456789abcdef01234567_7_9_2000_"));
     assert_int_equal(hub_xet_token_check(h, t.data, 1999, &g), 0);
-    assert_true(g.write);
-    assert_int_equal(g.repo_id, 42);
-    assert_string_equal(g.uid, "0123456789abcdef01234567");
+    assert_int_equal(g.scope, HUB_XET_WRITE);
+    assert_int_equal(g.grant.repo_id, 42);
+    assert_string_equal(g.grant.uid, "0123456789abcdef01234567");
+    assert_int_equal(g.grant.user_id, 7);
+    assert_int_equal(g.grant.token_id, 9);
     assert_int_equal(hub_xet_token_check(h, t.data, 2001, &g), -1); /* expired */
     char *forged = strdup(t.data);
     forged[5] = 'r'; /* a write token turned into a read token: the mac no longer matches */
+    assert_int_equal(hub_xet_token_check(h, forged, 1000, &g), -1);
+    forged[5] = 'p';
     assert_int_equal(hub_xet_token_check(h, forged, 1000, &g), -1);
     strcpy(forged, t.data);
     forged[7] = '3'; /* another repo */
     assert_int_equal(hub_xet_token_check(h, forged, 1000, &g), -1);
     strcpy(forged, t.data);
+    forged[35] = '8'; /* another caller: user 8 */
+    assert_int_equal(hub_xet_token_check(h, forged, 1000, &g), -1);
+    strcpy(forged, t.data);
+    forged[37] = '1'; /* another Hub token */
+    assert_int_equal(hub_xet_token_check(h, forged, 1000, &g), -1);
+    strcpy(forged, t.data);
     forged[strlen(forged) - 1] ^= 1;
     assert_int_equal(hub_xet_token_check(h, forged, 1000, &g), -1);
-    const char *bad[] = {"", "xet1_", "hf_abcdef", "xet1_w_42_0123456789abcdef01234567_2000_",
-                         "xet1_x_42_0123456789abcdef01234567_2000_00"};
+    const char *bad[] = {"", "xet2_", "hf_abcdef", "xet2_w_42_0123456789abcdef01234567_7_9_2000_",
+                         "xet2_x_42_0123456789abcdef01234567_7_9_2000_00",
+                         /* the format before callers were bound: refused, clients ask again */
+                         "xet1_w_42_0123456789abcdef01234567_2000_"
+                         "0000000000000000000000000000000000000000000000000000000000000000"};
     for (size_t i = 0; i < ARRAY_LEN(bad); i++)
         assert_int_equal(hub_xet_token_check(h, bad[i], 1000, &g), -1);
     free(forged);
     buf_free(&t);
     /* a token from another server (another secret) */
-    hub_xet_token_make(h, false, 42, "0123456789abcdef01234567", 2000, &t);
+    hub_grant anonymous = {.repo_id = 42, .uid = "0123456789abcdef01234567"};
+    hub_xet_token_make(h, HUB_XET_READ, &anonymous, 2000, &t);
     h->secret[0] ^= 1;
     assert_int_equal(hub_xet_token_check(h, t.data, 1000, &g), -1);
     h->secret[0] ^= 1;
     assert_int_equal(hub_xet_token_check(h, t.data, 1000, &g), 0);
-    assert_false(g.write);
+    assert_int_equal(g.scope, HUB_XET_READ);
+    assert_int_equal(g.grant.user_id, 0);
     buf_free(&t);
 }
 
@@ -169,8 +187,8 @@ static void test_shard_apply(void **state)
     assert_non_null(other);
     make_upload(u, 1);
     make_upload(other, 2);
-    hub_xet_grant g = {.write = true, .repo_id = repo_row.id, .exp = 1};
-    strcpy(g.uid, repo_row.uid);
+    hub_xet_grant g = {.scope = HUB_XET_WRITE, .grant.repo_id = repo_row.id, .exp = 1};
+    strcpy(g.grant.uid, repo_row.uid);
     err e = ERR_INIT;
     size_t registered = 0;
     buf shard = BUF_INIT;
@@ -248,11 +266,143 @@ static void test_shard_apply(void **state)
     free(other);
 }
 
+static bool linked_to(int64_t repo_id, const char *oid)
+{
+    err e = ERR_INIT;
+    return db_repo_object_has(h->db, repo_id, oid, &e) == 0;
+}
+
+/* A shard of one file made of the given terms, with the given verification entries. */
+static void make_claim(const xet_hash *file_hash, const xet_shard_term *terms,
+                       const xet_hash *verification, size_t n, const char *sha_hex, buf *out)
+{
+    err e = ERR_INIT;
+    xet_shard_file f = {.file_hash = *file_hash,
+                        .flags = (verification ? XET_SHARD_FILE_WITH_VERIFICATION : 0) |
+                                 XET_SHARD_FILE_WITH_METADATA_EXT,
+                        .n_terms = n, .terms = (xet_shard_term *)terms,
+                        .verification = (xet_hash *)verification, .has_sha256 = true};
+    assert_int_equal(hex_decode(sha_hex, f.sha256, 32), 0);
+    xet_shard s = {.files = &f, .n_files = 1};
+    assert_int_equal(xet_shard_serialize(&s, NULL, out, &e), 0);
+}
+
+/* Someone who knows a victim's SHA-256, Xet file hash, xorb hash and one chunk hash (all a
+ * dedup reply or a listing could have shown) but not the other chunk hashes cannot link the
+ * file to their own repo, and no error tells them more than they sent. */
+static void test_shard_claims_need_possession(void **state)
+{
+    upload *victim = calloc(1, sizeof *victim), *mine = calloc(1, sizeof *mine);
+    assert_non_null(victim);
+    assert_non_null(mine);
+    make_upload(victim, 3);
+    make_upload(mine, 4);
+    err e = ERR_INIT;
+    size_t registered = 0;
+    bool inserted;
+    buf shard = BUF_INIT;
+
+    /* the victim's file, registered through Xet in the victim's repo */
+    db_repo other_row = repo_row;
+    strcpy(other_row.name, "victim");
+    strcpy(other_row.uid, "fedcba9876543210fedcba98");
+    assert_int_equal(db_repo_create(h->db, &other_row, &e), 0);
+    hub_xet_grant victim_grant = {.scope = HUB_XET_WRITE, .grant.repo_id = other_row.id, .exp = 1};
+    strcpy(victim_grant.grant.uid, other_row.uid);
+    hub_xet_grant g = {.scope = HUB_XET_WRITE, .grant.repo_id = repo_row.id, .exp = 1};
+    strcpy(g.grant.uid, repo_row.uid);
+    assert_int_equal(store_xorb_put(h->store, &victim->xorb, (uint8_t *)victim->xorb_bytes.data,
+                                    victim->xorb_bytes.len, &inserted, &e), 0);
+    make_shard(victim, &victim->file, &victim->verification, victim->sha, true, &shard);
+    assert_int_equal(apply(&shard, &victim_grant, &registered, &e), 0);
+    assert_int_equal(registered, 1);
+
+    /* the whole file by its hashes, with guessed or missing verification entries */
+    xet_shard_term whole = {.xorb_hash = victim->xorb, .unpacked_bytes = CHUNKS * CHUNK,
+                            .chunk_start = 0, .chunk_end = CHUNKS};
+    xet_hash guessed = victim->file;
+    buf_reset(&shard);
+    make_claim(&victim->file, &whole, &guessed, 1, victim->sha, &shard);
+    assert_int_equal(apply(&shard, &g, &registered, &e), -1);
+    assert_int_equal(e.status, 400);
+    buf_reset(&shard);
+    make_claim(&victim->file, &whole, NULL, 1, victim->sha, &shard);
+    assert_int_equal(apply(&shard, &g, &registered, &e), -1);
+    assert_false(linked(victim->sha));
+
+    /* a one-chunk file of the chunk they know: it verifies, but the SHA-256 they must name
+     * is that chunk's, which they do not have, and the error does not tell it */
+    xet_shard_term one = {.xorb_hash = victim->xorb, .unpacked_bytes = CHUNK, .chunk_start = 0,
+                          .chunk_end = 1};
+    xet_hash one_file, one_verification;
+    xet_file_hash(victim->chunks, 1, &one_file);
+    xet_verification_hash(&victim->chunks[0].hash, 1, &one_verification);
+    char chunk_sha[65];
+    hash_sha256_hex(victim->data, CHUNK, chunk_sha);
+    buf_reset(&shard);
+    make_claim(&one_file, &one, &one_verification, 1, victim->sha, &shard);
+    assert_int_equal(apply(&shard, &g, &registered, &e), -1);
+    assert_string_equal(e.code, "BadShard");
+    assert_null(strstr(e.message, chunk_sha));
+    char vfile[XET_HASH_STRING_LEN + 1], vxorb[XET_HASH_STRING_LEN + 1];
+    xet_hash_to_string(&victim->file, vfile);
+    xet_hash_to_string(&victim->xorb, vxorb);
+    assert_null(strstr(e.message, vfile));
+    assert_false(linked(victim->sha));
+
+    /* their own bytes under the victim's oid, or under an oid nobody stored: the same answer,
+     * so it does not tell whether the victim's file exists (nor its size) */
+    assert_int_equal(store_xorb_put(h->store, &mine->xorb, (uint8_t *)mine->xorb_bytes.data,
+                                    mine->xorb_bytes.len, &inserted, &e), 0);
+    char never[65], want[400];
+    hash_sha256_hex("nobody stored this", 18, never);
+    const char *claims[] = {victim->sha, never};
+    for (size_t i = 0; i < ARRAY_LEN(claims); i++) {
+        buf_reset(&shard);
+        make_shard(mine, &mine->file, &mine->verification, claims[i], true, &shard);
+        assert_int_equal(apply(&shard, &g, &registered, &e), -1);
+        snprintf(want, sizeof want, "the file's content does not hash to the SHA-256 the shard "
+                                    "names (%s)", claims[i]);
+        assert_string_equal(e.message, want);
+        assert_null(strstr(e.message, mine->sha));
+        assert_false(linked(claims[i]));
+    }
+    /* a stored oid of another size answers the same too */
+    char small_oid[65];
+    store_writer *w = store_writer_new(h->store, &e);
+    assert_non_null(w);
+    assert_int_equal(store_writer_write(w, "a small file", 12, &e), 0);
+    assert_int_equal(store_writer_finish(w, NULL, -1, small_oid, &e), 0);
+    buf_reset(&shard);
+    make_shard(mine, &mine->file, &mine->verification, small_oid, true, &shard);
+    assert_int_equal(apply(&shard, &g, &registered, &e), -1);
+    snprintf(want, sizeof want, "the file's content does not hash to the SHA-256 the shard "
+                                "names (%s)", small_oid);
+    assert_string_equal(e.message, want);
+
+    /* someone who has the victim's bytes (all chunk hashes) may link it; the count says new to
+     * this repo, not new to the store */
+    buf_reset(&shard);
+    make_shard(victim, &victim->file, &victim->verification, victim->sha, true, &shard);
+    assert_int_equal(apply(&shard, &g, &registered, &e), 0);
+    assert_int_equal(registered, 1);
+    assert_true(linked(victim->sha));
+    assert_true(linked_to(other_row.id, victim->sha));
+
+    buf_free(&shard);
+    buf_free(&victim->xorb_bytes);
+    buf_free(&mine->xorb_bytes);
+    db_repo_free(&other_row);
+    free(victim);
+    free(mine);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shard_apply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shard_claims_need_possession, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

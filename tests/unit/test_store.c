@@ -391,10 +391,55 @@ static void test_xorb_roundtrip(void **state)
     store_reconstruction_free(&rec);
     assert_int_equal(store_reconstruct(s, &fh, 150000, 150001, &rec, &e), -1);
     assert_int_equal(e.status, 416);
+
+    /* Global dedup: the pack that holds chunk 0 (the client xorb's new chunks, 0 and 2), its
+     * chunk hashes keyed with the caller's key, none in clear, no file section. */
+    uint8_t key[32];
+    memset(key, 7, sizeof key);
     buf shard = BUF_INIT;
-    assert_int_equal(store_chunk_shard(s, &chunks[1].hash, &shard, &e), 0);
-    assert_true(shard.len > 200);
+    assert_int_equal(store_chunk_shard(s, &chunks[0].hash, key, 1234, &shard, &e), 0);
+    xet_shard parsed;
+    assert_int_equal(xet_shard_parse((uint8_t *)shard.data, shard.len, &parsed, &e), 0);
+    assert_int_equal(parsed.n_files, 0);
+    assert_int_equal(parsed.n_xorbs, 1);
+    assert_true(parsed.has_footer);
+    assert_memory_equal(parsed.footer.chunk_hash_hmac_key, key, sizeof key);
+    assert_int_equal(parsed.footer.key_expiry, 1234);
+    const xet_shard_xorb *px = &parsed.xorbs[0];
+    assert_int_equal(px->n_chunks, 2);
+    for (int i = 0; i < 2; i++) {
+        xet_hash keyed;
+        xet_hash_hmac(&chunks[2 * i].hash, key, &keyed);
+        assert_true(xet_hash_equal(&px->chunks[i].hash, &keyed));
+        assert_int_equal(px->chunks[i].unpacked_len, 50000);
+        assert_int_equal(px->chunks[i].flags, 0);
+    }
+    for (int i = 0; i < 3; i++)
+        assert_null(memmem(shard.data, shard.len, chunks[i].hash.bytes, XET_HASH_LEN));
+    xet_hash pack_hash = px->xorb_hash;
+    xet_shard_free(&parsed);
+    static const uint8_t zero_key[32];
+    buf_reset(&shard);
+    assert_int_equal(store_chunk_shard(s, &chunks[0].hash, zero_key, 1234, &shard, &e), -1);
+    xet_hash unknown = chunks[0].hash;
+    unknown.bytes[0] ^= 1;
+    assert_int_equal(store_chunk_shard(s, &unknown, key, 1234, &shard, &e), 1);
     buf_free(&shard);
+
+    /* The server's own view of the same pack, in clear, with record offsets. */
+    store_pack_chunk *pcs;
+    size_t npcs, at;
+    xet_hash pack;
+    uint64_t pack_bytes;
+    assert_int_equal(store_chunk_pack(s, &chunks[2].hash, &pack, &pack_bytes, &pcs, &npcs, &at, &e), 0);
+    assert_true(xet_hash_equal(&pack, &pack_hash));
+    assert_int_equal(npcs, 2);
+    assert_int_equal(at, 1);
+    assert_true(xet_hash_equal(&pcs[1].hash, &chunks[2].hash));
+    assert_int_equal(pcs[1].offset, pcs[0].length);
+    assert_int_equal(pack_bytes, (uint64_t)pcs[0].length + pcs[1].length);
+    free(pcs);
+    assert_int_equal(store_chunk_pack(s, &unknown, &pack, &pack_bytes, &pcs, &npcs, &at, &e), 1);
     buf_free(&x);
     store_close(s);
 }
