@@ -19,6 +19,15 @@ static void usage(FILE *out)
           "commands:\n"
           "  create-user NAME [--fullname TEXT] [--email ADDR] [--admin]\n"
           "  create-token NAME --write|--read [--name LABEL]   prints the token on stdout\n"
+          "  create-token NAME --scope SCOPE [--scope SCOPE...] [--name LABEL]\n"
+          "                          a fine-grained token; SCOPE is PERMISSION:NS/NAME or\n"
+          "                          PERMISSION:NS/* with PERMISSION repo.content.read,\n"
+          "                          repo.write, repo.settings, discussion.write, inference.call\n"
+          "  list-tokens NAME        a user's tokens (never their secrets), one JSON line each\n"
+          "  revoke-token ID         revokes at once, with every link and Xet token it obtained\n"
+          "  create-org ORG --owner USER [--fullname TEXT]\n"
+          "  add-member ORG USER --role read|contributor|write|admin   (also changes a role)\n"
+          "  remove-member ORG USER\n"
           "  stats [--json]          logical bytes, stored bytes and dedup ratio, per repo\n"
           "  gc [--grace SECONDS] [--min-dead FRACTION]\n"
           "                          reclaim storage no repo references (safe while serving;\n"
@@ -55,6 +64,99 @@ static void print_problem(void *ctx, const char *line)
 static void print_size(const char *label, int64_t bytes)
 {
     printf("  %-16s %14lld bytes  (%.1f MiB)\n", label, (long long)bytes, (double)bytes / 1048576.0);
+}
+
+static int fail(const char *command, const err *e)
+{
+    fprintf(stderr, "hearth admin %s: %s\n", command, e->message);
+    return 1;
+}
+
+/* Tokens and organisations; -1 when command is none of them. */
+static int accounts_command(const char *command, const char *data, const char *name,
+                            const char *second, const char *fullname, const char *owner,
+                            const char *member_role, const char *role, const char *scopes,
+                            const char *label)
+{
+    static const char *const mine[] = {"create-token", "list-tokens", "revoke-token",
+                                       "create-org",   "add-member",  "remove-member"};
+    bool known = false;
+    for (size_t i = 0; i < ARRAY_LEN(mine); i++)
+        known |= !strcmp(command, mine[i]);
+    if (!known)
+        return -1;
+    bool two = !strcmp(command, "add-member") || !strcmp(command, "remove-member");
+    if (!name || (two && !second) || (!strcmp(command, "create-token") && !role == !scopes) ||
+        (!strcmp(command, "create-org") && !owner) ||
+        (!strcmp(command, "add-member") && !member_role)) {
+        fprintf(stderr, "hearth admin %s: missing or conflicting arguments (see hearth admin "
+                        "--help)\n", command);
+        return 2;
+    }
+    db *d = open_db(data);
+    if (!d)
+        return 1;
+    err e = ERR_INIT;
+    int rc = 0;
+    if (!strcmp(command, "create-token")) {
+        char token[40];
+        int64_t id;
+        rc = scopes ? auth_token_create_scoped(d, name, scopes, label, token, &id, &e)
+                    : auth_token_create(d, name, role, label, token, &id, &e);
+        if (rc == 0)
+            printf("%s\n", token);
+    } else if (!strcmp(command, "list-tokens")) {
+        db_user u;
+        db_token *list = NULL;
+        size_t n = 0;
+        rc = db_user_by_name(d, name, &u, &e);
+        if (rc > 0)
+            rc = err_set(&e, 404, "", "no user named '%s'", name);
+        if (rc == 0)
+            rc = db_token_list(d, u.id, &list, &n, &e);
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            char created[32], used[32] = "never";
+            text_iso8601(list[i].created_ms, created);
+            if (list[i].last_used_ms)
+                text_iso8601(list[i].last_used_ms, used);
+            json_t *j = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}", "id", (json_int_t)list[i].id,
+                                  "name", list[i].name, "role", list[i].role, "scopes",
+                                  list[i].scopes, "created", created, "lastUsed", used);
+            char *text = json_dumps(j, JSON_COMPACT);
+            printf("%s\n", text);
+            free(text);
+            json_decref(j);
+        }
+        free(list);
+    } else if (!strcmp(command, "revoke-token")) {
+        int64_t id = text_parse_i64(name);
+        rc = id > 0 ? db_token_delete(d, id, &e) : 1;
+        if (rc > 0)
+            rc = err_set(&e, 404, "", "no token with id %s (hearth admin list-tokens NAME)", name);
+        if (rc == 0)
+            fprintf(stderr, "revoked token %lld\n", (long long)id);
+    } else if (!strcmp(command, "create-org")) {
+        /* As if the owner had made it: they become its first admin. */
+        auth_caller who = {.authenticated = true};
+        rc = db_user_by_name(d, owner, &who.user, &e);
+        if (rc > 0)
+            rc = err_set(&e, 404, "", "no user named '%s'", owner);
+        snprintf(who.token.role, sizeof who.token.role, "write");
+        if (rc == 0)
+            rc = auth_org_create(d, &who, name, fullname, NULL, &e);
+        if (rc == 0)
+            fprintf(stderr, "created organization %s with admin %s\n", name, owner);
+    } else if (!strcmp(command, "add-member")) {
+        rc = auth_member_set(d, NULL, name, second, member_role, &e);
+        if (rc == 0)
+            fprintf(stderr, "%s is now %s of %s\n", second, member_role, name);
+    } else {
+        rc = auth_member_remove(d, NULL, name, second, &e);
+        if (rc == 0)
+            fprintf(stderr, "removed %s from %s\n", second, name);
+    }
+    db_close(d);
+    return rc == 0 ? 0 : fail(command, &e);
 }
 
 /* stats, gc and fsck open the whole hub in maintenance mode (beside a running server). */
@@ -147,7 +249,9 @@ int cli_admin_main(int argc, char **argv)
         return 2;
     }
     const char *command = argv[i++];
-    const char *name = NULL, *fullname = NULL, *email = NULL, *role = NULL, *label = NULL;
+    const char *name = NULL, *second = NULL, *fullname = NULL, *email = NULL, *role = NULL,
+               *label = NULL, *owner = NULL, *member_role = NULL;
+    buf scopes = BUF_INIT;
     bool admin = false, as_json = false;
     double grace_s = 3600, min_dead = 0.05;
     for (; i < argc; i++) {
@@ -163,6 +267,12 @@ int cli_admin_main(int argc, char **argv)
             email = argv[++i];
         else if (!strcmp(a, "--name") && next)
             label = argv[++i];
+        else if (!strcmp(a, "--scope") && next)
+            buf_printf(&scopes, "%s%s", scopes.len ? " " : "", argv[++i]);
+        else if (!strcmp(a, "--owner") && next)
+            owner = argv[++i];
+        else if (!strcmp(a, "--role") && next)
+            member_role = argv[++i];
         else if (!strcmp(a, "--data") && next)
             data = argv[++i];
         else if (!strcmp(a, "--admin"))
@@ -175,11 +285,19 @@ int cli_admin_main(int argc, char **argv)
             min_dead = atof(argv[++i]);
         else if (a[0] != '-' && !name)
             name = a;
+        else if (a[0] != '-' && !second)
+            second = a;
         else {
             fprintf(stderr, "hearth admin %s: unexpected argument '%s'\n", command, a);
+            buf_free(&scopes);
             return 2;
         }
     }
+    int rc = accounts_command(command, data, name, second, fullname, owner, member_role,
+                              role, scopes.len ? scopes.data : NULL, label);
+    buf_free(&scopes);
+    if (rc >= 0)
+        return rc;
     err e = ERR_INIT;
     if (!strcmp(command, "create-user")) {
         if (!name || !path_is_valid_repo_name(name)) {
@@ -195,7 +313,7 @@ int cli_admin_main(int argc, char **argv)
         db *d = open_db(data);
         if (!d)
             return 1;
-        int rc = db_user_create(d, name, fullname, email, admin, NULL, &e);
+        rc = db_user_create(d, name, fullname, email, admin, NULL, &e);
         db_close(d);
         if (rc != 0) {
             fprintf(stderr, "hearth admin create-user: %s\n",
@@ -203,24 +321,6 @@ int cli_admin_main(int argc, char **argv)
             return 1;
         }
         fprintf(stderr, "created user %s\n", name);
-        return 0;
-    }
-    if (!strcmp(command, "create-token")) {
-        if (!name || !role) {
-            fprintf(stderr, "hearth admin create-token: usage: create-token NAME --write|--read\n");
-            return 2;
-        }
-        db *d = open_db(data);
-        if (!d)
-            return 1;
-        char token[40];
-        int rc = auth_token_create(d, name, role, label, token, &e);
-        db_close(d);
-        if (rc != 0) {
-            fprintf(stderr, "hearth admin create-token: %s\n", e.message);
-            return 1;
-        }
-        printf("%s\n", token);
         return 0;
     }
     if (!strcmp(command, "stats") || !strcmp(command, "gc") || !strcmp(command, "fsck"))

@@ -45,17 +45,49 @@ typedef struct db_token {
     int64_t id;
     int64_t user_id;
     char name[64];
-    char role[16];   /* "read" | "write" */
+    char role[16];        /* "read" | "write" | "fineGrained" */
+    char scopes[1024];    /* fine-grained: "perm:target" words, space-separated (auth parses) */
     int64_t created_ms;
+    int64_t last_used_ms;
 } db_token;
 
 /* Stores a token by the SHA-256 of its secret (hex); the secret itself is never stored. */
 int db_token_create(db *d, int64_t user_id, const char *name, const char *role,
-                    const char *secret_hash, err *e);
+                    const char *scopes, const char *secret_hash, int64_t *id_out, err *e);
 int db_token_by_hash(db *d, const char *secret_hash, db_token *out, err *e);
+/* A user's tokens, oldest first (caller frees *out). */
+int db_token_list(db *d, int64_t user_id, db_token **out, size_t *n, err *e);
+/* Revokes: 0 done, 1 no such token. */
+int db_token_delete(db *d, int64_t id, err *e);
+int db_token_touch(db *d, int64_t id, int64_t now_ms, err *e);
 /* A token by its row id (signed URLs and Xet tokens name the token that obtained them, so
  * that revoking it revokes them). */
 int db_token_by_id(db *d, int64_t id, db_token *out, err *e);
+
+/* ---- organisations ------------------------------------------------------------------------
+ * An organisation is a users row with is_org set (names are shared with users); its members
+ * have a role: "read" | "contributor" | "write" | "admin". */
+
+typedef struct db_member {
+    int64_t org_id;
+    char org[97];
+    char org_fullname[128];
+    int64_t user_id;
+    char user[97];
+    char user_fullname[128];
+    char role[16];
+} db_member;
+
+int db_org_create(db *d, const char *name, const char *fullname, db_user *out, err *e);
+/* Adds a member or changes their role. */
+int db_member_set(db *d, int64_t org_id, int64_t user_id, const char *role, err *e);
+/* 0 removed, 1 not a member. */
+int db_member_remove(db *d, int64_t org_id, int64_t user_id, err *e);
+/* An organisation's members / a user's organisations (caller frees *out). */
+int db_org_members(db *d, int64_t org_id, db_member **out, size_t *n, err *e);
+int db_user_orgs(db *d, int64_t user_id, db_member **out, size_t *n, err *e);
+/* Public repos of a type in a namespace (overview counts). */
+int db_repo_count(db *d, const char *type, const char *ns, int64_t *out, err *e);
 
 /* ---- repositories ------------------------------------------------------------------------ */
 
@@ -103,7 +135,8 @@ typedef struct db_repo_query {
     size_t ntags;
     const char *sort;            /* "lastModified" | "createdAt" | "id" | others → lastModified */
     bool ascending;
-    int64_t viewer_id;           /* private repos visible only to their owner; 0 = anonymous */
+    int64_t viewer_id;           /* private repos visible only to members of their namespace
+                                    (the user of that name, or the org's members); 0 = anonymous */
     bool everything;             /* every repo, private or not (maintenance) */
     int64_t offset;
     int64_t limit;

@@ -73,6 +73,14 @@ static const char *migrations[] = {
     "CREATE UNIQUE INDEX repos_id_nocase ON repos(type, ns COLLATE NOCASE, name COLLATE NOCASE);",
     /* 4: administrators */
     "ALTER TABLE users ADD COLUMN is_admin INTEGER NOT NULL DEFAULT 0;",
+    /* 5: organisations' members, fine-grained tokens, when a token was last used */
+    "CREATE TABLE org_members ("
+    "  org_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  role TEXT NOT NULL, PRIMARY KEY(org_id, user_id)) WITHOUT ROWID;"
+    "CREATE INDEX org_members_user ON org_members(user_id);"
+    "ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE tokens ADD COLUMN last_used_ms INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int db_fail(err *e, sqlite3 *sql, const char *what)
@@ -348,19 +356,37 @@ int db_user_by_id(db *d, int64_t id, db_user *out, err *e)
 /* ---- tokens ----------------------------------------------------------------------------- */
 
 int db_token_create(db *d, int64_t user_id, const char *name, const char *role,
-                    const char *secret_hash, err *e)
+                    const char *scopes, const char *secret_hash, int64_t *id_out, err *e)
 {
     conn *c;
-    sqlite3_stmt *s = query(d, "INSERT INTO tokens (user_id, name, role, secret_hash, created_ms) "
-                               "VALUES (?, ?, ?, ?, ?)", &c, e);
+    sqlite3_stmt *s = query(d, "INSERT INTO tokens (user_id, name, role, scopes, secret_hash,"
+                               " created_ms) VALUES (?, ?, ?, ?, ?, ?)", &c, e);
     if (!s)
         return -1;
     sqlite3_bind_int64(s, 1, user_id);
     sqlite3_bind_text(s, 2, name, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 3, role, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(s, 4, secret_hash, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(s, 5, text_now_ms());
-    return exec_done(c, s, "create token", e);
+    sqlite3_bind_text(s, 4, scopes ? scopes : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 5, secret_hash, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 6, text_now_ms());
+    if (exec_done(c, s, "create token", e) != 0)
+        return -1;
+    if (id_out)
+        *id_out = sqlite3_last_insert_rowid(c->sql);
+    return 0;
+}
+
+#define TOKEN_COLS "id, user_id, name, role, created_ms, scopes, last_used_ms"
+
+static void read_token(sqlite3_stmt *s, db_token *out)
+{
+    out->id = sqlite3_column_int64(s, 0);
+    out->user_id = sqlite3_column_int64(s, 1);
+    copy_text(out->name, sizeof out->name, s, 2);
+    copy_text(out->role, sizeof out->role, s, 3);
+    out->created_ms = sqlite3_column_int64(s, 4);
+    copy_text(out->scopes, sizeof out->scopes, s, 5);
+    out->last_used_ms = sqlite3_column_int64(s, 6);
 }
 
 static int token_query(db *d, const char *sql, const char *secret_hash, int64_t id,
@@ -376,11 +402,7 @@ static int token_query(db *d, const char *sql, const char *secret_hash, int64_t 
         sqlite3_bind_int64(s, 1, id);
     int rc = sqlite3_step(s), out_rc = 1;
     if (rc == SQLITE_ROW) {
-        out->id = sqlite3_column_int64(s, 0);
-        out->user_id = sqlite3_column_int64(s, 1);
-        copy_text(out->name, sizeof out->name, s, 2);
-        copy_text(out->role, sizeof out->role, s, 3);
-        out->created_ms = sqlite3_column_int64(s, 4);
+        read_token(s, out);
         out_rc = 0;
     } else if (rc != SQLITE_DONE) {
         out_rc = db_fail(e, c->sql, "token lookup");
@@ -391,14 +413,159 @@ static int token_query(db *d, const char *sql, const char *secret_hash, int64_t 
 
 int db_token_by_hash(db *d, const char *secret_hash, db_token *out, err *e)
 {
-    return token_query(d, "SELECT id, user_id, name, role, created_ms FROM tokens "
-                          "WHERE secret_hash = ?", secret_hash, 0, out, e);
+    return token_query(d, "SELECT " TOKEN_COLS " FROM tokens WHERE secret_hash = ?",
+                       secret_hash, 0, out, e);
 }
 
 int db_token_by_id(db *d, int64_t id, db_token *out, err *e)
 {
-    return token_query(d, "SELECT id, user_id, name, role, created_ms FROM tokens WHERE id = ?",
-                       NULL, id, out, e);
+    return token_query(d, "SELECT " TOKEN_COLS " FROM tokens WHERE id = ?", NULL, id, out, e);
+}
+
+int db_token_list(db *d, int64_t user_id, db_token **out, size_t *n, err *e)
+{
+    *out = NULL;
+    *n = 0;
+    conn *c;
+    sqlite3_stmt *s = query(d, "SELECT " TOKEN_COLS " FROM tokens WHERE user_id = ? ORDER BY id",
+                            &c, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, user_id);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        ARRAY_GROW(*out, *n, cap);
+        read_token(s, &(*out)[(*n)++]);
+    }
+    int result = rc == SQLITE_DONE ? 0 : db_fail(e, c->sql, "list tokens");
+    stmt_done(c, s);
+    return result;
+}
+
+int db_token_delete(db *d, int64_t id, err *e)
+{
+    conn *c;
+    sqlite3_stmt *s = query(d, "DELETE FROM tokens WHERE id = ?", &c, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    if (exec_done(c, s, "revoke token", e) != 0)
+        return -1;
+    return sqlite3_changes(c->sql) ? 0 : 1;
+}
+
+int db_token_touch(db *d, int64_t id, int64_t now_ms, err *e)
+{
+    conn *c;
+    sqlite3_stmt *s = query(d, "UPDATE tokens SET last_used_ms = ? WHERE id = ?", &c, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, now_ms);
+    sqlite3_bind_int64(s, 2, id);
+    return exec_done(c, s, "token use", e);
+}
+
+/* ---- organisations ---------------------------------------------------------------------- */
+
+int db_org_create(db *d, const char *name, const char *fullname, db_user *out, err *e)
+{
+    conn *c;
+    sqlite3_stmt *s = query(d, "INSERT INTO users (name, fullname, email, created_ms, is_org)"
+                               " VALUES (?, ?, '', ?, 1)", &c, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 2, fullname && *fullname ? fullname : name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 3, text_now_ms());
+    if (exec_done(c, s, "create organization", e) != 0)
+        return -1;
+    return out ? db_user_by_name(d, name, out, e) : 0;
+}
+
+int db_member_set(db *d, int64_t org_id, int64_t user_id, const char *role, err *e)
+{
+    conn *c;
+    sqlite3_stmt *s = query(d, "INSERT INTO org_members (org_id, user_id, role) VALUES (?, ?, ?)"
+                               " ON CONFLICT(org_id, user_id) DO UPDATE SET role = excluded.role",
+                            &c, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, org_id);
+    sqlite3_bind_int64(s, 2, user_id);
+    sqlite3_bind_text(s, 3, role, -1, SQLITE_TRANSIENT);
+    return exec_done(c, s, "set member", e);
+}
+
+int db_member_remove(db *d, int64_t org_id, int64_t user_id, err *e)
+{
+    conn *c;
+    sqlite3_stmt *s = query(d, "DELETE FROM org_members WHERE org_id = ? AND user_id = ?", &c, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, org_id);
+    sqlite3_bind_int64(s, 2, user_id);
+    if (exec_done(c, s, "remove member", e) != 0)
+        return -1;
+    return sqlite3_changes(c->sql) ? 0 : 1;
+}
+
+static int member_list(db *d, const char *sql, int64_t id, db_member **out, size_t *n, err *e)
+{
+    *out = NULL;
+    *n = 0;
+    conn *c;
+    sqlite3_stmt *s = query(d, sql, &c, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        ARRAY_GROW(*out, *n, cap);
+        db_member *m = &(*out)[(*n)++];
+        memset(m, 0, sizeof *m);
+        m->org_id = sqlite3_column_int64(s, 0);
+        copy_text(m->org, sizeof m->org, s, 1);
+        copy_text(m->org_fullname, sizeof m->org_fullname, s, 2);
+        m->user_id = sqlite3_column_int64(s, 3);
+        copy_text(m->user, sizeof m->user, s, 4);
+        copy_text(m->user_fullname, sizeof m->user_fullname, s, 5);
+        copy_text(m->role, sizeof m->role, s, 6);
+    }
+    int result = rc == SQLITE_DONE ? 0 : db_fail(e, c->sql, "list members");
+    stmt_done(c, s);
+    return result;
+}
+
+#define MEMBER_SELECT                                                                         \
+    "SELECT o.id, o.name, o.fullname, u.id, u.name, u.fullname, m.role FROM org_members m"    \
+    " JOIN users o ON o.id = m.org_id JOIN users u ON u.id = m.user_id"
+
+int db_org_members(db *d, int64_t org_id, db_member **out, size_t *n, err *e)
+{
+    return member_list(d, MEMBER_SELECT " WHERE m.org_id = ? ORDER BY u.name", org_id, out, n, e);
+}
+
+int db_user_orgs(db *d, int64_t user_id, db_member **out, size_t *n, err *e)
+{
+    return member_list(d, MEMBER_SELECT " WHERE m.user_id = ? ORDER BY o.name", user_id, out, n, e);
+}
+
+int db_repo_count(db *d, const char *type, const char *ns, int64_t *out, err *e)
+{
+    conn *c;
+    sqlite3_stmt *s = query(d, "SELECT count(*) FROM repos WHERE type = ? AND ns = ? AND private = 0",
+                            &c, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_text(s, 1, type, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 2, ns, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(s);
+    *out = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    int result = rc == SQLITE_ROW ? 0 : db_fail(e, c->sql, "count repos");
+    stmt_done(c, s);
+    return result;
 }
 
 /* ---- repositories ----------------------------------------------------------------------- */
@@ -657,7 +824,9 @@ int db_repo_list(db *d, const db_repo_query *q, db_repo **out, size_t *n, err *e
     buf sql = BUF_INIT;
     buf_puts(&sql, q->everything ? "SELECT " REPO_COLS " FROM repos WHERE type = ?1 AND ?2 = ?2"
                                  : "SELECT " REPO_COLS " FROM repos WHERE type = ?1 AND"
-                                   " (private = 0 OR owner_id = ?2)");
+                                   " (private = 0 OR ns = (SELECT name FROM users WHERE id = ?2)"
+                                   " OR ns IN (SELECT o.name FROM org_members m JOIN users o"
+                                   " ON o.id = m.org_id WHERE m.user_id = ?2))");
     if (q->search && *q->search)
         buf_puts(&sql, " AND instr(lower(ns || '/' || name), lower(?3)) > 0");
     if (q->author && *q->author)

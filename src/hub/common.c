@@ -56,7 +56,19 @@ static void reply_moved(http_request *req, hub_call *call, const char *ns, const
     buf_free(&loc);
 }
 
+static int load_repo(http_request *req, hub_call *call, bool want_write, bool want_manage);
+
 int hub_load_repo(http_request *req, hub_call *call, bool want_write)
+{
+    return load_repo(req, call, want_write, false);
+}
+
+int hub_load_repo_manage(http_request *req, hub_call *call)
+{
+    return load_repo(req, call, false, true);
+}
+
+static int load_repo(http_request *req, hub_call *call, bool want_write, bool want_manage)
 {
     hub *h = call->hub;
     if (!path_is_valid_repo_name(call->ns) || !path_is_valid_repo_name(call->name)) {
@@ -83,14 +95,18 @@ int hub_load_repo(http_request *req, hub_call *call, bool want_write)
         reply_repo_not_found(req);
         return -1;
     }
-    if (want_write && !auth_can_write(&call->caller, &call->repo)) {
+    bool allowed = want_manage ? auth_can_manage(&call->caller, &call->repo)
+                               : !want_write || auth_can_write(&call->caller, &call->repo);
+    if (!allowed) {
         if (!call->caller.authenticated)
             http_reply_errorf(req, 401, "", "You must be authenticated (with a write token) to "
-                                            "write to %s/%s", call->ns, call->name);
-        else
-            http_reply_errorf(req, 403, "", "You don't have the rights to write to %s/%s "
-                                            "(this needs a write token of its owner)",
+                                            "%s %s/%s", want_manage ? "manage" : "write to",
                               call->ns, call->name);
+        else
+            http_reply_errorf(req, 403, "", "You don't have the rights to %s %s/%s (this needs "
+                                            "a token with %s access to it)",
+                              want_manage ? "manage" : "write to", call->ns, call->name,
+                              want_manage ? "admin" : "write");
         return -1;
     }
     return 0;

@@ -128,8 +128,15 @@ int hub_repo_new(hub *h, const auth_caller *who, const hub_repo_spec *spec, db_r
     return 0;
 }
 
-int hub_repo_remove(hub *h, const db_repo *row, err *e)
+static int not_manager(const db_repo *row, err *e)
 {
+    return err_set(e, 403, "", "You don't have the rights to manage %s/%s", row->ns, row->name);
+}
+
+int hub_repo_remove(hub *h, const auth_caller *who, const db_repo *row, err *e)
+{
+    if (!auth_can_manage(who, row))
+        return not_manager(row, e);
     if (db_repo_delete(h->db, row->id, e) != 0)
         return -1;
     /* The row is gone, so nothing can reach the directory any more: remove it. */
@@ -145,6 +152,8 @@ int hub_repo_remove(hub *h, const db_repo *row, err *e)
 int hub_repo_rename(hub *h, const auth_caller *who, const db_repo *row, const char *ns,
                     const char *name, err *e)
 {
+    if (!auth_can_manage(who, row))
+        return not_manager(row, e);
     if (!path_is_valid_repo_name(ns) || !path_is_valid_repo_name(name))
         return invalid_name(ns, name, e);
     if (!auth_can_write_namespace(who, ns))
@@ -159,8 +168,11 @@ int hub_repo_rename(hub *h, const auth_caller *who, const db_repo *row, const ch
     return 0;
 }
 
-int hub_repo_configure(hub *h, const db_repo *row, bool is_private, const char *gated, err *e)
+int hub_repo_configure(hub *h, const auth_caller *who, const db_repo *row, bool is_private,
+                       const char *gated, err *e)
 {
+    if (!auth_can_manage(who, row))
+        return not_manager(row, e);
     if (strcmp(gated, "") && strcmp(gated, "auto") && strcmp(gated, "manual"))
         return err_set(e, 400, "", "gated must be \"auto\", \"manual\" or false");
     return db_repo_set_visibility(h->db, row->id, is_private, gated, e);

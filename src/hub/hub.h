@@ -60,14 +60,16 @@ typedef struct hub_repo_spec {
  * exists, 422 for initial files that name LFS objects. out receives the new row. */
 int hub_repo_new(hub *h, const auth_caller *who, const hub_repo_spec *spec, db_repo *out,
                  err *e);
-/* Deletes a repo: the row first (after which nothing reaches it), then its directory. */
-int hub_repo_remove(hub *h, const db_repo *row, err *e);
+/* Deletes a repo: the row first (after which nothing reaches it), then its directory. 403
+ * unless who may manage it. */
+int hub_repo_remove(hub *h, const auth_caller *who, const db_repo *row, err *e);
 /* Renames / moves a repo to ns/name, leaving a redirect. 400 invalid, 403 when who may not
- * create in ns, 409 when the target exists. */
+ * manage the repo or create in ns, 409 when the target exists. */
 int hub_repo_rename(hub *h, const auth_caller *who, const db_repo *row, const char *ns,
                     const char *name, err *e);
-/* Visibility and gating ("" | "auto" | "manual"). */
-int hub_repo_configure(hub *h, const db_repo *row, bool is_private, const char *gated, err *e);
+/* Visibility and gating ("" | "auto" | "manual"). 403 unless who may manage the repo. */
+int hub_repo_configure(hub *h, const auth_caller *who, const db_repo *row, bool is_private,
+                       const char *gated, err *e);
 
 typedef struct hub_change {
     const db_repo *repo;

@@ -237,6 +237,9 @@ void hub_repo_list(http_request *req, hub_call *call)
     json_t *list = json_array();
     for (size_t i = 0; i < n && (int64_t)i < page; i++) {
         db_repo *row = &rows[i];
+        /* The query knows namespaces; a fine-grained token may see less of them. */
+        if (!auth_can_read(&call->caller, row))
+            continue;
         json_t *meta = json_loads(row->meta_json ? row->meta_json : "{}", 0, NULL);
         if (!meta)
             meta = json_object();

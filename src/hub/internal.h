@@ -50,6 +50,8 @@ struct hub_call {
  * invisible) and, when want_write, write permission (401 anonymous, 403 otherwise). Returns 0
  * with call->repo filled, or -1 after replying. */
 int hub_load_repo(http_request *req, hub_call *call, bool want_write);
+/* The same for settings, visibility, rename and delete (auth_can_manage). */
+int hub_load_repo_manage(http_request *req, hub_call *call);
 /* The repo's git repository (call->repo must be loaded), from this thread's cache; replies
  * 500 and returns NULL on failure. Give it back with hub_close_git, never repo_close. */
 repo *hub_open_git(http_request *req, hub_call *call);
@@ -160,6 +162,13 @@ void hub_commit_plan_free(hub_commit_plan *plan);
 /* ---- route handlers ---------------------------------------------------------------------- */
 
 void hub_whoami(http_request *req, hub_call *call);
+void hub_user_overview(http_request *req, hub_call *call);
+void hub_org_overview(http_request *req, hub_call *call);
+void hub_org_members(http_request *req, hub_call *call);
+void hub_org_create(http_request *req, hub_call *call);
+void hub_org_member(http_request *req, hub_call *call);
+void hub_tokens(http_request *req, hub_call *call);
+void hub_auth_check(http_request *req, hub_call *call);
 void hub_admin_stats_route(http_request *req, hub_call *call);
 void hub_validate_yaml(http_request *req, hub_call *call);
 void hub_repo_create(http_request *req, hub_call *call);

@@ -1,33 +1,11 @@
-/* repos — identity and repository lifecycle: whoami, create, delete, move, settings,
- * README metadata validation. */
+/* repos — repository lifecycle routes: create, delete, move, settings, README metadata
+ * validation. The work is the domain's (domain_repos.c). */
 #include "hub/internal.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-void hub_whoami(http_request *req, hub_call *call)
-{
-    if (!call->caller.authenticated) {
-        http_reply_errorf(req, 401, "", "You must be authenticated: pass a token in the "
-                                        "Authorization header (hearth admin create-token)");
-        return;
-    }
-    const db_user *u = &call->caller.user;
-    const db_token *t = &call->caller.token;
-    char created[32], uid[25];
-    text_iso8601(t->created_ms, created);
-    snprintf(uid, sizeof uid, "%024llx", (unsigned long long)u->id);
-    json_t *body = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:n, s:s, s:[], s:{s:s, s:{s:s, s:s, s:s}}}",
-        "type", "user", "id", uid, "name", u->name, "fullname",
-        u->fullname[0] ? u->fullname : u->name, "email", u->email, "emailVerified", 1, "canPay", 0,
-        "isPro", 0, "periodEnd", "avatarUrl", "/avatars/default.svg", "orgs", "auth", "type",
-        "access_token", "accessToken", "displayName", t->name, "role", t->role, "createdAt",
-        created);
-    http_reply_json(req, 200, body);
-}
 
 void hub_validate_yaml(http_request *req, hub_call *call)
 {
@@ -191,13 +169,13 @@ void hub_repo_delete(http_request *req, hub_call *call)
     json_t *body = hub_json_body(req);
     if (!body)
         return;
-    if (body_repo_id(req, call, body) != 0 || hub_load_repo(req, call, true) != 0) {
+    if (body_repo_id(req, call, body) != 0 || hub_load_repo_manage(req, call) != 0) {
         json_decref(body);
         return;
     }
     json_decref(body);
     err e = ERR_INIT;
-    if (hub_repo_remove(call->hub, &call->repo, &e) != 0)
+    if (hub_repo_remove(call->hub, &call->caller, &call->repo, &e) != 0)
         http_reply_error(req, &e);
     else
         http_reply_json(req, 200, json_object());
@@ -233,7 +211,7 @@ void hub_repo_move(http_request *req, hub_call *call)
         return;
     }
     json_decref(body);
-    if (hub_load_repo(req, call, true) != 0)
+    if (hub_load_repo_manage(req, call) != 0)
         return;
     err e = ERR_INIT;
     if (hub_repo_rename(call->hub, &call->caller, &call->repo, to_ns, to_name, &e) != 0)
@@ -244,7 +222,7 @@ void hub_repo_move(http_request *req, hub_call *call)
 
 void hub_repo_settings(http_request *req, hub_call *call)
 {
-    if (hub_load_repo(req, call, true) != 0)
+    if (hub_load_repo_manage(req, call) != 0)
         return;
     json_t *body = hub_json_body(req);
     if (!body)
@@ -285,7 +263,7 @@ void hub_repo_settings(http_request *req, hub_call *call)
     }
     json_decref(body);
     err e = ERR_INIT;
-    if (hub_repo_configure(call->hub, &call->repo, is_private, gated, &e) != 0) {
+    if (hub_repo_configure(call->hub, &call->caller, &call->repo, is_private, gated, &e) != 0) {
         http_reply_error(req, &e);
         return;
     }

@@ -224,6 +224,11 @@ static void route_repo_api(http_request *req, hub_call *call, const segments *s,
         call->rev = take_rev(s, &i);
         if (call->rev && i == s->n)
             use_slow(call, hub_commit, COMMIT_BODY_MAX);
+    } else if (is(what, "auth-check") && is(m, "GET") && (i == s->n || i + 1 == s->n)) {
+        if (i < s->n)
+            call->extra = strdup(s->items[i]);
+        if (!call->extra || !strcmp(call->extra, "write"))
+            use(call, hub_auth_check, 0);
     } else if (is(what, "settings") && is(m, "PUT")) {
         use(call, hub_repo_settings, JSON_BODY_MAX);
     } else if ((is(what, "xet-read-token") || is(what, "xet-write-token")) && is(m, "GET")) {
@@ -359,6 +364,26 @@ static int route(http_request *req, hub_call *call, const segments *s)
         use(call, hub_admin_stats_route, 0);
     else if (is(b, "whoami-v2") && s->n == 2)
         use(call, hub_whoami, 0);
+    else if (is(b, "users") && s->n == 4 && is(s->items[3], "overview") && is(m, "GET")) {
+        set_repo_id(call, s->items[2], "-");
+        use(call, hub_user_overview, 0);
+    } else if (is(b, "organizations") && s->n == 3 && is(s->items[2], "new") && is(m, "POST"))
+        use(call, hub_org_create, JSON_BODY_MAX);
+    else if (is(b, "organizations") && s->n == 4 && is(m, "GET") &&
+             (is(s->items[3], "overview") || is(s->items[3], "members"))) {
+        set_repo_id(call, s->items[2], "-");
+        use(call, is(s->items[3], "overview") ? hub_org_overview : hub_org_members, 0);
+    } else if (is(b, "organizations") && s->n == 5 && is(s->items[3], "members") &&
+               (is(m, "PUT") || is(m, "POST") || is(m, "DELETE"))) {
+        set_repo_id(call, s->items[2], "-");
+        call->extra = strdup(s->items[4]);
+        use(call, hub_org_member, JSON_BODY_MAX);
+    } else if (is(b, "settings") && s->n >= 3 && is(s->items[2], "tokens") &&
+               ((s->n == 3 && (is(m, "GET") || is(m, "POST"))) || (s->n == 4 && is(m, "DELETE")))) {
+        if (s->n == 4)
+            call->extra = strdup(s->items[3]);
+        use(call, hub_tokens, JSON_BODY_MAX);
+    }
     else if (is(b, "validate-yaml") && is(m, "POST"))
         use(call, hub_validate_yaml, JSON_BODY_MAX);
     else if (is(b, "repos") && s->n == 3 && is(s->items[2], "create") && is(m, "POST"))

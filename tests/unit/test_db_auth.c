@@ -69,7 +69,7 @@ static void test_users_tokens_and_lookups(void **state)
     assert_int_equal(db_user_create(d, "ann", "", "", false, &u, &e), -1);
     assert_int_equal(e.status, 409);
     char token[40];
-    assert_int_equal(auth_token_create(d, "ann", "write", "t", token, &e), 0);
+    assert_int_equal(auth_token_create(d, "ann", "write", "t", token, NULL, &e), 0);
     assert_true(!strncmp(token, "hf_", 3) && strlen(token) == 37);
     auth_caller who;
     identify(token, &who);
@@ -78,7 +78,7 @@ static void test_users_tokens_and_lookups(void **state)
     assert_int_equal(db_token_by_id(d, who.token.id, &t, &e), 0);
     assert_string_equal(t.role, "write");
     assert_int_equal(db_token_by_id(d, who.token.id + 1000, &t, &e), 1);
-    assert_int_equal(auth_token_create(d, "nobody", "write", "t", token, &e), -1);
+    assert_int_equal(auth_token_create(d, "nobody", "write", "t", token, NULL, &e), -1);
     assert_int_equal(e.status, 404);
     /* An unknown token is 401, never anonymous. */
     assert_int_equal(auth_identify(d, "Bearer hf_nope", &who, &e), -1);
@@ -112,9 +112,9 @@ static void test_permissions(void **state)
     assert_int_equal(db_user_create(d, "olga", "", "", false, &owner, &e), 0);
     assert_int_equal(db_user_create(d, "otto", "", "", false, &other, &e), 0);
     char wt[40], rt[40], ot[40];
-    assert_int_equal(auth_token_create(d, "olga", "write", "w", wt, &e), 0);
-    assert_int_equal(auth_token_create(d, "olga", "read", "r", rt, &e), 0);
-    assert_int_equal(auth_token_create(d, "otto", "write", "w", ot, &e), 0);
+    assert_int_equal(auth_token_create(d, "olga", "write", "w", wt, NULL, &e), 0);
+    assert_int_equal(auth_token_create(d, "olga", "read", "r", rt, NULL, &e), 0);
+    assert_int_equal(auth_token_create(d, "otto", "write", "w", ot, NULL, &e), 0);
     auth_caller w, r, o, anon = {0};
     identify(wt, &w);
     identify(rt, &r);
@@ -151,7 +151,7 @@ static void test_basic_credentials(void **state)
 {
     err e = ERR_INIT;
     char token[40];
-    assert_int_equal(auth_token_create(d, "ann", "read", "b", token, &e), 0);
+    assert_int_equal(auth_token_create(d, "ann", "read", "b", token, NULL, &e), 0);
     auth_caller who;
     /* "ann:<token>" and "ann:<token>\0junk", base64 */
     char plain[96], header[256];

@@ -23,7 +23,7 @@ static void caller(const char *name, auth_caller *out)
     db_user u;
     assert_int_equal(db_user_create(h->db, name, "", "", false, &u, &e), 0);
     char token[40], header[64];
-    assert_int_equal(auth_token_create(h->db, name, "write", "t", token, &e), 0);
+    assert_int_equal(auth_token_create(h->db, name, "write", "t", token, NULL, &e), 0);
     snprintf(header, sizeof header, "Bearer %s", token);
     assert_int_equal(auth_identify(h->db, header, out, &e), 0);
 }
@@ -203,11 +203,11 @@ static void test_grants_are_checked_again_at_use(void **state)
     assert_int_equal(hub_grant_recheck(h, &by_bob, false, NULL, NULL, &e), 0);
     assert_int_equal(hub_grant_recheck(h, &anonymous, false, NULL, NULL, &e), 0);
     assert_int_equal(hub_grant_recheck(h, &by_bob, true, NULL, NULL, &e), -1); /* not bob's */
-    assert_int_equal(hub_repo_configure(h, &row, false, "auto", &e), 0);
+    assert_int_equal(hub_repo_configure(h, &alice, &row, false, "auto", &e), 0);
     assert_int_equal(hub_grant_recheck(h, &by_bob, false, NULL, NULL, &e), -1);
     assert_int_equal(e.status, 403);
     assert_string_equal(e.code, "GatedRepo");
-    assert_int_equal(hub_repo_configure(h, &row, true, "", &e), 0);
+    assert_int_equal(hub_repo_configure(h, &alice, &row, true, "", &e), 0);
     assert_int_equal(hub_grant_recheck(h, &by_bob, false, NULL, NULL, &e), -1);
     assert_int_equal(e.status, 404);
     hub_grant by_alice = by_bob;
@@ -218,7 +218,7 @@ static void test_grants_are_checked_again_at_use(void **state)
     assert_int_equal(hub_grant_recheck(h, &by_alice, false, NULL, NULL, &e), -1);
     assert_int_equal(e.status, 401);
     by_alice.token_id = alice.token.id;
-    assert_int_equal(hub_repo_remove(h, &row, &e), 0);
+    assert_int_equal(hub_repo_remove(h, &alice, &row, &e), 0);
     assert_int_equal(hub_grant_recheck(h, &by_alice, false, NULL, NULL, &e), -1);
     assert_int_equal(e.status, 404);
 }
