@@ -37,7 +37,8 @@ static int git_load_repo(http_request *req, hub_call *call, bool want_write)
         int rc = path_is_valid_repo_name(call->ns) && path_is_valid_repo_name(call->name)
                      ? db_repo_get(call->hub->db, call->type, call->ns, call->name, &row, &e)
                      : 1;
-        bool hidden = rc != 0 || row.is_private;
+        /* A gated repo's files need credentials too: git asks for them on a 401. */
+        bool hidden = rc != 0 || row.is_private || (rc == 0 && row.gated[0]);
         if (rc == 0)
             db_repo_free(&row);
         char moved_ns[97], moved_name[97];
@@ -49,7 +50,7 @@ static int git_load_repo(http_request *req, hub_call *call, bool want_write)
             return -1;
         }
     }
-    return hub_load_repo(req, call, want_write);
+    return want_write ? hub_load_repo(req, call, true) : hub_load_repo_files(req, call);
 }
 
 static bool wants_v2(http_request *req)

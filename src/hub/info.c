@@ -225,6 +225,7 @@ void hub_repo_list(http_request *req, hub_call *call)
                        .sort = http_query(req, "sort"),
                        .ascending = direction && !strcmp(direction, "1"),
                        .viewer_id = call->caller.authenticated ? call->caller.user.id : 0,
+                       .everything = call->caller.authenticated && call->caller.user.is_admin,
                        .offset = offset > 0 ? offset : 0,
                        .limit = page + 1};
     db_repo *rows = NULL;
