@@ -44,6 +44,7 @@ typedef struct auth_caller {
     size_t norgs;
     auth_scope scopes[AUTH_MAX_SCOPES];   /* fine-grained tokens */
     size_t nscopes;
+    char address[64];        /* where the request came from (the audit log), "" when none */
 } auth_caller;
 
 /* Makes a new token for user name with role "read" | "write"; writes it (NUL-terminated) to

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "auth/auth.h"
 #include "base/base.h"
@@ -28,6 +29,8 @@ static void usage(FILE *out)
           "  create-org ORG --owner USER [--fullname TEXT]\n"
           "  add-member ORG USER --role read|contributor|write|admin   (also changes a role)\n"
           "  remove-member ORG USER\n"
+          "  audit [--since ISO-DATE|UNIX-MS] [--repo TYPE:NS/NAME] [--user NAME]\n"
+          "                          the audit log of every write, one JSON line each\n"
           "  stats [--json]          logical bytes, stored bytes and dedup ratio, per repo\n"
           "  gc [--grace SECONDS] [--min-dead FRACTION]\n"
           "                          reclaim storage no repo references (safe while serving;\n"
@@ -155,8 +158,63 @@ static int accounts_command(const char *command, const char *data, const char *n
         if (rc == 0)
             fprintf(stderr, "removed %s from %s\n", second, name);
     }
+    if (rc == 0) {
+        /* The CLI's own changes go into the audit log too, as "hearth-admin". */
+        buf target = BUF_INIT;
+        buf_printf(&target, "%s:%s", !strcmp(command, "create-token")   ? "user"
+                                     : !strcmp(command, "revoke-token") ? "token"
+                                                                        : "org",
+                   name);
+        if (strcmp(command, "list-tokens") != 0) {
+            db_audit a = {.actor = "hearth-admin", .address = "", .action = command,
+                          .target = target.data, .detail = ""};
+            err ignored = ERR_INIT;
+            db_audit_add(d, &a, &ignored);
+        }
+        buf_free(&target);
+    }
     db_close(d);
     return rc == 0 ? 0 : fail(command, &e);
+}
+
+static void print_audit(void *ctx, const db_audit *a)
+{
+    char at[32];
+    text_iso8601(a->at_ms, at);
+    json_t *j = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "id", (json_int_t)a->id, "at", at,
+                          "actor", a->actor, "address", a->address, "action", a->action,
+                          "target", a->target, "detail", a->detail);
+    char *text = json_dumps(j, JSON_COMPACT);
+    printf("%s\n", text);
+    free(text);
+    json_decref(j);
+}
+
+/* `hearth admin audit`: since is an ISO date (2026-12-04 or 2026-12-04T10:00:00Z) or unix ms. */
+static int audit_command(const char *data, const char *since, const char *target,
+                         const char *user)
+{
+    int64_t since_ms = 0;
+    if (since) {
+        struct tm tm = {0};
+        const char *end = strptime(since, "%Y-%m-%d", &tm);
+        if (end && (*end == '\0' || *end == 'T')) {
+            if (*end == 'T')
+                strptime(end + 1, "%H:%M:%S", &tm);
+            since_ms = (int64_t)timegm(&tm) * 1000;
+        } else if ((since_ms = text_parse_i64(since)) < 0) {
+            fprintf(stderr, "hearth admin audit: --since takes a date (2026-12-04) or unix ms\n");
+            return 2;
+        }
+    }
+    db *d = open_db(data);
+    if (!d)
+        return 1;
+    err e = ERR_INIT;
+    db_audit_query q = {.since_ms = since_ms, .target = target, .actor = user};
+    int rc = db_audit_list(d, &q, print_audit, NULL, &e);
+    db_close(d);
+    return rc == 0 ? 0 : fail("audit", &e);
 }
 
 /* stats, gc and fsck open the whole hub in maintenance mode (beside a running server). */
@@ -250,7 +308,8 @@ int cli_admin_main(int argc, char **argv)
     }
     const char *command = argv[i++];
     const char *name = NULL, *second = NULL, *fullname = NULL, *email = NULL, *role = NULL,
-               *label = NULL, *owner = NULL, *member_role = NULL;
+               *label = NULL, *owner = NULL, *member_role = NULL, *since = NULL,
+               *target = NULL, *user = NULL;
     buf scopes = BUF_INIT;
     bool admin = false, as_json = false;
     double grace_s = 3600, min_dead = 0.05;
@@ -271,6 +330,12 @@ int cli_admin_main(int argc, char **argv)
             buf_printf(&scopes, "%s%s", scopes.len ? " " : "", argv[++i]);
         else if (!strcmp(a, "--owner") && next)
             owner = argv[++i];
+        else if (!strcmp(a, "--since") && next)
+            since = argv[++i];
+        else if (!strcmp(a, "--repo") && next)
+            target = argv[++i];
+        else if (!strcmp(a, "--user") && next)
+            user = argv[++i];
         else if (!strcmp(a, "--role") && next)
             member_role = argv[++i];
         else if (!strcmp(a, "--data") && next)
@@ -292,6 +357,10 @@ int cli_admin_main(int argc, char **argv)
             buf_free(&scopes);
             return 2;
         }
+    }
+    if (!strcmp(command, "audit")) {
+        buf_free(&scopes);
+        return audit_command(data, since, target, user);
     }
     int rc = accounts_command(command, data, name, second, fullname, owner, member_role,
                               role, scopes.len ? scopes.data : NULL, label);

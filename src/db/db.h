@@ -89,6 +89,33 @@ int db_user_orgs(db *d, int64_t user_id, db_member **out, size_t *n, err *e);
 /* Public repos of a type in a namespace (overview counts). */
 int db_repo_count(db *d, const char *type, const char *ns, int64_t *out, err *e);
 
+/* ---- audit log ---------------------------------------------------------------------------
+ * Every write, who made it, from where: append-only (the database itself refuses to change or
+ * delete a row). target is "type:ns/name" for repos ("...@rev" for commits), "user:NAME",
+ * "org:NAME" or "token:ID". */
+
+typedef struct db_audit {
+    int64_t id;
+    int64_t at_ms;           /* 0 = now, when adding */
+    const char *actor;       /* user name, "" anonymous, "hearth-admin" for the CLI */
+    const char *address;     /* client address, "" when none (CLI) */
+    const char *action;      /* "repo.create", "commit", "push", "token.revoke", ... */
+    const char *target;
+    const char *detail;      /* free text (JSON) */
+} db_audit;
+
+typedef struct db_audit_query {
+    int64_t since_ms;
+    const char *target;      /* exact, or its commits ("target@rev"); NULL = any */
+    const char *actor;       /* NULL = any */
+    int64_t limit;           /* 0 = all */
+} db_audit_query;
+
+int db_audit_add(db *d, const db_audit *a, err *e);
+/* Calls fn for each matching row, oldest first (strings valid during the call only). */
+typedef void (*db_audit_fn)(void *ctx, const db_audit *a);
+int db_audit_list(db *d, const db_audit_query *q, db_audit_fn fn, void *ctx, err *e);
+
 /* ---- repositories ------------------------------------------------------------------------ */
 
 typedef struct db_repo {

@@ -81,6 +81,15 @@ static const char *migrations[] = {
     "CREATE INDEX org_members_user ON org_members(user_id);"
     "ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE tokens ADD COLUMN last_used_ms INTEGER NOT NULL DEFAULT 0;",
+    /* 6: the audit log, append-only: rows can be added, never changed or removed */
+    "CREATE TABLE audit ("
+    "  id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, actor TEXT NOT NULL, address TEXT NOT NULL,"
+    "  action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);"
+    "CREATE INDEX audit_at ON audit(at_ms);"
+    "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit"
+    "  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
+    "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
+    "  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
 };
 
 static int db_fail(err *e, sqlite3 *sql, const char *what)
@@ -564,6 +573,51 @@ int db_repo_count(db *d, const char *type, const char *ns, int64_t *out, err *e)
     int rc = sqlite3_step(s);
     *out = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
     int result = rc == SQLITE_ROW ? 0 : db_fail(e, c->sql, "count repos");
+    stmt_done(c, s);
+    return result;
+}
+
+/* ---- audit log ------------------------------------------------------------------------- */
+
+int db_audit_add(db *d, const db_audit *a, err *e)
+{
+    conn *c;
+    sqlite3_stmt *s = query(d, "INSERT INTO audit (at_ms, actor, address, action, target, detail)"
+                               " VALUES (?, ?, ?, ?, ?, ?)", &c, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, a->at_ms ? a->at_ms : text_now_ms());
+    sqlite3_bind_text(s, 2, a->actor, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 3, a->address, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 4, a->action, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 5, a->target, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 6, a->detail, -1, SQLITE_TRANSIENT);
+    return exec_done(c, s, "audit", e);
+}
+
+int db_audit_list(db *d, const db_audit_query *q, db_audit_fn fn, void *ctx, err *e)
+{
+    conn *c;
+    sqlite3_stmt *s = query(d, "SELECT id, at_ms, actor, address, action, target, detail FROM audit"
+                               " WHERE at_ms >= ?1 AND (?2 = '' OR target = ?2 OR target LIKE ?2 || '@%')"
+                               " AND (?3 = '' OR actor = ?3) ORDER BY id LIMIT ?4", &c, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, q->since_ms);
+    sqlite3_bind_text(s, 2, q->target ? q->target : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 3, q->actor ? q->actor : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 4, q->limit > 0 ? q->limit : INT64_MAX);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        db_audit a = {.id = sqlite3_column_int64(s, 0), .at_ms = sqlite3_column_int64(s, 1)};
+        a.actor = (const char *)sqlite3_column_text(s, 2);
+        a.address = (const char *)sqlite3_column_text(s, 3);
+        a.action = (const char *)sqlite3_column_text(s, 4);
+        a.target = (const char *)sqlite3_column_text(s, 5);
+        a.detail = (const char *)sqlite3_column_text(s, 6);
+        fn(ctx, &a);
+    }
+    int result = rc == SQLITE_DONE ? 0 : db_fail(e, c->sql, "read the audit log");
     stmt_done(c, s);
     return result;
 }

@@ -74,6 +74,8 @@ const char *http_method(const http_request *req);   /* "GET", "HEAD", ... */
 bool http_is_head(const http_request *req);
 const char *http_path(const http_request *req);     /* raw, percent-encoded as received */
 const char *http_header(const http_request *req, const char *name);   /* NULL when absent */
+/* The client's IP address as text ("" when unknown), into out. */
+void http_client_address(const http_request *req, char *out, size_t cap);
 /* First value of a query parameter (decoded), NULL when absent. */
 const char *http_query(const http_request *req, const char *name);
 /* All values of a repeated parameter, including the `name[]` spelling. Returns the count. */

@@ -201,6 +201,9 @@ void hub_org_create(http_request *req, hub_call *call)
         http_reply_error(req, &e);
     else {
         log_info("organization %s created by %s", org.name, call->caller.user.name);
+        char target[128];
+        snprintf(target, sizeof target, "org:%s", org.name);
+        hub_audit(call->hub, &call->caller, "org.create", target, NULL);
         http_reply_json(req, 200, json_pack("{s:s, s:s}", "name", org.name, "url",
                                             org.name));
     }
@@ -225,10 +228,16 @@ void hub_org_member(http_request *req, hub_call *call)
     }
     if (rc != 0 && e.status == 403 && !call->caller.authenticated)
         e.status = 401;
-    if (rc != 0)
+    if (rc != 0) {
         http_reply_error(req, &e);
-    else
-        http_reply_json(req, 200, json_object());
+        return;
+    }
+    char target[128];
+    snprintf(target, sizeof target, "org:%s", call->ns);
+    hub_audit(call->hub, &call->caller, strcmp(http_method(req), "DELETE") ? "member.set"
+                                                                           : "member.remove",
+              target, "{\"user\":\"%s\"}", call->extra);
+    http_reply_json(req, 200, json_object());
 }
 
 /* ---- tokens: GET / POST /api/settings/tokens, DELETE /api/settings/tokens/{id} ---------- */
@@ -286,6 +295,9 @@ void hub_tokens(http_request *req, hub_call *call)
             http_reply_errorf(req, 404, "", "No access token %s", call->extra);
         else {
             log_info("token %lld of %s revoked", (long long)id, c->user.name);
+            char target[64];
+            snprintf(target, sizeof target, "token:%lld", (long long)id);
+            hub_audit(h, c, "token.revoke", target, NULL);
             http_reply_json(req, 200, json_object());
         }
         return;
@@ -311,6 +323,9 @@ void hub_tokens(http_request *req, hub_call *call)
         http_reply_error(req, &e);
         return;
     }
+    char target[64];
+    snprintf(target, sizeof target, "token:%lld", (long long)id);
+    hub_audit(h, c, "token.create", target, NULL);
     /* The secret is shown once, here; only its hash is kept. */
     http_reply_json(req, 200, json_pack("{s:s, s:I}", "token", secret, "id", (json_int_t)id));
 }

@@ -222,17 +222,57 @@ int hub_admin_stats(hub *h, bool per_repo, json_t **result, err *e)
 }
 
 /* GET /api/admin/stats (administrators only). */
-void hub_admin_stats_route(http_request *req, hub_call *call)
+static bool require_admin(http_request *req, hub_call *call)
 {
     if (!call->caller.authenticated) {
         http_reply_errorf(req, 401, "", "administrators only: authenticate with an admin's token");
-        return;
+        return false;
     }
-    if (!call->caller.user.is_admin) {
+    /* Reading stats or the audit log: any token of an administrator but a fine-grained one. */
+    if (!call->caller.user.is_admin || !strcmp(call->caller.token.role, "fineGrained")) {
         http_reply_errorf(req, 403, "", "administrators only (hearth admin create-user NAME "
                                         "--admin)");
+        return false;
+    }
+    return true;
+}
+
+static void audit_row(void *ctx, const db_audit *a)
+{
+    char at[32];
+    text_iso8601(a->at_ms, at);
+    json_t *detail = a->detail[0] ? json_loads(a->detail, 0, NULL) : NULL;
+    json_array_append_new(ctx, json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:o}", "id",
+                                         (json_int_t)a->id, "at", at, "actor", a->actor,
+                                         "address", a->address, "action", a->action, "target",
+                                         a->target, "detail", detail ? detail : json_object()));
+}
+
+/* GET /api/admin/audit?since=<unix ms>&target=<type:ns/name>&user=<name>&limit=N */
+void hub_admin_audit_route(http_request *req, hub_call *call)
+{
+    if (!require_admin(req, call))
+        return;
+    int64_t since = text_parse_i64(http_query(req, "since"));
+    int64_t limit = text_parse_i64(http_query(req, "limit"));
+    db_audit_query q = {.since_ms = since > 0 ? since : 0,
+                        .target = http_query(req, "target"),
+                        .actor = http_query(req, "user"),
+                        .limit = limit > 0 && limit < 10000 ? limit : 1000};
+    json_t *out = json_array();
+    err e = ERR_INIT;
+    if (db_audit_list(call->hub->db, &q, audit_row, out, &e) != 0) {
+        json_decref(out);
+        http_reply_error(req, &e);
         return;
     }
+    http_reply_json(req, 200, out);
+}
+
+void hub_admin_stats_route(http_request *req, hub_call *call)
+{
+    if (!require_admin(req, call))
+        return;
     json_t *out = NULL;
     err e = ERR_INIT;
     if (hub_admin_stats(call->hub, !text_truthy(http_query(req, "summary")), &out, &e) != 0)

@@ -3,6 +3,7 @@
 #include "hub/internal.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -321,7 +322,11 @@ int hub_grant_check_url(http_request *req, hub_call *call, const char *purpose, 
         return -1;
     }
     err e = ERR_INIT;
-    if (hub_grant_recheck(call->hub, &g, want_write, &call->repo, &call->caller, &e) != 0) {
+    char address[sizeof call->caller.address];
+    memcpy(address, call->caller.address, sizeof address);
+    int rc = hub_grant_recheck(call->hub, &g, want_write, &call->repo, &call->caller, &e);
+    memcpy(call->caller.address, address, sizeof address);
+    if (rc != 0) {
         http_reply_error(req, &e);
         return -1;
     }
@@ -384,4 +389,44 @@ void hub_link_next(http_request *req, const char *cursor)
     http_add_header(req, "Link", link.data);
     buf_free(&query);
     buf_free(&link);
+}
+
+void hub_audit(hub *h, const auth_caller *who, const char *action, const char *target,
+               const char *fmt, ...)
+{
+    buf detail = BUF_INIT;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        buf_vprintf(&detail, fmt, ap);
+        va_end(ap);
+    }
+    db_audit a = {.actor = who && who->authenticated ? who->user.name : who ? "" : "hearth-admin",
+                  .address = who ? who->address : "",
+                  .action = action,
+                  .target = target,
+                  .detail = buf_str(&detail)};
+    err e = ERR_INIT;
+    /* The write it records has happened: a failure to record it is logged loudly, not undone. */
+    if (db_audit_add(h->db, &a, &e) != 0)
+        log_error("audit: cannot record %s on %s by %s: %s", action, target, a.actor, e.message);
+    buf_free(&detail);
+}
+
+void hub_audit_repo(hub *h, const auth_caller *who, const char *action, const db_repo *row,
+                    const char *rev, const char *fmt, ...)
+{
+    buf target = BUF_INIT, detail = BUF_INIT;
+    buf_printf(&target, "%s:%s/%s", row->type, row->ns, row->name);
+    if (rev)
+        buf_printf(&target, "@%s", rev);
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        buf_vprintf(&detail, fmt, ap);
+        va_end(ap);
+    }
+    hub_audit(h, who, action, target.data, detail.len ? "%s" : NULL, detail.data);
+    buf_free(&target);
+    buf_free(&detail);
 }

@@ -97,6 +97,8 @@ int hub_commit_apply(hub *h, const hub_change *c, hub_change_result *out, err *e
         err_clear(e);
         log_info("commit %s on %s/%s@%s (%zu operations)", out->commit, c->repo->ns,
                  c->repo->name, branch.data, c->nops);
+        hub_audit_repo(h, c->who, c->create_pr ? "pr.commit" : "commit", c->repo, branch.data,
+                       "{\"commit\":\"%s\",\"operations\":%zu}", out->commit, c->nops);
     }
     buf_free(&message);
     buf_free(&branch);

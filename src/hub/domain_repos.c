@@ -123,6 +123,8 @@ int hub_repo_new(hub *h, const auth_caller *who, const hub_repo_spec *spec, db_r
     }
     err_clear(e);
     log_info("created %s %s/%s", row.type, row.ns, row.name);
+    hub_audit_repo(h, who, "repo.create", &row, NULL, "{\"private\":%s}",
+                   row.is_private ? "true" : "false");
     if (out)
         *out = row;
     return 0;
@@ -146,6 +148,7 @@ int hub_repo_remove(hub *h, const auth_caller *who, const db_repo *row, err *e)
         log_warn("cannot remove %s: %s", dir.data, strerror(errno));
     buf_free(&dir);
     log_info("deleted %s %s/%s", row->type, row->ns, row->name);
+    hub_audit_repo(h, who, "repo.delete", row, NULL, NULL);
     return 0;
 }
 
@@ -165,6 +168,7 @@ int hub_repo_rename(hub *h, const auth_caller *who, const db_repo *row, const ch
         return -1;
     }
     log_info("moved %s %s/%s to %s/%s", row->type, row->ns, row->name, ns, name);
+    hub_audit_repo(h, who, "repo.move", row, NULL, "{\"to\":\"%s/%s\"}", ns, name);
     return 0;
 }
 
@@ -175,5 +179,9 @@ int hub_repo_configure(hub *h, const auth_caller *who, const db_repo *row, bool 
         return not_manager(row, e);
     if (strcmp(gated, "") && strcmp(gated, "auto") && strcmp(gated, "manual"))
         return err_set(e, 400, "", "gated must be \"auto\", \"manual\" or false");
-    return db_repo_set_visibility(h->db, row->id, is_private, gated, e);
+    if (db_repo_set_visibility(h->db, row->id, is_private, gated, e) != 0)
+        return -1;
+    hub_audit_repo(h, who, "repo.settings", row, NULL, "{\"private\":%s,\"gated\":\"%s\"}",
+                   is_private ? "true" : "false", gated);
+    return 0;
 }

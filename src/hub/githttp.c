@@ -226,6 +226,8 @@ static void rpc_run(http_request *req, hub_call *call)
                 repo_close(r);
             }
             log_info("push to %s/%s finished (git exit %d)", call->ns, call->name, status);
+            if (status == 0)
+                hub_audit_repo(call->hub, &call->caller, "push", &call->repo, NULL, NULL);
         }
         if (!ok) {
             close(out);

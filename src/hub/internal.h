@@ -102,6 +102,13 @@ void hub_grant_query(const hub *h, const char *purpose, const hub_grant *g, cons
  * call->repo / call->caller from it. 0, or -1 after replying. */
 int hub_grant_check_url(http_request *req, hub_call *call, const char *purpose, const char *oid,
                         int64_t size, bool want_write);
+/* Appends to the audit log: who (NULL = `hearth admin`), from where, what, on what. Never
+ * fails the caller's request (a failure to record is logged). */
+void hub_audit(hub *h, const auth_caller *who, const char *action, const char *target,
+               const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* The same with target "type:ns/name" (and "@rev" when rev is given). */
+void hub_audit_repo(hub *h, const auth_caller *who, const char *action, const db_repo *row,
+                    const char *rev, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /* Git author name for commits made by the caller. */
 const char *hub_author(const hub_call *call);
 /* Recomputes the metadata of main after a change and stores it (best effort: logs failures). */
@@ -170,6 +177,7 @@ void hub_org_member(http_request *req, hub_call *call);
 void hub_tokens(http_request *req, hub_call *call);
 void hub_auth_check(http_request *req, hub_call *call);
 void hub_admin_stats_route(http_request *req, hub_call *call);
+void hub_admin_audit_route(http_request *req, hub_call *call);
 void hub_validate_yaml(http_request *req, hub_call *call);
 void hub_repo_create(http_request *req, hub_call *call);
 void hub_repo_delete(http_request *req, hub_call *call);

@@ -362,6 +362,8 @@ static int route(http_request *req, hub_call *call, const segments *s)
         return route_web(req, call, s, m);
     else if (is(b, "admin") && s->n == 3 && is(s->items[2], "stats") && is(m, "GET"))
         use(call, hub_admin_stats_route, 0);
+    else if (is(b, "admin") && s->n == 3 && is(s->items[2], "audit") && is(m, "GET"))
+        use(call, hub_admin_audit_route, 0);
     else if (is(b, "whoami-v2") && s->n == 2)
         use(call, hub_whoami, 0);
     else if (is(b, "users") && s->n == 4 && is(s->items[3], "overview") && is(m, "GET")) {
@@ -441,6 +443,7 @@ const http_handler *hub_dispatch(http_request *req, void *app)
             return NULL;
         }
     }
+    http_client_address(req, call->caller.address, sizeof call->caller.address);
     return &call->handler;
 }
 

@@ -318,3 +318,41 @@ def test_contributor_creates_and_writes_own_repos_only(hearth, org, matrix):
     r = users["reader"].s.post(f"{hearth.base}/api/repos/create", headers=auth(users["reader"].token),
                                json={"name": f"no-{uuid.uuid4().hex[:5]}", "organization": name})
     assert r.status_code == 403
+
+
+# ---- the audit log -----------------------------------------------------------------------------
+
+
+def test_every_write_is_in_the_audit_log(hearth, org):
+    name, users = org
+    w = users["writer"]
+    rid = org_repo(users["owner"], name, f"audited-{uuid.uuid4().hex[:5]}")
+    w.commit_ok(rid, header("audited change"), file_line("a.txt", b"a"))
+    users["owner"].settings(rid, private=True)
+    r = w.s.post(f"{w.base}/api/settings/tokens", headers=auth(w.token), json={"displayName": "t", "role": "read"})
+    tid = r.json()["id"]
+    w.s.delete(f"{w.base}/api/settings/tokens/{tid}", headers=auth(w.token))
+    root = f"auditor{uuid.uuid4().hex[:5]}"
+    admin(hearth, "create-user", root, "--admin")
+    root_token = hearth.create_token(root, write=False)
+    log = requests.get(f"{hearth.base}/api/admin/audit", headers=auth(root_token),
+                       params={"target": f"model:{rid}"}).json()
+    actions = [(e["action"], e["actor"]) for e in log]
+    assert ("repo.create", users["owner"].name) in actions, log
+    assert ("commit", w.name) in actions and ("repo.settings", users["owner"].name) in actions, log
+    commit = next(e for e in log if e["action"] == "commit")
+    assert commit["address"] == "127.0.0.1" and commit["target"] == f"model:{rid}@main"
+    assert len(commit["detail"]["commit"]) == 40
+    tokens = requests.get(f"{hearth.base}/api/admin/audit", headers=auth(root_token), params={"user": w.name}).json()
+    assert {"token.create", "token.revoke"} <= {e["action"] for e in tokens}
+    # administrators only
+    assert requests.get(f"{hearth.base}/api/admin/audit", headers=auth(w.token)).status_code == 403
+    assert requests.get(f"{hearth.base}/api/admin/audit").status_code == 401
+    # the CLI reads the same log, and it cannot be rewritten
+    lines = [json.loads(l) for l in admin(hearth, "audit", "--repo", f"model:{rid}").splitlines()]
+    assert [l["action"] for l in lines] == [e["action"] for e in log]
+    import sqlite3
+
+    with pytest.raises(sqlite3.DatabaseError):
+        with sqlite3.connect(hearth.data_dir / "hearth.db", timeout=30) as db:
+            db.execute("DELETE FROM audit")
