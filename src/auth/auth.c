@@ -201,6 +201,7 @@ static int complete_caller(db *d, auth_caller *out, err *e)
         auth_scopes_parse(out->token.scopes, out->scopes, AUTH_MAX_SCOPES, &out->nscopes, e) != 0)
         out->nscopes = 0; /* a stored token always parses; refuse nothing more than it grants */
     out->authenticated = true;
+    out->db = d;
     return 0;
 }
 
@@ -298,8 +299,22 @@ bool auth_can_read_files(const auth_caller *c, const db_repo *r)
     if (!auth_can_read(c, r))
         return false;
     /* Gated: the card and file list are public, the files only for those given access: the
-     * namespace's members (access requests for others come with the accounts issue). */
-    return !r->gated[0] || member_reads(c, r);
+     * namespace's members, and users whose request was accepted (with a token that may read
+     * the repo). */
+    if (!r->gated[0] || member_reads(c, r))
+        return true;
+    if (!c->authenticated || !c->db || !token_allows(c, r->ns, r->name, AUTH_REPO_READ))
+        return false;
+    char status[16];
+    err e = ERR_INIT;
+    return db_access_status(c->db, r->id, c->user.id, status, &e) == 0 &&
+           !strcmp(status, "accepted");
+}
+
+bool auth_can_handle_access(const auth_caller *c, const db_repo *r)
+{
+    return rank_in(c, r->ns) >= ROLE_WRITE &&
+           (!strcmp(c->token.role, "write") || token_allows(c, r->ns, r->name, AUTH_REPO_SETTINGS));
 }
 
 bool auth_can_write(const auth_caller *c, const db_repo *r)

@@ -45,6 +45,7 @@ typedef struct auth_caller {
     auth_scope scopes[AUTH_MAX_SCOPES];   /* fine-grained tokens */
     size_t nscopes;
     char address[64];        /* where the request came from (the audit log), "" when none */
+    db *db;                  /* for per-repo grants (gated access), set by identify / load */
 } auth_caller;
 
 /* Makes a new token for user name with role "read" | "write"; writes it (NUL-terminated) to
@@ -72,8 +73,11 @@ bool auth_role_is_valid(const char *role);   /* read | contributor | write | adm
 /* May the caller see the repo at all (info, tree, listings)? */
 bool auth_can_read(const auth_caller *c, const db_repo *r);
 /* May the caller read the repo's files (downloads, clones, Xet reads)? Gated repos show their
- * metadata to every reader of the repo but their files only to those given access. */
+ * metadata to every reader of the repo but their files only to their namespace's members and
+ * to users whose access request was accepted (or who were granted access). */
 bool auth_can_read_files(const auth_caller *c, const db_repo *r);
+/* Handling access requests to a gated repo (list, accept, reject, grant). */
+bool auth_can_handle_access(const auth_caller *c, const db_repo *r);
 /* Content: commits, uploads, pushes, branches and tags. */
 bool auth_can_write(const auth_caller *c, const db_repo *r);
 /* Settings, visibility, rename and delete. */

@@ -89,6 +89,30 @@ int db_user_orgs(db *d, int64_t user_id, db_member **out, size_t *n, err *e);
 /* Public repos of a type in a namespace (overview counts). */
 int db_repo_count(db *d, const char *type, const char *ns, int64_t *out, err *e);
 
+/* ---- access requests to gated repos ----------------------------------------------------
+ * One per (repo, user): "pending" | "accepted" | "rejected". */
+
+typedef struct db_access {
+    int64_t id;              /* the requestId clients see */
+    int64_t user_id;
+    const char *user, *fullname, *email;
+    const char *status;
+    const char *fields;      /* the gate form's answers, JSON object */
+    const char *reason;      /* why it was rejected */
+    int64_t at_ms;
+} db_access;
+
+/* Creates or updates; fields NULL keeps those already given. */
+int db_access_set(db *d, int64_t repo_id, int64_t user_id, const char *status,
+                  const char *fields, const char *reason, err *e);
+/* 0 with status filled, 1 when the user never asked. */
+int db_access_status(db *d, int64_t repo_id, int64_t user_id, char status[16], err *e);
+typedef void (*db_access_fn)(void *ctx, const db_access *a);
+int db_access_list(db *d, int64_t repo_id, const char *status, db_access_fn fn, void *ctx,
+                   err *e);
+/* The user a request id belongs to (within the repo). 0 / 1 unknown. */
+int db_access_user_of(db *d, int64_t repo_id, int64_t request_id, int64_t *user_id, err *e);
+
 /* ---- audit log ---------------------------------------------------------------------------
  * Every write, who made it, from where: append-only (the database itself refuses to change or
  * delete a row). target is "type:ns/name" for repos ("...@rev" for commits), "user:NAME",

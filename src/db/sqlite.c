@@ -90,6 +90,13 @@ static const char *migrations[] = {
     "  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
     "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
     "  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
+    /* 7: requests for access to gated repos */
+    "CREATE TABLE access_requests ("
+    "  id INTEGER PRIMARY KEY,"
+    "  repo_id INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,"
+    "  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  status TEXT NOT NULL, fields TEXT NOT NULL DEFAULT '{}', reason TEXT NOT NULL DEFAULT '',"
+    "  at_ms INTEGER NOT NULL, UNIQUE(repo_id, user_id));",
 };
 
 static int db_fail(err *e, sqlite3 *sql, const char *what)
@@ -575,6 +582,96 @@ int db_repo_count(db *d, const char *type, const char *ns, int64_t *out, err *e)
     int result = rc == SQLITE_ROW ? 0 : db_fail(e, c->sql, "count repos");
     stmt_done(c, s);
     return result;
+}
+
+/* ---- access requests to gated repos ------------------------------------------------------ */
+
+int db_access_set(db *d, int64_t repo_id, int64_t user_id, const char *status,
+                  const char *fields, const char *reason, err *e)
+{
+    conn *c;
+    sqlite3_stmt *s = query(d, "INSERT INTO access_requests (repo_id, user_id, status, fields,"
+                               " reason, at_ms) VALUES (?1, ?2, ?3, coalesce(?4, '{}'), ?5, ?6)"
+                               " ON CONFLICT(repo_id, user_id) DO UPDATE SET status = ?3,"
+                               " fields = coalesce(?4, fields), reason = ?5, at_ms = ?6", &c, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, repo_id);
+    sqlite3_bind_int64(s, 2, user_id);
+    sqlite3_bind_text(s, 3, status, -1, SQLITE_TRANSIENT);
+    if (fields)
+        sqlite3_bind_text(s, 4, fields, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 5, reason ? reason : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 6, text_now_ms());
+    return exec_done(c, s, "access request", e);
+}
+
+int db_access_status(db *d, int64_t repo_id, int64_t user_id, char status[16], err *e)
+{
+    conn *c;
+    sqlite3_stmt *s = query(d, "SELECT status FROM access_requests WHERE repo_id = ? AND user_id = ?",
+                            &c, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, repo_id);
+    sqlite3_bind_int64(s, 2, user_id);
+    int rc = sqlite3_step(s), out = 1;
+    if (rc == SQLITE_ROW) {
+        copy_text(status, 16, s, 0);
+        out = 0;
+    } else if (rc != SQLITE_DONE) {
+        out = db_fail(e, c->sql, "access lookup");
+    }
+    stmt_done(c, s);
+    return out;
+}
+
+int db_access_list(db *d, int64_t repo_id, const char *status, db_access_fn fn, void *ctx, err *e)
+{
+    conn *c;
+    sqlite3_stmt *s = query(d, "SELECT a.id, u.id, u.name, u.fullname, u.email, a.status, a.fields,"
+                               " a.reason, a.at_ms FROM access_requests a JOIN users u"
+                               " ON u.id = a.user_id WHERE a.repo_id = ? AND a.status = ?"
+                               " ORDER BY a.at_ms, a.id", &c, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, repo_id);
+    sqlite3_bind_text(s, 2, status, -1, SQLITE_TRANSIENT);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        db_access a = {.id = sqlite3_column_int64(s, 0), .user_id = sqlite3_column_int64(s, 1),
+                       .at_ms = sqlite3_column_int64(s, 8)};
+        a.user = (const char *)sqlite3_column_text(s, 2);
+        a.fullname = (const char *)sqlite3_column_text(s, 3);
+        a.email = (const char *)sqlite3_column_text(s, 4);
+        a.status = (const char *)sqlite3_column_text(s, 5);
+        a.fields = (const char *)sqlite3_column_text(s, 6);
+        a.reason = (const char *)sqlite3_column_text(s, 7);
+        fn(ctx, &a);
+    }
+    int out = rc == SQLITE_DONE ? 0 : db_fail(e, c->sql, "list access requests");
+    stmt_done(c, s);
+    return out;
+}
+
+int db_access_user_of(db *d, int64_t repo_id, int64_t request_id, int64_t *user_id, err *e)
+{
+    conn *c;
+    sqlite3_stmt *s = query(d, "SELECT user_id FROM access_requests WHERE repo_id = ? AND id = ?",
+                            &c, e);
+    if (!s)
+        return -1;
+    sqlite3_bind_int64(s, 1, repo_id);
+    sqlite3_bind_int64(s, 2, request_id);
+    int rc = sqlite3_step(s), out = 1;
+    if (rc == SQLITE_ROW) {
+        *user_id = sqlite3_column_int64(s, 0);
+        out = 0;
+    } else if (rc != SQLITE_DONE) {
+        out = db_fail(e, c->sql, "access lookup");
+    }
+    stmt_done(c, s);
+    return out;
 }
 
 /* ---- audit log ------------------------------------------------------------------------- */

@@ -339,3 +339,206 @@ void hub_auth_check(http_request *req, hub_call *call)
         return;
     http_reply_json(req, 200, json_object());
 }
+
+/* ---- access requests to gated repos (as HfApi's *_access_request and grant_access call) --- */
+
+static void access_row(void *ctx, const db_access *a)
+{
+    char at[32];
+    text_iso8601(a->at_ms, at);
+    char id[24];
+    snprintf(id, sizeof id, "%lld", (long long)a->id);
+    json_t *fields = json_loads(a->fields, 0, NULL);
+    json_array_append_new(ctx, json_pack("{s:{s:s, s:s, s:s, s:s}, s:s, s:s, s:s, s:o}", "user",
+                                         "user", a->user, "fullname", a->fullname, "email",
+                                         a->email, "avatarUrl", avatar(), "requestId", id,
+                                         "status", a->status, "timestamp", at, "fields",
+                                         fields ? fields : json_object()));
+}
+
+/* The repo, for someone who may handle its access requests; 400 when it is not gated. */
+static int load_gated_for_handling(http_request *req, hub_call *call)
+{
+    if (hub_load_repo(req, call, false) != 0)
+        return -1;
+    if (!auth_can_handle_access(&call->caller, &call->repo)) {
+        http_reply_errorf(req, call->caller.authenticated ? 403 : 401, "",
+                          "Handling access requests to %s/%s needs write access to it",
+                          call->ns, call->name);
+        return -1;
+    }
+    if (!call->repo.gated[0]) {
+        http_reply_errorf(req, 400, "", "%s/%s is not gated", call->ns, call->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* GET .../user-access-request/{pending|accepted|rejected} */
+void hub_access_list(http_request *req, hub_call *call)
+{
+    const char *status = call->extra;
+    if (strcmp(status, "pending") && strcmp(status, "accepted") && strcmp(status, "rejected")) {
+        http_reply_errorf(req, 400, "", "status must be pending, accepted or rejected");
+        return;
+    }
+    if (load_gated_for_handling(req, call) != 0)
+        return;
+    json_t *out = json_array();
+    err e = ERR_INIT;
+    if (db_access_list(call->hub->db, call->repo.id, status, access_row, out, &e) != 0) {
+        json_decref(out);
+        http_reply_error(req, &e);
+        return;
+    }
+    http_reply_json(req, 200, out);
+}
+
+/* The user a handle / grant body names, by "user" or "requestId". */
+static int named_user(http_request *req, hub_call *call, json_t *body, db_user *out)
+{
+    const char *name = json_string_value(json_object_get(body, "user"));
+    const char *request = json_string_value(json_object_get(body, "requestId"));
+    err e = ERR_INIT;
+    int rc = 1;
+    if (name) {
+        rc = db_user_by_name(call->hub->db, name, out, &e);
+    } else if (request) {
+        int64_t user_id;
+        rc = db_access_user_of(call->hub->db, call->repo.id, text_parse_i64(request), &user_id, &e);
+        if (rc == 0)
+            rc = db_user_by_id(call->hub->db, user_id, out, &e);
+    }
+    if (rc < 0)
+        http_reply_error(req, &e);
+    else if (rc > 0 || out->is_org)
+        http_reply_errorf(req, 404, "", "no such user or request");
+    return rc == 0 && !out->is_org ? 0 : -1;
+}
+
+static void record_access(hub_call *call, const char *action, const char *user, const char *status)
+{
+    hub_audit_repo(call->hub, &call->caller, action, &call->repo, NULL,
+                   "{\"user\":\"%s\",\"status\":\"%s\"}", user, status);
+}
+
+/* POST .../user-access-request/handle {"user" | "requestId", "status", "rejectionReason"?} */
+void hub_access_handle(http_request *req, hub_call *call)
+{
+    if (load_gated_for_handling(req, call) != 0)
+        return;
+    json_t *body = hub_json_body(req);
+    if (!body)
+        return;
+    const char *status = json_string_value(json_object_get(body, "status"));
+    const char *reason = json_string_value(json_object_get(body, "rejectionReason"));
+    db_user u;
+    char had[16];
+    err e = ERR_INIT;
+    if (!status || (strcmp(status, "pending") && strcmp(status, "accepted") &&
+                    strcmp(status, "rejected")))
+        http_reply_errorf(req, 400, "", "status must be pending, accepted or rejected");
+    else if (named_user(req, call, body, &u) != 0)
+        ;
+    else if (db_access_status(call->hub->db, call->repo.id, u.id, had, &e) != 0)
+        http_reply_errorf(req, 404, "", "%s has not asked for access to %s/%s", u.name, call->ns,
+                          call->name);
+    else if (db_access_set(call->hub->db, call->repo.id, u.id, status, NULL, reason, &e) != 0)
+        http_reply_error(req, &e);
+    else {
+        record_access(call, "access.handle", u.name, status);
+        http_reply_json(req, 200, json_object());
+    }
+    json_decref(body);
+}
+
+/* POST .../user-access-request/grant {"user"} */
+void hub_access_grant(http_request *req, hub_call *call)
+{
+    if (load_gated_for_handling(req, call) != 0)
+        return;
+    json_t *body = hub_json_body(req);
+    if (!body)
+        return;
+    db_user u;
+    char had[16];
+    err e = ERR_INIT;
+    if (named_user(req, call, body, &u) != 0)
+        ;
+    else if (db_access_status(call->hub->db, call->repo.id, u.id, had, &e) == 0 &&
+             !strcmp(had, "accepted"))
+        http_reply_errorf(req, 400, "", "%s already has access to %s/%s", u.name, call->ns,
+                          call->name);
+    else if (db_access_set(call->hub->db, call->repo.id, u.id, "accepted", NULL, NULL, &e) != 0)
+        http_reply_error(req, &e);
+    else {
+        record_access(call, "access.grant", u.name, "accepted");
+        http_reply_json(req, 200, json_object());
+    }
+    json_decref(body);
+}
+
+/* An application/x-www-form-urlencoded body as a JSON object of strings (bad pairs skipped). */
+static json_t *form_fields(const char *body, size_t len)
+{
+    json_t *out = json_object();
+    const char *p = body, *end = body + len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
+        buf name = BUF_INIT, value = BUF_INIT;
+        if (eq && text_percent_decode(p, (size_t)(eq - p), true, &name) == 0 &&
+            text_percent_decode(eq + 1, (size_t)(stop - eq - 1), true, &value) == 0 && name.len &&
+            json_object_size(out) < 64)
+            json_object_set_new(out, name.data, json_stringn(buf_str(&value), value.len));
+        buf_free(&name);
+        buf_free(&value);
+        p = stop + 1;
+    }
+    return out;
+}
+
+/* POST /{repo}/ask-access and /api/{type}s/{repo}/ask-access: the gate form. Fields come as a
+ * JSON object (or a form, from a browser); "auto" gating accepts at once. */
+void hub_access_ask(http_request *req, hub_call *call)
+{
+    if (hub_load_repo(req, call, false) != 0)
+        return;
+    if (!call->caller.authenticated) {
+        http_reply_errorf(req, 401, "", "Sign in (or pass a token) to ask for access");
+        return;
+    }
+    if (!call->repo.gated[0]) {
+        http_reply_errorf(req, 400, "", "%s/%s is not gated", call->ns, call->name);
+        return;
+    }
+    const buf *raw = http_body(req);
+    json_t *fields = raw->len ? json_loadb(raw->data, raw->len, 0, NULL) : NULL;
+    if (fields && json_is_object(json_object_get(fields, "fields"))) {
+        json_t *inner = json_incref(json_object_get(fields, "fields"));
+        json_decref(fields);
+        fields = inner;
+    }
+    if (!json_is_object(fields)) {
+        json_decref(fields);
+        fields = form_fields(buf_str(raw), raw->len);
+    }
+    char *text = json_dumps(fields, JSON_COMPACT);
+    json_decref(fields);
+    const char *status = !strcmp(call->repo.gated, "auto") ? "accepted" : "pending";
+    char had[16];
+    err e = ERR_INIT;
+    int rc = 0;
+    if (db_access_status(call->hub->db, call->repo.id, call->caller.user.id, had, &e) == 0 &&
+        strcmp(had, "pending") != 0 && !strcmp(status, "pending"))
+        status = had; /* asking again changes nothing once decided */
+    rc = db_access_set(call->hub->db, call->repo.id, call->caller.user.id, status, text, NULL, &e);
+    free(text);
+    if (rc != 0) {
+        http_reply_error(req, &e);
+        return;
+    }
+    record_access(call, "access.request", call->caller.user.name, status);
+    http_reply_json(req, 200, json_pack("{s:s}", "status", status));
+}

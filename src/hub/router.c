@@ -224,6 +224,16 @@ static void route_repo_api(http_request *req, hub_call *call, const segments *s,
         call->rev = take_rev(s, &i);
         if (call->rev && i == s->n)
             use_slow(call, hub_commit, COMMIT_BODY_MAX);
+    } else if (is(what, "user-access-request") && i + 1 == s->n) {
+        call->extra = strdup(s->items[i]);
+        if (is(m, "GET"))
+            use(call, hub_access_list, 0);
+        else if (is(m, "POST") && is(call->extra, "handle"))
+            use(call, hub_access_handle, JSON_BODY_MAX);
+        else if (is(m, "POST") && is(call->extra, "grant"))
+            use(call, hub_access_grant, JSON_BODY_MAX);
+    } else if (is(what, "ask-access") && i == s->n && is(m, "POST")) {
+        use(call, hub_access_ask, JSON_BODY_MAX);
     } else if (is(what, "auth-check") && is(m, "GET") && (i == s->n || i + 1 == s->n)) {
         if (i < s->n)
             call->extra = strdup(s->items[i]);
@@ -301,6 +311,10 @@ static int route_web(http_request *req, hub_call *call, const segments *s, const
         call->path = join_from(s, i);
         if (call->rev && *call->path)
             use(call, is(what, "resolve") ? hub_resolve : hub_raw, 0);
+        return 0;
+    }
+    if (is(what, "ask-access") && i == s->n && is(m, "POST")) {
+        use(call, hub_access_ask, JSON_BODY_MAX);
         return 0;
     }
     if (is(what, "info") && i + 1 == s->n && is(s->items[i], "refs") && get) {

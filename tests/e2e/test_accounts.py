@@ -356,3 +356,63 @@ def test_every_write_is_in_the_audit_log(hearth, org):
     with pytest.raises(sqlite3.DatabaseError):
         with sqlite3.connect(hearth.data_dir / "hearth.db", timeout=30) as db:
             db.execute("DELETE FROM audit")
+
+
+# ---- access requests to gated repos ----------------------------------------------------------
+
+
+def test_gated_access_requests_as_huggingface_hub_handles_them(hearth, org, tmp_path):
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import GatedRepoError
+
+    name, users = org
+    owner, out, reader = users["owner"], users["outsider"], users["reader"]
+    rid = org_repo(owner, name, f"gate-{uuid.uuid4().hex[:5]}", gated=True)  # manual
+    api = HfApi(endpoint=hearth.base, token=owner.token)
+
+    def download(who):
+        return hf_hub_download(rid, "config.json", token=who.token, cache_dir=str(tmp_path / uuid.uuid4().hex))
+
+    with pytest.raises(GatedRepoError):
+        download(out)
+    r = out.s.post(f"{hearth.base}/{rid}/ask-access", headers=auth(out.token),
+                   json={"fields": {"company": "Outside Ltd", "use": "research"}})
+    assert r.status_code == 200 and r.json()["status"] == "pending", r.text
+    pending = list(api.list_pending_access_requests(rid))
+    assert [p.username for p in pending] == [out.name]
+    assert pending[0].fields == {"company": "Outside Ltd", "use": "research"}
+    with pytest.raises(GatedRepoError):
+        download(out)  # still pending
+    # only those who may write the repo handle requests
+    assert requests.get(f"{hearth.base}/api/models/{rid}/user-access-request/pending",
+                        headers=auth(reader.token)).status_code == 403
+    api.accept_access_request(rid, out.name)
+    assert open(download(out)).read() == '{"model_type": "bert"}'
+    assert [a.username for a in api.list_accepted_access_requests(rid)] == [out.name]
+    api.reject_access_request(rid, out.name, rejection_reason="no")
+    with pytest.raises(GatedRepoError):
+        download(out)
+    # asking again after a decision changes nothing
+    out.s.post(f"{hearth.base}/{rid}/ask-access", headers=auth(out.token), data={"company": "x"})
+    assert [a.username for a in api.list_rejected_access_requests(rid)] == [out.name]
+    # granting needs no request; a browser form works too
+    other = f"late{uuid.uuid4().hex[:5]}"
+    hearth.create_user(other)
+    late = User(hearth.base, other, hearth.create_token(other))
+    api.grant_access(rid, other)
+    download(late)
+    with pytest.raises(Exception):
+        api.grant_access(rid, other)  # already has access: 400
+
+
+def test_auto_gating_accepts_at_once(hearth, org, tmp_path):
+    from huggingface_hub import hf_hub_download
+
+    name, users = org
+    rid = org_repo(users["owner"], name, f"auto-{uuid.uuid4().hex[:5]}")
+    users["owner"].settings(rid, gated="auto")
+    out = users["outsider"]
+    r = out.s.post(f"{hearth.base}/{rid}/ask-access", headers=auth(out.token), data="agree=yes",
+                   params=None)
+    assert r.status_code == 200 and r.json()["status"] == "accepted"
+    hf_hub_download(rid, "config.json", token=out.token, cache_dir=str(tmp_path))
