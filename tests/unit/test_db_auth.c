@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "auth/auth.h"
 #include "db/db.h"
@@ -206,6 +207,40 @@ static void test_base64(void **state)
     }
 }
 
+static double identify_ns(const char *header, int rounds)
+{
+    struct timespec a, b;
+    auth_caller who;
+    err e = ERR_INIT;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int i = 0; i < rounds; i++)
+        auth_identify(d, header, &who, &e);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    return ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / rounds;
+}
+
+/* A wrong token that shares all but its last character with a right one is refused in the same
+ * time as one that shares nothing: tokens are looked up by their SHA-256, so no comparison ever
+ * runs over the secret's own bytes. (A loose bound: this guards the design, it measures no
+ * speed.) */
+static void test_wrong_token_costs_as_much_as_any(void **state)
+{
+    err e = ERR_INIT;
+    char token[40];
+    assert_int_equal(auth_token_create(d, "ann", "read", "timing", token, NULL, &e), 0);
+    char near[64], far[64];
+    snprintf(near, sizeof near, "Bearer %s", token);
+    near[strlen(near) - 1] = near[strlen(near) - 1] == 'A' ? 'B' : 'A';
+    snprintf(far, sizeof far, "Bearer hf_%034d", 0);
+    double t_near = 0, t_far = 0;
+    for (int round = 0; round < 3; round++) { /* interleaved, best of three */
+        double n = identify_ns(near, 2000), f = identify_ns(far, 2000);
+        t_near = round ? (n < t_near ? n : t_near) : n;
+        t_far = round ? (f < t_far ? f : t_far) : f;
+    }
+    assert_true(t_near < 3 * t_far && t_far < 3 * t_near);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -214,6 +249,7 @@ int main(void)
         cmocka_unit_test(test_permissions),
         cmocka_unit_test(test_basic_credentials),
         cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_wrong_token_costs_as_much_as_any),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
