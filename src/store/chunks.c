@@ -284,6 +284,16 @@ int store_read_chunk(int fd, const pack_chunk *c, uint8_t *out, uint8_t *scratch
     return 0;
 }
 
+/* store_record_check of a record in two pieces (header, payload). */
+static uint64_t record_check2(const void *a, size_t alen, const void *b, size_t blen)
+{
+    XXH3_state_t state;
+    XXH3_64bits_reset(&state);
+    record_xxh3_update(&state, a, alen);
+    record_xxh3_update(&state, b, blen);
+    return XXH3_64bits_digest(&state);
+}
+
 /* ---- writing ------------------------------------------------------------------------------ */
 
 /* A pack this writer is filling. */
@@ -757,7 +767,7 @@ static int end_chunk(store_writer *w, err *e)
     if (c->raw) {
         uint8_t header[XET_CHUNK_HEADER_LEN];
         raw_header(c->len, header);
-        c->check = store_record_check2(header, sizeof header, data, c->len);
+        c->check = record_check2(header, sizeof header, data, c->len);
     }
     b->used += w->chunk_len;
     w->chunk_len = 0;
@@ -1232,15 +1242,6 @@ static int term_ready(store *s, reader_term *t, err *e)
 }
 
 uint64_t store_record_check(const void *record, size_t len) { return record_xxh3(record, len); }
-
-uint64_t store_record_check2(const void *a, size_t alen, const void *b, size_t blen)
-{
-    XXH3_state_t state;
-    XXH3_64bits_reset(&state);
-    record_xxh3_update(&state, a, alen);
-    record_xxh3_update(&state, b, blen);
-    return XXH3_64bits_digest(&state);
-}
 
 /* Whether a record lies inside its pack's mapping. */
 static bool record_in_map(const reader_term *t, const pack_chunk *c)
