@@ -58,6 +58,14 @@ void store_writer_expect(store_writer *w, int64_t size);
  * the bytes written, else 400 and nothing is stored. Frees w in every case. */
 int store_writer_finish(store_writer *w, const char *expected_oid, int64_t expected_size,
                         char oid_out[65], err *e);
+/* For files that arrive in pieces, each of which may fail and be sent again (multipart
+ * uploads): store_writer_mark remembers the position (the bytes written so far), waiting for
+ * what is queued to be stored; store_writer_rewind returns to the last mark, as if nothing had
+ * been written since. Chunks stored after the mark stay in the writer's packs, unreferenced
+ * unless the same bytes come again (gc reclaims them). Rewinding fails only when the writer
+ * failed meanwhile (a storage error); it can then only be aborted. One mark at a time. */
+int store_writer_mark(store_writer *w, err *e);
+int store_writer_rewind(store_writer *w, err *e);
 /* Discards everything written; frees w. */
 void store_writer_abort(store_writer *w);
 

@@ -457,6 +457,58 @@ static void test_xorb_roundtrip(void **state)
     store_close(s);
 }
 
+/* A file written in pieces, each possibly sent twice (multipart parts): a piece cut off and
+ * rewound leaves no trace in the file, whether it stopped inside a chunk or many batches in. */
+static void test_writer_rewind(void **state)
+{
+    err e = ERR_INIT;
+    store *s = store_open(dir, true, &e);
+    size_t n = 24u << 20, piece = 8u << 20;
+    uint8_t *data = malloc(n), *junk = malloc(piece);
+    fill(data, n, 7);
+    fill(junk, piece, 8);
+    char want[65], oid[65];
+    hash_sha256_hex(data, n, want);
+    store_writer *w = store_writer_new(s, &e);
+    store_writer_expect(w, (int64_t)n);
+    for (size_t at = 0; at < n; at += piece) {
+        assert_int_equal(store_writer_mark(w, &e), 0);
+        /* first a failed attempt: other bytes, cut off at an odd length */
+        size_t cut = at == 0 ? 1000 : piece - 12345;
+        assert_int_equal(store_writer_write(w, junk, cut, &e), 0);
+        assert_int_equal(store_writer_rewind(w, &e), 0);
+        /* then the piece itself, in two writes */
+        assert_int_equal(store_writer_write(w, data + at, 77777, &e), 0);
+        assert_int_equal(store_writer_write(w, data + at + 77777, piece - 77777, &e), 0);
+    }
+    assert_int_equal(store_writer_size(w), (int64_t)n);
+    assert_int_equal(store_writer_finish(w, want, (int64_t)n, oid, &e), 0);
+    assert_reads_back(s, want, data, n);
+    /* the same bytes in one go give the same Xet hash: chunking continued across the pieces */
+    xet_hash pieces, whole;
+    assert_int_equal(store_file_xet_hash(s, want, &pieces, &e), 0);
+    xet_chunker ck;
+    xet_chunker_init(&ck, XET_CHUNKER_HF_XET);
+    xet_chunk *cs = malloc((n / 8192 + 2) * sizeof *cs);
+    size_t ncs = 0, start = 0;
+    for (size_t at = 0; at < n;) {
+        bool ends = false;
+        at += xet_chunker_next(&ck, data + at, n - at, &ends);
+        if (ends || at == n) {
+            xet_chunk_hash(data + start, at - start, &cs[ncs].hash);
+            cs[ncs++].length = at - start;
+            start = at;
+        }
+    }
+    assert_int_equal(xet_file_hash(cs, ncs, &whole), 0);
+    assert_true(xet_hash_equal(&pieces, &whole));
+    free(cs);
+    assert_int_equal(store_fsck(s, NULL, NULL, &e), 0);
+    free(data);
+    free(junk);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -468,6 +520,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mismatch_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_large_upload_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xorb_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_rewind, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
