@@ -163,6 +163,8 @@ int data_dir_prepare(const char *data_dir, err *e);
 typedef struct hash_ctx hash_ctx;   /* opaque OpenSSL digest context */
 hash_ctx *hash_sha256_new(void);
 hash_ctx *hash_sha1_new(void);
+/* A copy of h's state, to be finished or freed on its own. */
+hash_ctx *hash_copy(const hash_ctx *h);
 void hash_update(hash_ctx *h, const void *data, size_t len);
 /* Finishes, writes lowercase hex (65 bytes for SHA-256, 41 for SHA-1) and frees h. */
 void hash_final_hex(hash_ctx *h, char *hex_out);

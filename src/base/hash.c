@@ -26,6 +26,17 @@ static hash_ctx *hash_new(const EVP_MD *type)
 hash_ctx *hash_sha256_new(void) { return hash_new(EVP_sha256()); }
 hash_ctx *hash_sha1_new(void) { return hash_new(EVP_sha1()); }
 
+hash_ctx *hash_copy(const hash_ctx *h)
+{
+    hash_ctx *c = malloc(sizeof *c);
+    if (!c)
+        abort();
+    c->md = EVP_MD_CTX_new();
+    if (!c->md || EVP_MD_CTX_copy_ex(c->md, h->md) != 1)
+        abort();
+    return c;
+}
+
 void hash_update(hash_ctx *h, const void *data, size_t len) { EVP_DigestUpdate(h->md, data, len); }
 
 void hash_final_hex(hash_ctx *h, char *hex_out)

@@ -11,6 +11,8 @@
 #include "repo/repo.h"
 #include "store/store.h"
 
+typedef struct hub_multipart hub_multipart;
+
 struct hub {
     char *data_dir;
     db *db;
@@ -19,7 +21,13 @@ struct hub {
     int64_t lfs_threshold;
     int64_t multipart_threshold;
     int64_t multipart_part_size;
+    hub_multipart *multipart;  /* multipart LFS uploads in flight (lfs.c) */
 };
+
+/* Multipart LFS uploads in flight, in memory (lfs.c). With `recover` (the server at start)
+ * the spooled parts of uploads a restart ended are removed. */
+hub_multipart *hub_multipart_open(hub *h, bool recover);
+void hub_multipart_close(hub *h);
 
 /* What the router understood of a request. Strings are decoded and owned by the call. */
 typedef struct hub_call hub_call;

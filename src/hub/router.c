@@ -491,6 +491,13 @@ hub *hub_open(const hub_config *config, err *e)
         config->multipart_threshold > 0 ? config->multipart_threshold : (int64_t)1 << 30;
     h->multipart_part_size =
         config->multipart_part_size > 0 ? config->multipart_part_size : (int64_t)256 << 20;
+    /* Tests lower these to exercise multipart without gigabytes. */
+    const char *env = getenv("HEARTH_MULTIPART_THRESHOLD");
+    if (env && text_parse_i64(env) > 0)
+        h->multipart_threshold = text_parse_i64(env);
+    env = getenv("HEARTH_MULTIPART_PART_SIZE");
+    if (env && text_parse_i64(env) > 0)
+        h->multipart_part_size = text_parse_i64(env);
     repo_global_init();
     buf dir = BUF_INIT;
     if (data_dir_prepare(h->data_dir, e) != 0 || load_secret(h, e) != 0 ||
@@ -505,6 +512,7 @@ hub *hub_open(const hub_config *config, err *e)
     h->store = store_open(dir.data, !config->maintenance, e);
     if (!h->store)
         goto fail;
+    h->multipart = hub_multipart_open(h, !config->maintenance);
     buf_free(&dir);
     return h;
 fail:
@@ -517,6 +525,7 @@ void hub_close(hub *h)
 {
     if (!h)
         return;
+    hub_multipart_close(h);
     store_close(h->store);
     db_close(h->db);
     free(h->data_dir);

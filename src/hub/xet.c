@@ -870,167 +870,9 @@ void hub_cas_xorb_get(http_request *req, hub_call *call)
 
 /* ---- CAS: shards ------------------------------------------------------------------------------ */
 
-/* Chunk lists of the xorbs a shard names, fetched from the store once each. */
-typedef struct xorb_cache {
-    store *store;
-    struct {
-        xet_hash hash;
-        xet_chunk *chunks;
-        size_t n;
-    } *items;
-    size_t n, cap;
-    err e;
-} xorb_cache;
-
-static int cached_chunks(void *ctx, const xet_hash *xorb, const xet_chunk **chunks, size_t *n)
-{
-    xorb_cache *c = ctx;
-    for (size_t i = 0; i < c->n; i++)
-        if (xet_hash_equal(&c->items[i].hash, xorb)) {
-            *chunks = c->items[i].chunks;
-            *n = c->items[i].n;
-            return 0;
-        }
-    xet_chunk *list = NULL;
-    size_t count = 0;
-    err e = ERR_INIT;
-    if (store_xorb_chunks(c->store, xorb, &list, &count, &e) != 0) {
-        if (e.status != 404 && !err_is_set(&c->e))
-            c->e = e;
-        return -1;
-    }
-    if (c->n == c->cap) {
-        c->cap = c->cap ? c->cap * 2 : 16;
-        c->items = realloc(c->items, c->cap * sizeof *c->items);
-        if (!c->items)
-            abort();
-    }
-    c->items[c->n].hash = *xorb;
-    c->items[c->n].chunks = list;
-    c->items[c->n].n = count;
-    c->n++;
-    *chunks = list;
-    *n = count;
-    return 0;
-}
-
-static void xorb_cache_free(xorb_cache *c)
-{
-    for (size_t i = 0; i < c->n; i++)
-        free(c->items[i].chunks);
-    free(c->items);
-}
-
-/* ---- CAS: the SHA-256 a shard claims --------------------------------------------------------
- *
- * A shard names each file's SHA-256 (the LFS oid its commit line will use), and nothing in
- * the Xet hashes ties that field to the bytes. Trusting it would let one client register
- * someone else's oid with its own content (every later upload of the real bytes is then
- * discarded as a duplicate) or, for an oid already stored, link that file to its repo without
- * knowing its bytes. So: a new oid, or a stored one under another Xet file hash, is checked
- * against the content, read back from the packs that hold the chunks (found through the
- * store's global dedup index, one pack walk per run of consecutive chunks); a stored oid
- * under the same Xet file hash (the same chunks) needs no reading. */
-
-typedef struct pack_view {
-    store_pack_chunk *chunks; /* the pack's chunks in order: hash, offset of the record */
-    size_t n;
-    int fd;
-    int64_t base;
-    size_t at; /* index of the chunk read last */
-} pack_view;
-
-static void pack_view_close(pack_view *pv)
-{
-    if (pv->fd >= 0)
-        close(pv->fd);
-    free(pv->chunks);
-    *pv = (pack_view){.fd = -1};
-}
-
-/* Opens the pack that holds `chunk` and points pv->at at it. 0 or -1 + e. (Straight from the
- * store's index, never through the dedup shard clients get, whose hashes are keyed.) */
-static int pack_view_find(hub *h, const xet_hash *chunk, pack_view *pv, err *e)
-{
-    pack_view_close(pv);
-    xet_hash pack;
-    uint64_t bytes;
-    int rc = store_chunk_pack(h->store, chunk, &pack, &bytes, &pv->chunks, &pv->n, &pv->at, e);
-    if (rc > 0)
-        rc = err_set(e, 400, "BadShard", "a chunk of the file is not stored");
-    if (rc == 0 && store_xorb_region(h->store, &pack, 0, bytes, &pv->fd, &pv->base, e) != 0) {
-        pv->fd = -1;
-        rc = -1;
-    }
-    if (rc != 0)
-        pack_view_close(pv);
-    return rc;
-}
-
-/* Hashes one chunk's bytes into sha. (No BLAKE3 check here: the store checked every chunk when
- * it took it in, and bytes that hash to the claimed SHA-256 are the right bytes anyway.) */
-static int hash_chunk(const pack_view *pv, hash_ctx *sha, uint8_t *record, uint8_t *plain,
-                      err *e)
-{
-    const store_pack_chunk *c = &pv->chunks[pv->at];
-    xet_chunk_header ch;
-    int64_t at = pv->base + (int64_t)c->offset;
-    if (c->length < XET_CHUNK_HEADER_LEN || c->length > XET_CHUNK_HEADER_LEN + XET_CHUNK_MAX_COMPRESSED ||
-        pread(pv->fd, record, c->length, at) != (ssize_t)c->length ||
-        xet_chunk_header_decode(record, &ch, e) != 0 ||
-        XET_CHUNK_HEADER_LEN + ch.compressed_len != c->length ||
-        (ch.compression != XET_COMPRESSION_NONE &&
-         xet_chunk_decode(&ch, record + XET_CHUNK_HEADER_LEN, plain, e) != 0))
-        return err_set(e, 500, "", "a pack of the store is damaged; run hearth admin fsck");
-    hash_update(sha, ch.compression == XET_COMPRESSION_NONE ? record + XET_CHUNK_HEADER_LEN : plain,
-                ch.uncompressed_len);
-    return 0;
-}
-
-/* Does the content of a verified shard file hash to its claimed SHA-256? 0, or -1 + e (400
- * when it does not). */
-static int check_sha256(hub *h, const xet_shard_file *f, xorb_cache *cache, const char *oid,
-                        err *e)
-{
-    hash_ctx *sha = hash_sha256_new();
-    uint8_t *record = malloc(XET_CHUNK_HEADER_LEN + XET_CHUNK_MAX_COMPRESSED);
-    uint8_t *plain = malloc(XET_CHUNK_MAX);
-    if (!record || !plain)
-        abort();
-    pack_view pv = {.fd = -1};
-    int rc = 0;
-    for (size_t t = 0; rc == 0 && t < f->n_terms; t++) {
-        const xet_chunk *chunks;
-        size_t n;
-        if (cached_chunks(cache, &f->terms[t].xorb_hash, &chunks, &n) != 0) {
-            rc = err_set(e, 400, "BadShard", "a term names an unknown xorb");
-            break;
-        }
-        for (uint32_t i = f->terms[t].chunk_start; rc == 0 && i < f->terms[t].chunk_end; i++) {
-            const xet_hash *want = &chunks[i].hash;
-            if (pv.fd >= 0 && pv.at + 1 < pv.n && xet_hash_equal(&pv.chunks[pv.at + 1].hash, want))
-                pv.at++;
-            else if (!(pv.fd >= 0 && pv.at < pv.n && xet_hash_equal(&pv.chunks[pv.at].hash, want)))
-                rc = pack_view_find(h, want, &pv, e);
-            if (rc == 0)
-                rc = hash_chunk(&pv, sha, record, plain, e);
-        }
-    }
-    char got[65];
-    hash_final_hex(sha, got);
-    /* Name only the hash the caller sent: the content's real SHA-256 is what a caller who
-     * knows some chunk ranges but not the bytes is after (it would let them claim the file). */
-    if (rc == 0 && !hash_equal_ct(got, oid))
-        rc = err_set(e, 400, "BadShard", "the file's content does not hash to the SHA-256 the "
-                                         "shard names (%s)", oid);
-    pack_view_close(&pv);
-    free(record);
-    free(plain);
-    return rc;
-}
-
-/* Checks a whole upload shard and registers its files for the token's repo. Nothing is
- * registered unless every file checks out. *registered counts new files. */
+/* Registers an upload shard's files for the token's repo: the store checks the shard whole
+ * (proof of possession, the claimed SHA-256s; see store_shard_register) and registers all its
+ * files or none; each is then linked to the repo. *registered counts files new to this repo. */
 int hub_xet_shard_apply(hub *h, const hub_xet_grant *tok, const uint8_t *data, size_t len,
                         size_t *registered, size_t *n_files, err *e)
 {
@@ -1039,77 +881,17 @@ int hub_xet_shard_apply(hub *h, const hub_xet_grant *tok, const uint8_t *data, s
     if (xet_shard_parse(data, len, &shard, e) != 0)
         return -1;
     *n_files = shard.n_files;
-    int rc = 0;
-    xorb_cache cache = {.store = h->store};
     uint64_t *sizes = calloc(shard.n_files + 1, sizeof *sizes);
     if (!sizes)
         abort();
-    /* Every xorb the shard introduces must have been uploaded first. */
-    for (size_t i = 0; i < shard.n_xorbs && rc == 0; i++) {
-        uint64_t xlen;
-        int st = store_xorb_stat(h->store, &shard.xorbs[i].xorb_hash, &xlen, e);
-        if (st != 0) {
-            char hs[XET_HASH_STRING_LEN + 1];
-            xet_hash_to_string(&shard.xorbs[i].xorb_hash, hs);
-            if (st > 0)
-                err_set(e, 400, "BadShard", "the shard names xorb %s, which was not uploaded",
-                        hs);
-            rc = -1;
-        }
-    }
+    int rc = store_shard_register(h->store, &shard, sizes, e);
+    /* Count files new to this repo, not to the store (which would tell the caller that
+     * someone else holds the file). */
     for (size_t i = 0; i < shard.n_files && rc == 0; i++) {
-        const xet_shard_file *f = &shard.files[i];
-        char hs[XET_HASH_STRING_LEN + 1];
-        xet_hash_to_string(&f->file_hash, hs);
-        if (!(f->flags & XET_SHARD_FILE_WITH_VERIFICATION) || !f->verification) {
-            rc = err_set(e, 400, "BadShard", "file %s has no verification entries", hs);
-        } else if (!f->has_sha256) {
-            rc = err_set(e, 400, "BadShard", "file %s has no SHA-256 (metadata extension); "
-                                             "it could not be committed", hs);
-        } else if (xet_shard_verify_file(f, cached_chunks, &cache, true, &sizes[i], e) != 0) {
-            if (err_is_set(&cache.e))
-                *e = cache.e;
-            rc = -1;
-        }
-    }
-    /* The claimed SHA-256 of every file, before anything is registered. Every file passed
-     * xet_shard_verify_file above, and that is the proof of possession: its verification
-     * entries are range hashes over the real chunk hashes of each term, which only someone
-     * who had the bytes (or downloaded them) knows; a dedup shard never gives them out in
-     * clear. What remains is whether the oid is this content's. Stored under the same Xet
-     * hash and size: the same chunks, so the same bytes, nothing to read. Anything else (new,
-     * another size, another Xet hash such as the npm client's chunking) is read back and
-     * hashed. Both ways answer alike, so the reply says nothing about whether an oid is
-     * stored: a caller who only knows an oid learns nothing. */
-    for (size_t i = 0; i < shard.n_files && rc == 0; i++) {
-        const xet_shard_file *f = &shard.files[i];
         char oid[65];
-        hex_encode(f->sha256, 32, oid);
-        int64_t have = -1;
-        int st = store_stat(h->store, oid, &have, e);
-        bool same = false;
-        if (st < 0) {
-            rc = -1;
-        } else if (st == 0 && (uint64_t)have == sizes[i]) {
-            xet_hash stored;
-            int xr = store_file_xet_hash(h->store, oid, &stored, e);
-            if (xr < 0)
-                rc = -1;
-            same = xr == 0 && xet_hash_equal(&stored, &f->file_hash);
-        }
-        if (rc == 0 && !same)
-            rc = check_sha256(h, f, &cache, oid, e);
-    }
-    /* Register and link. *registered counts files new to this repo (not to the store, which
-     * would tell the caller that someone else holds the file). */
-    for (size_t i = 0; i < shard.n_files && rc == 0; i++) {
-        const xet_shard_file *f = &shard.files[i];
-        char oid[65];
-        hex_encode(f->sha256, 32, oid);
+        hex_encode(shard.files[i].sha256, 32, oid);
         int had = db_repo_object_has(h->db, tok->grant.repo_id, oid, e);
-        if (had < 0 ||
-            store_file_register(h->store, oid, &f->file_hash, sizes[i], f->terms, f->n_terms, e) != 0 ||
-            db_repo_object_add(h->db, tok->grant.repo_id, oid, (int64_t)sizes[i], e) != 0) {
+        if (had < 0 || db_repo_object_add(h->db, tok->grant.repo_id, oid, (int64_t)sizes[i], e) != 0) {
             rc = -1;
             break;
         }
@@ -1120,7 +902,6 @@ int hub_xet_shard_apply(hub *h, const hub_xet_grant *tok, const uint8_t *data, s
                  tok->grant.uid);
     }
     free(sizes);
-    xorb_cache_free(&cache);
     xet_shard_free(&shard);
     return rc;
 }

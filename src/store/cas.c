@@ -281,136 +281,6 @@ int store_xorb_put(store *s, const xet_hash *xorb, const uint8_t *data, size_t l
     return rc;
 }
 
-/* Where a chunk of a known xorb lies now: (pack, idx). Caller holds the lock. */
-static int locate_chunk(store *s, const xet_hash *chunk, int64_t *pack, uint32_t *idx, err *e)
-{
-    sqlite3_stmt *st = store_sql_prepare(s, "SELECT pack, idx FROM chunks WHERE hash = ?", e);
-    if (!st)
-        return -1;
-    sqlite3_bind_blob(st, 1, chunk->bytes, XET_HASH_LEN, SQLITE_TRANSIENT);
-    int rc = one_row(s, st, e);
-    if (rc == 0) {
-        *pack = sqlite3_column_int64(st, 0);
-        *idx = (uint32_t)sqlite3_column_int64(st, 1);
-    }
-    sqlite3_finalize(st);
-    return rc;
-}
-
-typedef struct file_term {
-    int64_t pack;
-    uint32_t start, end;
-    uint64_t raw_start, raw_len;
-} file_term;
-
-static void push_term(file_term **terms, size_t *n, size_t *cap, int64_t pack, uint32_t idx,
-                      uint64_t raw)
-{
-    file_term *last = *n ? &(*terms)[*n - 1] : NULL;
-    if (last && last->pack == pack && last->end == idx) {
-        last->end++;
-        last->raw_len += raw;
-        return;
-    }
-    if (*n == *cap) {
-        *cap = *cap ? *cap * 2 : 16;
-        *terms = realloc(*terms, *cap * sizeof **terms);
-        if (!*terms)
-            abort();
-    }
-    uint64_t start = last ? last->raw_start + last->raw_len : 0;
-    (*terms)[(*n)++] = (file_term){pack, idx, idx + 1, start, raw};
-}
-
-int store_file_register(store *s, const char *oid, const xet_hash *file_hash, uint64_t size,
-                        const xet_shard_term *terms, size_t n, err *e)
-{
-    if (!text_is_hex(oid, 64))
-        return err_set(e, 400, "", "invalid sha256");
-    int64_t have;
-    int rc = store_stat(s, oid, &have, e);
-    if (rc < 0)
-        return -1;
-    if (rc == 0)
-        return 0;
-    file_term *ft = NULL;
-    size_t nft = 0, cap = 0;
-    rc = 0;
-    for (size_t t = 0; rc == 0 && t < n; t++) {
-        xet_chunk *cs = NULL;
-        size_t ncs = 0;
-        if (store_xorb_chunks(s, &terms[t].xorb_hash, &cs, &ncs, e) != 0) {
-            rc = err_set(e, 400, "BadShard", "a term names an unknown xorb");
-            break;
-        }
-        if (terms[t].chunk_end > ncs || terms[t].chunk_start >= terms[t].chunk_end) {
-            free(cs);
-            rc = err_set(e, 400, "BadShard", "a term's chunk range lies outside its xorb");
-            break;
-        }
-        pthread_mutex_lock(&s->lock);
-        for (uint32_t i = terms[t].chunk_start; rc == 0 && i < terms[t].chunk_end; i++) {
-            int64_t pack;
-            uint32_t idx;
-            int found = locate_chunk(s, &cs[i].hash, &pack, &idx, e);
-            if (found != 0)
-                rc = found < 0 ? -1 : err_set(e, 500, "", "a chunk of a stored xorb is missing");
-            else
-                push_term(&ft, &nft, &cap, pack, idx, cs[i].length);
-        }
-        pthread_mutex_unlock(&s->lock);
-        free(cs);
-    }
-    uint64_t total = nft ? ft[nft - 1].raw_start + ft[nft - 1].raw_len : 0;
-    if (rc == 0 && total != size)
-        rc = err_set(e, 400, "BadShard", "the terms add up to %llu bytes, not %llu",
-                     (unsigned long long)total, (unsigned long long)size);
-    if (rc != 0) {
-        free(ft);
-        return -1;
-    }
-    pthread_mutex_lock(&s->lock);
-    rc = store_sql_exec(s, "BEGIN IMMEDIATE", e);
-    sqlite3_stmt *f = rc ? NULL : store_sql_prepare(s, "INSERT OR IGNORE INTO files (oid, size, xet,"
-                                                       " created_ms) VALUES (?, ?, ?, ?)", e);
-    if (f) {
-        sqlite3_bind_text(f, 1, oid, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(f, 2, (int64_t)size);
-        sqlite3_bind_blob(f, 3, file_hash->bytes, XET_HASH_LEN, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(f, 4, text_now_ms());
-        if (sqlite3_step(f) != SQLITE_DONE)
-            rc = store_sql_fail(s, e, "file");
-        else if (sqlite3_changes(s->sql) == 0)
-            rc = 1; /* registered meanwhile */
-        sqlite3_finalize(f);
-    } else {
-        rc = -1;
-    }
-    sqlite3_stmt *st = rc ? NULL : store_sql_prepare(s, "INSERT INTO file_terms (oid, seq, pack,"
-                                                        " chunk_start, chunk_end, raw_start, raw_len)"
-                                                        " VALUES (?, ?, ?, ?, ?, ?, ?)", e);
-    for (size_t i = 0; st && rc == 0 && i < nft; i++) {
-        sqlite3_reset(st);
-        sqlite3_bind_text(st, 1, oid, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 2, (int64_t)i);
-        sqlite3_bind_int64(st, 3, ft[i].pack);
-        sqlite3_bind_int64(st, 4, ft[i].start);
-        sqlite3_bind_int64(st, 5, ft[i].end);
-        sqlite3_bind_int64(st, 6, (int64_t)ft[i].raw_start);
-        sqlite3_bind_int64(st, 7, (int64_t)ft[i].raw_len);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            rc = store_sql_fail(s, e, "file terms");
-    }
-    sqlite3_finalize(st);
-    if (rc == 0)
-        rc = store_sql_exec(s, "COMMIT", e);
-    else
-        sqlite3_exec(s->sql, "ROLLBACK", NULL, NULL, NULL);
-    pthread_mutex_unlock(&s->lock);
-    free(ft);
-    return rc == 1 ? 0 : rc;
-}
-
 void store_reconstruction_free(store_reconstruction *r)
 {
     free(r->terms);
@@ -513,6 +383,22 @@ int store_xorb_region(store *s, const xet_hash *xorb, uint64_t start, uint64_t e
     return 0;
 }
 
+/* Where a chunk lies now in the dedup index: (pack, idx). Caller holds the lock. */
+static int locate_chunk(store *s, const xet_hash *chunk, int64_t *pack, uint32_t *idx, err *e)
+{
+    sqlite3_stmt *st = store_sql_prepare(s, "SELECT pack, idx FROM chunks WHERE hash = ?", e);
+    if (!st)
+        return -1;
+    sqlite3_bind_blob(st, 1, chunk->bytes, XET_HASH_LEN, SQLITE_TRANSIENT);
+    int rc = one_row(s, st, e);
+    if (rc == 0) {
+        *pack = sqlite3_column_int64(st, 0);
+        *idx = (uint32_t)sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 /* The pack that holds the dedup index's copy of `chunk`: its hash and serialized length, and
  * all its chunks in order. 0, 1 when the chunk is unknown, -1 + e. Caller frees *pc. */
 static int chunk_pack(store *s, const xet_hash *chunk, xet_hash *pack_hash, uint64_t *bytes,
@@ -552,28 +438,344 @@ static int chunk_pack(store *s, const xet_hash *chunk, xet_hash *pack_hash, uint
     return rc;
 }
 
-int store_chunk_pack(store *s, const xet_hash *chunk, xet_hash *pack, uint64_t *pack_bytes,
-                     store_pack_chunk **chunks, size_t *n, size_t *index, err *e)
+/* ---- registering an upload shard's files -----------------------------------------------------
+ *
+ * A shard describes files as terms over xorbs, and claims each file's SHA-256 (the LFS oid its
+ * commit line will use). Everything in it is the caller's word, so before anything is
+ * registered: every xorb it introduces must be known; every file needs verification entries,
+ * each a range hash over the *real* chunk hashes of its term (which only someone who had the
+ * bytes knows; a dedup shard never gives them out in clear), and its terms must hash to its
+ * file hash (xet_shard_verify_file over the chunk lists the store keeps); and the SHA-256 must
+ * be the content's. Nothing in the Xet hashes ties that field to the bytes: trusting it would
+ * let one client register someone else's oid with its own content, or link a stored oid it
+ * does not know the bytes of. So a new oid, or a stored one under another Xet file hash or
+ * size, is read back from the packs that hold the chunks and hashed; a stored oid under the
+ * same Xet file hash and size (the same chunks, so the same bytes) needs no reading. Both ways
+ * answer alike, and errors name only hashes the caller sent. */
+
+/* Chunk lists of the xorbs a shard names, fetched from the metadata once each. */
+typedef struct xorb_cache {
+    store *store;
+    struct {
+        xet_hash hash;
+        xet_chunk *chunks;
+        size_t n;
+    } *items;
+    size_t n, cap;
+    err e; /* the first error that was not "unknown xorb" */
+} xorb_cache;
+
+static int cached_chunks(void *ctx, const xet_hash *xorb, const xet_chunk **chunks, size_t *n)
 {
-    *chunks = NULL;
-    *n = 0;
-    pack_chunk *pc;
-    size_t npc;
-    uint32_t idx;
-    uint64_t raw;
-    int rc = chunk_pack(s, chunk, pack, pack_bytes, &raw, &pc, &npc, &idx, e);
-    if (rc != 0)
-        return rc;
-    store_pack_chunk *out = calloc(npc, sizeof *out);
-    if (!out)
-        abort();
-    for (size_t i = 0; i < npc; i++)
-        out[i] = (store_pack_chunk){pc[i].hash, pc[i].offset, pc[i].length, pc[i].raw};
-    free(pc);
-    *chunks = out;
-    *n = npc;
-    *index = idx;
+    xorb_cache *c = ctx;
+    for (size_t i = 0; i < c->n; i++)
+        if (xet_hash_equal(&c->items[i].hash, xorb)) {
+            *chunks = c->items[i].chunks;
+            *n = c->items[i].n;
+            return 0;
+        }
+    xet_chunk *list = NULL;
+    size_t count = 0;
+    err e = ERR_INIT;
+    if (store_xorb_chunks(c->store, xorb, &list, &count, &e) != 0) {
+        if (e.status != 404 && !err_is_set(&c->e))
+            c->e = e;
+        return -1;
+    }
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 16;
+        c->items = realloc(c->items, c->cap * sizeof *c->items);
+        if (!c->items)
+            abort();
+    }
+    c->items[c->n].hash = *xorb;
+    c->items[c->n].chunks = list;
+    c->items[c->n].n = count;
+    c->n++;
+    *chunks = list;
+    *n = count;
     return 0;
+}
+
+static void xorb_cache_free(xorb_cache *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->items[i].chunks);
+    free(c->items);
+}
+
+/* One pack open for reading chunks back, with its chunk list. */
+typedef struct pack_view {
+    pack_chunk *chunks;
+    size_t n;
+    int fd;
+    uint32_t at; /* index of the chunk read last */
+} pack_view;
+
+static void pack_view_close(pack_view *pv)
+{
+    if (pv->fd >= 0)
+        close(pv->fd);
+    free(pv->chunks);
+    *pv = (pack_view){.fd = -1};
+}
+
+/* Opens the pack that holds the dedup index's copy of `chunk` and points pv->at at it. */
+static int pack_view_find(store *s, const xet_hash *chunk, pack_view *pv, err *e)
+{
+    pack_view_close(pv);
+    xet_hash pack;
+    uint64_t bytes, raw;
+    int rc = chunk_pack(s, chunk, &pack, &bytes, &raw, &pv->chunks, &pv->n, &pv->at, e);
+    if (rc > 0)
+        rc = err_set(e, 400, "BadShard", "a chunk of the file is not stored");
+    int64_t base = 0;
+    if (rc == 0 && store_xorb_region(s, &pack, 0, bytes, &pv->fd, &base, e) != 0) {
+        pv->fd = -1;
+        rc = -1;
+    }
+    if (rc != 0)
+        pack_view_close(pv);
+    return rc;
+}
+
+/* Hashes one chunk's bytes into sha. (No BLAKE3 check: the store checked every chunk when it
+ * took it in, and bytes that hash to the claimed SHA-256 are the right bytes anyway.) */
+static int hash_chunk(const pack_view *pv, hash_ctx *sha, uint8_t *record, uint8_t *plain,
+                      err *e)
+{
+    const pack_chunk *c = &pv->chunks[pv->at];
+    xet_chunk_header ch;
+    if (c->length < XET_CHUNK_HEADER_LEN || c->length > XET_CHUNK_HEADER_LEN + XET_CHUNK_MAX_COMPRESSED ||
+        pread(pv->fd, record, c->length, (off_t)c->offset) != (ssize_t)c->length ||
+        xet_chunk_header_decode(record, &ch, e) != 0 ||
+        XET_CHUNK_HEADER_LEN + ch.compressed_len != c->length ||
+        (ch.compression != XET_COMPRESSION_NONE &&
+         xet_chunk_decode(&ch, record + XET_CHUNK_HEADER_LEN, plain, e) != 0))
+        return err_set(e, 500, "", "a pack of the store is damaged; run hearth admin fsck");
+    hash_update(sha, ch.compression == XET_COMPRESSION_NONE ? record + XET_CHUNK_HEADER_LEN : plain,
+                ch.uncompressed_len);
+    return 0;
+}
+
+/* Does the content of a verified shard file hash to its claimed SHA-256 `oid`? Reads the
+ * chunks back, one pack walk per run of consecutive chunks. 0, or -1 + e (400 when not). */
+static int check_sha256(store *s, const xet_shard_file *f, xorb_cache *cache, const char *oid,
+                        err *e)
+{
+    hash_ctx *sha = hash_sha256_new();
+    uint8_t *record = malloc(XET_CHUNK_HEADER_LEN + XET_CHUNK_MAX_COMPRESSED);
+    uint8_t *plain = malloc(XET_CHUNK_MAX);
+    if (!record || !plain)
+        abort();
+    pack_view pv = {.fd = -1};
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < f->n_terms; t++) {
+        const xet_chunk *chunks;
+        size_t n;
+        if (cached_chunks(cache, &f->terms[t].xorb_hash, &chunks, &n) != 0) {
+            rc = err_set(e, 400, "BadShard", "a term names an unknown xorb");
+            break;
+        }
+        for (uint32_t i = f->terms[t].chunk_start; rc == 0 && i < f->terms[t].chunk_end; i++) {
+            const xet_hash *want = &chunks[i].hash;
+            if (pv.fd >= 0 && pv.at + 1 < pv.n && xet_hash_equal(&pv.chunks[pv.at + 1].hash, want))
+                pv.at++;
+            else if (!(pv.fd >= 0 && pv.at < pv.n && xet_hash_equal(&pv.chunks[pv.at].hash, want)))
+                rc = pack_view_find(s, want, &pv, e);
+            if (rc == 0)
+                rc = hash_chunk(&pv, sha, record, plain, e);
+        }
+    }
+    char got[65];
+    hash_final_hex(sha, got);
+    /* Name only the hash the caller sent: the content's real SHA-256 is what a caller who
+     * knows some chunk ranges but not the bytes is after (it would let them claim the file). */
+    if (rc == 0 && !hash_equal_ct(got, oid))
+        rc = err_set(e, 400, "BadShard", "the file's content does not hash to the SHA-256 the "
+                                         "shard names (%s)", oid);
+    pack_view_close(&pv);
+    free(record);
+    free(plain);
+    return rc;
+}
+
+/* The checks of one file, up to (not including) its SHA-256; *size receives its length. */
+static int verify_file(const xet_shard_file *f, xorb_cache *cache, uint64_t *size, err *e)
+{
+    char hs[XET_HASH_STRING_LEN + 1];
+    xet_hash_to_string(&f->file_hash, hs);
+    if (!(f->flags & XET_SHARD_FILE_WITH_VERIFICATION) || !f->verification)
+        return err_set(e, 400, "BadShard", "file %s has no verification entries", hs);
+    if (!f->has_sha256)
+        return err_set(e, 400, "BadShard", "file %s has no SHA-256 (metadata extension); it "
+                                           "could not be committed", hs);
+    if (xet_shard_verify_file(f, cached_chunks, cache, true, size, e) != 0) {
+        if (err_is_set(&cache->e))
+            *e = cache->e;
+        return -1;
+    }
+    return 0;
+}
+
+/* Is the claimed oid this content's? Stored under the same Xet hash and size: the same chunks,
+ * nothing to read (the verification entries just proved the caller knows them); anything else
+ * (new, another size, another Xet hash such as the npm client's chunking) is read back. */
+static int verify_sha256(store *s, const xet_shard_file *f, uint64_t size, xorb_cache *cache,
+                         err *e)
+{
+    char oid[65];
+    hex_encode(f->sha256, 32, oid);
+    int64_t have = -1;
+    int st = store_stat(s, oid, &have, e);
+    if (st < 0)
+        return -1;
+    if (st == 0 && (uint64_t)have == size) {
+        xet_hash stored;
+        int xr = store_file_xet_hash(s, oid, &stored, e);
+        if (xr < 0)
+            return -1;
+        if (xr == 0 && xet_hash_equal(&stored, &f->file_hash))
+            return 0;
+    }
+    return check_sha256(s, f, cache, oid, e);
+}
+
+/* A file's terms as runs of the packs that hold its chunks now. */
+typedef struct file_term {
+    int64_t pack;
+    uint32_t start, end;
+    uint64_t raw_start, raw_len;
+} file_term;
+
+typedef struct file_plan {
+    file_term *terms;
+    size_t n, cap;
+} file_plan;
+
+static void plan_push(file_plan *p, int64_t pack, uint32_t idx, uint64_t raw)
+{
+    file_term *last = p->n ? &p->terms[p->n - 1] : NULL;
+    if (last && last->pack == pack && last->end == idx) {
+        last->end++;
+        last->raw_len += raw;
+        return;
+    }
+    if (p->n == p->cap) {
+        p->cap = p->cap ? p->cap * 2 : 16;
+        p->terms = realloc(p->terms, p->cap * sizeof *p->terms);
+        if (!p->terms)
+            abort();
+    }
+    uint64_t start = last ? last->raw_start + last->raw_len : 0;
+    p->terms[p->n++] = (file_term){pack, idx, idx + 1, start, raw};
+}
+
+/* Maps a verified file's chunks to where they lie. */
+static int plan_file(store *s, const xet_shard_file *f, xorb_cache *cache, file_plan *p, err *e)
+{
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < f->n_terms; t++) {
+        const xet_chunk *cs;
+        size_t ncs;
+        if (cached_chunks(cache, &f->terms[t].xorb_hash, &cs, &ncs) != 0)
+            return err_set(e, 400, "BadShard", "a term names an unknown xorb");
+        pthread_mutex_lock(&s->lock);
+        for (uint32_t i = f->terms[t].chunk_start; rc == 0 && i < f->terms[t].chunk_end; i++) {
+            int64_t pack;
+            uint32_t idx;
+            int found = locate_chunk(s, &cs[i].hash, &pack, &idx, e);
+            if (found != 0)
+                rc = found < 0 ? -1 : err_set(e, 500, "", "a chunk of a stored xorb is missing");
+            else
+                plan_push(p, pack, idx, cs[i].length);
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    return rc;
+}
+
+/* Inserts one file and its terms (inside the caller's transaction). A file stored meanwhile is
+ * left as it is. */
+static int insert_file(store *s, const char *oid, const xet_hash *file_hash, uint64_t size,
+                       const file_plan *p, err *e)
+{
+    sqlite3_stmt *f = store_sql_prepare(s, "INSERT OR IGNORE INTO files (oid, size, xet,"
+                                           " created_ms) VALUES (?, ?, ?, ?)", e);
+    if (!f)
+        return -1;
+    sqlite3_bind_text(f, 1, oid, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(f, 2, (int64_t)size);
+    sqlite3_bind_blob(f, 3, file_hash->bytes, XET_HASH_LEN, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(f, 4, text_now_ms());
+    int rc = sqlite3_step(f) == SQLITE_DONE ? 0 : store_sql_fail(s, e, "file");
+    sqlite3_finalize(f);
+    if (rc != 0 || sqlite3_changes(s->sql) == 0)
+        return rc;
+    sqlite3_stmt *st = store_sql_prepare(s, "INSERT INTO file_terms (oid, seq, pack, chunk_start,"
+                                            " chunk_end, raw_start, raw_len)"
+                                            " VALUES (?, ?, ?, ?, ?, ?, ?)", e);
+    if (!st)
+        return -1;
+    for (size_t i = 0; rc == 0 && i < p->n; i++) {
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, oid, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 2, (int64_t)i);
+        sqlite3_bind_int64(st, 3, p->terms[i].pack);
+        sqlite3_bind_int64(st, 4, p->terms[i].start);
+        sqlite3_bind_int64(st, 5, p->terms[i].end);
+        sqlite3_bind_int64(st, 6, (int64_t)p->terms[i].raw_start);
+        sqlite3_bind_int64(st, 7, (int64_t)p->terms[i].raw_len);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = store_sql_fail(s, e, "file terms");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int store_shard_register(store *s, const xet_shard *shard, uint64_t *sizes, err *e)
+{
+    xorb_cache cache = {.store = s};
+    int rc = 0;
+    for (size_t i = 0; i < shard->n_xorbs && rc == 0; i++) {
+        int st = store_xorb_stat(s, &shard->xorbs[i].xorb_hash, NULL, e);
+        if (st > 0) {
+            char hs[XET_HASH_STRING_LEN + 1];
+            xet_hash_to_string(&shard->xorbs[i].xorb_hash, hs);
+            err_set(e, 400, "BadShard", "the shard names xorb %s, which was not uploaded", hs);
+        }
+        rc = st == 0 ? 0 : -1;
+    }
+    /* Every file is checked whole before any is read back or registered. */
+    for (size_t i = 0; i < shard->n_files && rc == 0; i++)
+        rc = verify_file(&shard->files[i], &cache, &sizes[i], e);
+    for (size_t i = 0; i < shard->n_files && rc == 0; i++)
+        rc = verify_sha256(s, &shard->files[i], sizes[i], &cache, e);
+    file_plan *plans = calloc(shard->n_files + 1, sizeof *plans);
+    if (!plans)
+        abort();
+    for (size_t i = 0; i < shard->n_files && rc == 0; i++)
+        rc = plan_file(s, &shard->files[i], &cache, &plans[i], e);
+    /* One transaction for all the files: a shard registers whole or not at all. */
+    if (rc == 0 && shard->n_files) {
+        pthread_mutex_lock(&s->lock);
+        rc = store_sql_exec(s, "BEGIN IMMEDIATE", e);
+        for (size_t i = 0; i < shard->n_files && rc == 0; i++) {
+            char oid[65];
+            hex_encode(shard->files[i].sha256, 32, oid);
+            rc = insert_file(s, oid, &shard->files[i].file_hash, sizes[i], &plans[i], e);
+        }
+        if (rc == 0)
+            rc = store_sql_exec(s, "COMMIT", e);
+        else
+            sqlite3_exec(s->sql, "ROLLBACK", NULL, NULL, NULL);
+        pthread_mutex_unlock(&s->lock);
+    }
+    for (size_t i = 0; i < shard->n_files; i++)
+        free(plans[i].terms);
+    free(plans);
+    xorb_cache_free(&cache);
+    return rc;
 }
 
 int store_chunk_shard(store *s, const xet_hash *chunk, const uint8_t key[32], uint64_t key_expiry,

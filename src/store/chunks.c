@@ -284,6 +284,16 @@ int store_read_chunk(int fd, const pack_chunk *c, uint8_t *out, uint8_t *scratch
     return 0;
 }
 
+/* store_record_check of a record in two pieces (header, payload). */
+static uint64_t record_check2(const void *a, size_t alen, const void *b, size_t blen)
+{
+    XXH3_state_t state;
+    XXH3_64bits_reset(&state);
+    record_xxh3_update(&state, a, alen);
+    record_xxh3_update(&state, b, blen);
+    return XXH3_64bits_digest(&state);
+}
+
 /* ---- writing ------------------------------------------------------------------------------ */
 
 /* A pack this writer is filling. */
@@ -365,6 +375,17 @@ struct store_writer {
     int64_t *leased;
     size_t nleased;
     buf record;
+    /* store_writer_mark's position: what to restore on store_writer_rewind */
+    struct {
+        bool set;
+        int64_t size;
+        xet_chunker chunker;
+        uint8_t *partial;    /* the unfinished chunk's bytes (XET_CHUNK_MAX) */
+        size_t partial_len;
+        hash_ctx *sha;       /* of the complete chunks before the mark */
+        size_t nall, nterms;
+        term last;           /* terms[nterms - 1] as it was */
+    } mark;
 };
 
 store_writer *store_writer_new(store *s, err *e)
@@ -757,7 +778,7 @@ static int end_chunk(store_writer *w, err *e)
     if (c->raw) {
         uint8_t header[XET_CHUNK_HEADER_LEN];
         raw_header(c->len, header);
-        c->check = store_record_check2(header, sizeof header, data, c->len);
+        c->check = record_check2(header, sizeof header, data, c->len);
     }
     b->used += w->chunk_len;
     w->chunk_len = 0;
@@ -782,6 +803,61 @@ int store_writer_write(store_writer *w, const void *data, size_t len, err *e)
         if (ends && end_chunk(w, e) != 0)
             return -1;
     }
+    return 0;
+}
+
+/* The mark is taken between whole chunks as far as the storing thread is concerned: the
+ * filling batch's complete chunks are handed over and stored, and the unfinished chunk's bytes
+ * (under XET_CHUNK_MAX, the chunker's state with them) are copied aside. Rewinding then only
+ * restores small state: nothing stored after the mark is undone on disk, it is merely no
+ * longer part of the file. */
+int store_writer_mark(store_writer *w, err *e)
+{
+    batch *b = w->filling;
+    if (!w->mark.partial) {
+        w->mark.partial = malloc(XET_CHUNK_MAX);
+        if (!w->mark.partial)
+            abort();
+    }
+    memcpy(w->mark.partial, b->data + b->used, w->chunk_len);
+    w->mark.partial_len = w->chunk_len;
+    if (b->n) {
+        if (submit_batch(w, e) != 0)
+            return -1;
+        memcpy(w->filling->data, w->mark.partial, w->chunk_len);
+    }
+    if (wait_idle(w, e) != 0)
+        return -1;
+    w->mark.set = true;
+    w->mark.size = w->size;
+    w->mark.chunker = w->chunker;
+    hash_free(w->mark.sha);
+    w->mark.sha = hash_copy(w->sha);
+    w->mark.nall = w->nall;
+    w->mark.nterms = w->nterms;
+    if (w->nterms)
+        w->mark.last = w->terms[w->nterms - 1];
+    return 0;
+}
+
+int store_writer_rewind(store_writer *w, err *e)
+{
+    if (!w->mark.set)
+        return err_set(e, 500, "", "store_writer_rewind without a mark");
+    if (wait_idle(w, e) != 0)
+        return -1;
+    batch *b = w->filling;
+    b->n = b->used = 0;
+    memcpy(b->data, w->mark.partial, w->mark.partial_len);
+    w->chunk_len = w->mark.partial_len;
+    w->chunker = w->mark.chunker;
+    w->size = w->mark.size;
+    hash_free(w->sha);
+    w->sha = hash_copy(w->mark.sha);
+    w->nall = w->mark.nall;
+    w->nterms = w->mark.nterms;
+    if (w->nterms)
+        w->terms[w->nterms - 1] = w->mark.last;
     return 0;
 }
 
@@ -819,6 +895,8 @@ static void writer_free(store_writer *w, bool remove_packs)
     }
     release_leases(w);
     hash_free(w->sha);
+    hash_free(w->mark.sha);
+    free(w->mark.partial);
     free(w->packs);
     free(w->terms);
     free(w->all);
@@ -1232,15 +1310,6 @@ static int term_ready(store *s, reader_term *t, err *e)
 }
 
 uint64_t store_record_check(const void *record, size_t len) { return record_xxh3(record, len); }
-
-uint64_t store_record_check2(const void *a, size_t alen, const void *b, size_t blen)
-{
-    XXH3_state_t state;
-    XXH3_64bits_reset(&state);
-    record_xxh3_update(&state, a, alen);
-    record_xxh3_update(&state, b, blen);
-    return XXH3_64bits_digest(&state);
-}
 
 /* Whether a record lies inside its pack's mapping. */
 static bool record_in_map(const reader_term *t, const pack_chunk *c)

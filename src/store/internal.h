@@ -38,8 +38,6 @@ typedef struct pack_chunk {
 
 /* The fast integrity check of a stored record; downloads verify it, fsck the BLAKE3 hash. */
 uint64_t store_record_check(const void *record, size_t len);
-/* The same of a record in two pieces (header, payload). */
-uint64_t store_record_check2(const void *a, size_t alen, const void *b, size_t blen);
 
 /* Loads chunks [start, end) of pack `pack` (end 0 = to the last). Caller holds the lock and
  * frees *out. */
@@ -63,7 +61,6 @@ void store_buffer_put(uint8_t *b);
 typedef struct packfile packfile;
 packfile *packfile_create(const char *path, err *e);
 int packfile_append(packfile *f, const void *data, size_t len, err *e);
-uint64_t packfile_size(const packfile *f);
 /* Writes what is left and fsyncs; frees f in every case. */
 int packfile_seal(packfile *f, err *e);
 /* Closes without syncing (the caller removes the file); frees f. NULL is allowed. */

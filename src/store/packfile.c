@@ -180,7 +180,6 @@ packfile *packfile_create(const char *path, err *e)
     return f;
 }
 
-uint64_t packfile_size(const packfile *f) { return f->size; }
 
 /* Hands the full buffer to the I/O thread and switches to the other one. */
 static int submit(packfile *f, err *e)

@@ -58,6 +58,14 @@ void store_writer_expect(store_writer *w, int64_t size);
  * the bytes written, else 400 and nothing is stored. Frees w in every case. */
 int store_writer_finish(store_writer *w, const char *expected_oid, int64_t expected_size,
                         char oid_out[65], err *e);
+/* For files that arrive in pieces, each of which may fail and be sent again (multipart
+ * uploads): store_writer_mark remembers the position (the bytes written so far), waiting for
+ * what is queued to be stored; store_writer_rewind returns to the last mark, as if nothing had
+ * been written since. Chunks stored after the mark stay in the writer's packs, unreferenced
+ * unless the same bytes come again (gc reclaims them). Rewinding fails only when the writer
+ * failed meanwhile (a storage error); it can then only be aborted. One mark at a time. */
+int store_writer_mark(store_writer *w, err *e);
+int store_writer_rewind(store_writer *w, err *e);
 /* Discards everything written; frees w. */
 void store_writer_abort(store_writer *w);
 
@@ -94,11 +102,17 @@ int store_xorb_put(store *s, const xet_hash *xorb, const uint8_t *data, size_t l
                    bool *inserted, err *e);
 /* The chunks (hash, unpacked length) of a known xorb, in order; caller frees *chunks. */
 int store_xorb_chunks(store *s, const xet_hash *xorb, xet_chunk **chunks, size_t *n, err *e);
-/* Registers a file uploaded through Xet, from terms naming chunk ranges of known xorbs (the
- * caller has checked them with xet_shard_verify_file). Afterwards the file is an ordinary
- * store file under its SHA-256 (store_stat, readers). Registering a known file is a no-op. */
-int store_file_register(store *s, const char *oid, const xet_hash *file_hash, uint64_t size,
-                        const xet_shard_term *terms, size_t n, err *e);
+/* Checks an upload shard (as xet_shard_parse gives it) and registers its files, all of them or
+ * none. Proof of possession first: every xorb it introduces must be known; every file needs
+ * verification entries, each a range hash over the real chunk hashes of its term's chunk range
+ * of a known xorb, and its terms must hash to its file hash (xet_shard_verify_file); the
+ * SHA-256 it claims must be the content's, which is read back from the packs and hashed unless
+ * the oid is stored already under the same Xet hash and size. 400 BadShard otherwise, with a
+ * message that names only hashes the shard holds, and reads the same whether or not the oid is
+ * stored. sizes (n_files entries) receives each file's length. Afterwards each file is an
+ * ordinary store file under its SHA-256 (store_stat, readers); a file stored already is kept
+ * as it is. */
+int store_shard_register(store *s, const xet_shard *shard, uint64_t *sizes, err *e);
 
 /* How to rebuild bytes [first, last] of a file from xorbs (Xet reconstruction). */
 typedef struct store_term {
@@ -136,20 +150,6 @@ int store_xorb_region(store *s, const xet_hash *xorb, uint64_t start, uint64_t e
  * the chunk is unknown. */
 int store_chunk_shard(store *s, const xet_hash *chunk, const uint8_t key[32], uint64_t key_expiry,
                       buf *out, err *e);
-
-/* For reading a chunk's neighbours back from disk (the CAS's check of a shard's SHA-256;
- * never sent to clients): the pack holding the dedup index's copy of `chunk`, its serialized
- * length, its chunks in order (caller frees *chunks) and the index of `chunk` among them.
- * Offsets are into the pack as store_xorb_region opens it. 0, 1 when the chunk is unknown. */
-typedef struct store_pack_chunk {
-    xet_hash hash;
-    uint64_t offset;   /* of its header */
-    uint32_t length;   /* header + payload */
-    uint32_t raw;      /* decoded bytes */
-} store_pack_chunk;
-
-int store_chunk_pack(store *s, const xet_hash *chunk, xet_hash *pack, uint64_t *pack_bytes,
-                     store_pack_chunk **chunks, size_t *n, size_t *index, err *e);
 
 /* ---- maintenance --------------------------------------------------------------------------- */
 

@@ -373,7 +373,35 @@ static void test_xorb_roundtrip(void **state)
     hash_sha256_hex(whole, sizeof whole, sha);
     xet_shard_term term = {.xorb_hash = xh, .unpacked_bytes = sizeof whole, .chunk_start = 0,
                            .chunk_end = 3};
-    assert_int_equal(store_file_register(s, sha, &fh, sizeof whole, &term, 1, &e), 0);
+    xet_hash hashes[3] = {chunks[0].hash, chunks[1].hash, chunks[2].hash};
+    xet_hash verification;
+    xet_verification_hash(hashes, 3, &verification);
+    xet_shard_file file = {.file_hash = fh, .flags = XET_SHARD_FILE_WITH_VERIFICATION,
+                           .n_terms = 1, .terms = &term, .verification = &verification,
+                           .has_sha256 = true};
+    hex_decode(sha, file.sha256, 32);
+    xet_shard upload = {.files = &file, .n_files = 1};
+    uint64_t size = 0;
+    /* The checks the store makes itself: a claimed SHA-256 that is not the content's, a
+     * verification entry that is not over the real chunk hashes, a term outside its xorb. */
+    file.sha256[0] ^= 1;
+    assert_int_equal(store_shard_register(s, &upload, &size, &e), -1);
+    assert_string_equal(e.code, "BadShard");
+    assert_int_equal(store_stat(s, sha, NULL, &e), 1);
+    file.sha256[0] ^= 1;
+    verification.bytes[0] ^= 1;
+    assert_int_equal(store_shard_register(s, &upload, &size, &e), -1);
+    assert_string_equal(e.code, "BadShard");
+    verification.bytes[0] ^= 1;
+    term.chunk_end = 4;
+    assert_int_equal(store_shard_register(s, &upload, &size, &e), -1);
+    assert_string_equal(e.code, "BadShard");
+    term.chunk_end = 3;
+    assert_int_equal(store_stat(s, sha, NULL, &e), 1);
+    assert_int_equal(store_shard_register(s, &upload, &size, &e), 0);
+    assert_int_equal(size, sizeof whole);
+    /* Again: the oid is stored under the same Xet hash and size, nothing to read. */
+    assert_int_equal(store_shard_register(s, &upload, &size, &e), 0);
     assert_reads_back(s, sha, whole, sizeof whole);
     xet_hash back;
     assert_int_equal(store_file_xet_hash(s, sha, &back, &e), 0);
@@ -416,7 +444,6 @@ static void test_xorb_roundtrip(void **state)
     }
     for (int i = 0; i < 3; i++)
         assert_null(memmem(shard.data, shard.len, chunks[i].hash.bytes, XET_HASH_LEN));
-    xet_hash pack_hash = px->xorb_hash;
     xet_shard_free(&parsed);
     static const uint8_t zero_key[32];
     buf_reset(&shard);
@@ -426,21 +453,59 @@ static void test_xorb_roundtrip(void **state)
     assert_int_equal(store_chunk_shard(s, &unknown, key, 1234, &shard, &e), 1);
     buf_free(&shard);
 
-    /* The server's own view of the same pack, in clear, with record offsets. */
-    store_pack_chunk *pcs;
-    size_t npcs, at;
-    xet_hash pack;
-    uint64_t pack_bytes;
-    assert_int_equal(store_chunk_pack(s, &chunks[2].hash, &pack, &pack_bytes, &pcs, &npcs, &at, &e), 0);
-    assert_true(xet_hash_equal(&pack, &pack_hash));
-    assert_int_equal(npcs, 2);
-    assert_int_equal(at, 1);
-    assert_true(xet_hash_equal(&pcs[1].hash, &chunks[2].hash));
-    assert_int_equal(pcs[1].offset, pcs[0].length);
-    assert_int_equal(pack_bytes, (uint64_t)pcs[0].length + pcs[1].length);
-    free(pcs);
-    assert_int_equal(store_chunk_pack(s, &unknown, &pack, &pack_bytes, &pcs, &npcs, &at, &e), 1);
     buf_free(&x);
+    store_close(s);
+}
+
+/* A file written in pieces, each possibly sent twice (multipart parts): a piece cut off and
+ * rewound leaves no trace in the file, whether it stopped inside a chunk or many batches in. */
+static void test_writer_rewind(void **state)
+{
+    err e = ERR_INIT;
+    store *s = store_open(dir, true, &e);
+    size_t n = 24u << 20, piece = 8u << 20;
+    uint8_t *data = malloc(n), *junk = malloc(piece);
+    fill(data, n, 7);
+    fill(junk, piece, 8);
+    char want[65], oid[65];
+    hash_sha256_hex(data, n, want);
+    store_writer *w = store_writer_new(s, &e);
+    store_writer_expect(w, (int64_t)n);
+    for (size_t at = 0; at < n; at += piece) {
+        assert_int_equal(store_writer_mark(w, &e), 0);
+        /* first a failed attempt: other bytes, cut off at an odd length */
+        size_t cut = at == 0 ? 1000 : piece - 12345;
+        assert_int_equal(store_writer_write(w, junk, cut, &e), 0);
+        assert_int_equal(store_writer_rewind(w, &e), 0);
+        /* then the piece itself, in two writes */
+        assert_int_equal(store_writer_write(w, data + at, 77777, &e), 0);
+        assert_int_equal(store_writer_write(w, data + at + 77777, piece - 77777, &e), 0);
+    }
+    assert_int_equal(store_writer_size(w), (int64_t)n);
+    assert_int_equal(store_writer_finish(w, want, (int64_t)n, oid, &e), 0);
+    assert_reads_back(s, want, data, n);
+    /* the same bytes in one go give the same Xet hash: chunking continued across the pieces */
+    xet_hash pieces, whole;
+    assert_int_equal(store_file_xet_hash(s, want, &pieces, &e), 0);
+    xet_chunker ck;
+    xet_chunker_init(&ck, XET_CHUNKER_HF_XET);
+    xet_chunk *cs = malloc((n / 8192 + 2) * sizeof *cs);
+    size_t ncs = 0, start = 0;
+    for (size_t at = 0; at < n;) {
+        bool ends = false;
+        at += xet_chunker_next(&ck, data + at, n - at, &ends);
+        if (ends || at == n) {
+            xet_chunk_hash(data + start, at - start, &cs[ncs].hash);
+            cs[ncs++].length = at - start;
+            start = at;
+        }
+    }
+    assert_int_equal(xet_file_hash(cs, ncs, &whole), 0);
+    assert_true(xet_hash_equal(&pieces, &whole));
+    free(cs);
+    assert_int_equal(store_fsck(s, NULL, NULL, &e), 0);
+    free(data);
+    free(junk);
     store_close(s);
 }
 
@@ -455,6 +520,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mismatch_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_large_upload_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xorb_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_rewind, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
