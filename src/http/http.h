@@ -10,6 +10,10 @@
  * (errors, small GETs) or returns a handler that receives the body — buffered up to a limit, or
  * streamed chunk by chunk for uploads — and replies when the body is complete.
  *
+ * Requests whose body length is ambiguous (two Content-Length headers, Content-Length beside
+ * Transfer-Encoding, a transfer coding other than chunked) are answered 400 (501 for an unknown
+ * coding) before dispatch, and their connection is closed (RFC 9112 section 6.3).
+ *
  * Paths are kept raw (not percent-decoded) so that routes can tell "%2F" from "/"; query
  * parameters are decoded. Every reply gets an X-Request-Id; errors become JSON
  * {"error": ...} with X-Error-Code and X-Error-Message, as the Hub's clients expect.

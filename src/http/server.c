@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -116,6 +117,68 @@ static enum MHD_Result collect_param(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
+/* ---- framing (RFC 9112 section 6.3) ------------------------------------------------------ */
+
+typedef struct framing {
+    unsigned content_lengths;
+    unsigned transfer_encodings;
+    const char *encoding;
+} framing;
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    framing *f = cls;
+    if (!strcasecmp(key, "Content-Length")) {
+        f->content_lengths++;
+    } else if (!strcasecmp(key, "Transfer-Encoding")) {
+        f->transfer_encodings++;
+        f->encoding = value;
+    }
+    return MHD_YES;
+}
+
+/* Whether the last coding of a Transfer-Encoding list is chunked, and whether it is alone. */
+static bool ends_chunked(const char *encoding, bool *alone)
+{
+    const char *last = strrchr(encoding, ',');
+    last = last ? last + 1 : encoding;
+    while (*last == ' ' || *last == '\t')
+        last++;
+    size_t n = strlen(last);
+    while (n && (last[n - 1] == ' ' || last[n - 1] == '\t'))
+        n--;
+    *alone = !strchr(encoding, ',');
+    return n == 7 && !strncasecmp(last, "chunked", 7);
+}
+
+/* libmicrohttpd 0.9.75 frames a body by the first Content-Length it finds and ignores any
+ * other, and reads a body with an unknown transfer coding until the connection closes. A
+ * client (or a proxy in front) that framed the body by another value then waits for an answer
+ * that never comes, or has the rest of its body read as the next request. Such requests are
+ * refused before dispatch. Returns NULL when the framing is sound, else the reason, with
+ * *status 400, or 501 for a transfer coding we do not implement. */
+static const char *framing_problem(struct MHD_Connection *connection, int *status)
+{
+    framing f = {0};
+    MHD_get_connection_values(connection, MHD_HEADER_KIND, count_framing, &f);
+    *status = 400;
+    if (f.content_lengths > 1)
+        return "the request has more than one Content-Length header";
+    if (f.transfer_encodings && f.content_lengths)
+        return "the request has both Transfer-Encoding and Content-Length headers";
+    if (f.transfer_encodings > 1)
+        return "the request has more than one Transfer-Encoding header";
+    bool alone = true;
+    if (f.transfer_encodings && !ends_chunked(f.encoding, &alone))
+        return "the request's Transfer-Encoding does not end with chunked";
+    if (!alone) {
+        *status = 501;
+        return "only the chunked transfer coding is supported";
+    }
+    return NULL;
+}
+
 static void request_free(http_request *req)
 {
     for (size_t i = 0; i < req->nparams; i++) {
@@ -159,6 +222,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         snprintf(req->method, sizeof req->method, "%s", method);
         req->path = strdup(url);
         make_request_id(req->request_id);
+        int status;
+        const char *framing_error = framing_problem(connection, &status);
+        if (framing_error) {
+            /* Replying now, before the body, makes libmicrohttpd close the connection after
+             * the reply; the header says so to the client. */
+            http_add_header(req, "Connection", "close");
+            http_reply_errorf(req, status, status == 400 ? "BadRequest" : "NotImplemented", "%s",
+                              framing_error);
+            queue_pending(req);
+            return MHD_YES;
+        }
         MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, collect_param, req);
         req->handler = server->config.dispatch(req, server->config.app);
         if (!req->handler && !req->replied)
