@@ -5,6 +5,16 @@
  * (before any body) and once the whole body has been received. Replies made in between (a
  * streaming sink that fails half-way) are therefore kept in the request and queued at the
  * final call, while the rest of the body is read and discarded.
+ *
+ * Timeouts: libmicrohttpd's own timeout (config.io_timeout) measures inactivity, which is right
+ * for a body or a reply (a slow transfer that keeps moving must go on) but lets a client that
+ * sends a header byte every few seconds hold its connection for ever. So every connection
+ * also carries a header deadline, set when it opens and again when a reply completes, cleared
+ * when the headers are in; a watchdog thread sleeps until the earliest deadline and shuts
+ * down the sockets that missed theirs, and libmicrohttpd then closes them on its own thread.
+ * A socket is only shut down while its entry is listed, and libmicrohttpd removes the entry
+ * (CLOSED notification, under the same lock) before it closes the descriptor, so the watchdog
+ * never touches a descriptor that has been reused.
  */
 #include "http/http.h"
 
@@ -13,10 +23,12 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +36,15 @@ typedef struct job {
     http_request *req;
     struct job *next;
 } job;
+
+/* A connection as the header watchdog sees it, from its opening to its closing. */
+typedef struct watched {
+    MHD_socket fd;
+    /* CLOCK_MONOTONIC ns by which a whole request header must be in; 0 while a request is
+     * being received or answered (or once the watchdog has shut the socket down). */
+    _Atomic int64_t header_deadline_ns;
+    struct watched *prev, *next;
+} watched;
 
 struct http_server {
     struct MHD_Daemon *daemon;
@@ -36,6 +57,14 @@ struct http_server {
     pthread_cond_t wake;
     job *head, *tail;
     bool stopping;
+    /* the header watchdog; watch_lock guards the list and watch_stopping */
+    int64_t header_timeout_ns;
+    pthread_t watchdog;
+    bool watchdog_started;
+    pthread_mutex_t watch_lock;
+    pthread_cond_t watch_wake;
+    watched *watched;
+    bool watch_stopping;
 };
 
 typedef struct query_param {
@@ -194,6 +223,102 @@ static void request_free(http_request *req)
     free(req);
 }
 
+/* ---- header deadlines ----------------------------------------------------------------------- */
+
+static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    http_server *s = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        watched *w = calloc(1, sizeof *w);
+        if (!w)
+            abort();
+        w->fd = info ? info->connect_fd : MHD_INVALID_SOCKET;
+        atomic_init(&w->header_deadline_ns, now_ns() + s->header_timeout_ns);
+        pthread_mutex_lock(&s->watch_lock);
+        w->next = s->watched;
+        if (s->watched)
+            s->watched->prev = w;
+        s->watched = w;
+        pthread_mutex_unlock(&s->watch_lock);
+        *socket_context = w;
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
+        watched *w = *socket_context;
+        pthread_mutex_lock(&s->watch_lock);
+        if (w->prev)
+            w->prev->next = w->next;
+        else
+            s->watched = w->next;
+        if (w->next)
+            w->next->prev = w->prev;
+        pthread_mutex_unlock(&s->watch_lock);
+        free(w);
+        *socket_context = NULL;
+    }
+}
+
+/* Starts (deadline_ns > 0) or stops (0) the header clock of the request's connection. */
+static void set_header_deadline(struct MHD_Connection *connection, int64_t deadline_ns)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    watched *w = info ? info->socket_context : NULL;
+    if (w)
+        atomic_store(&w->header_deadline_ns, deadline_ns);
+}
+
+/* Every deadline is set to "now + header_timeout", so one added while the watchdog sleeps is
+ * never earlier than the one it sleeps until: nothing needs to wake it but stopping. */
+static void *watchdog_main(void *arg)
+{
+    http_server *s = arg;
+    pthread_mutex_lock(&s->watch_lock);
+    while (!s->watch_stopping) {
+        int64_t now = now_ns(), next = now + s->header_timeout_ns;
+        for (watched *w = s->watched; w; w = w->next) {
+            int64_t deadline = atomic_load(&w->header_deadline_ns);
+            if (!deadline)
+                continue;
+            if (deadline > now) {
+                if (deadline < next)
+                    next = deadline;
+                continue;
+            }
+            /* Lost only to headers that arrived this very moment: then they were late. */
+            if (atomic_compare_exchange_strong(&w->header_deadline_ns, &deadline, 0) &&
+                w->fd != MHD_INVALID_SOCKET)
+                shutdown(w->fd, SHUT_RDWR);
+        }
+        struct timespec until = {.tv_sec = (time_t)(next / 1000000000),
+                                 .tv_nsec = (long)(next % 1000000000)};
+        pthread_cond_timedwait(&s->watch_wake, &s->watch_lock, &until);
+    }
+    pthread_mutex_unlock(&s->watch_lock);
+    return NULL;
+}
+
+static void stop_watchdog(http_server *s)
+{
+    if (s->watchdog_started) {
+        pthread_mutex_lock(&s->watch_lock);
+        s->watch_stopping = true;
+        pthread_cond_signal(&s->watch_wake);
+        pthread_mutex_unlock(&s->watch_lock);
+        pthread_join(s->watchdog, NULL);
+        s->watchdog_started = false;
+    }
+    /* libmicrohttpd reported every connection closed when it stopped; nothing is left. */
+    while (s->watched) {
+        watched *w = s->watched;
+        s->watched = w->next;
+        free(w);
+    }
+    pthread_mutex_destroy(&s->watch_lock);
+    pthread_cond_destroy(&s->watch_wake);
+}
+
 static void queue_pending(http_request *req)
 {
     if (!req->response || req->queued)
@@ -219,6 +344,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         req->server = server;
         req->connection = connection;
         req->start_ns = now_ns();
+        set_header_deadline(connection, 0);
         snprintf(req->method, sizeof req->method, "%s", method);
         req->path = strdup(url);
         make_request_id(req->request_id);
@@ -319,6 +445,8 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
         return;
     *con_cls = NULL;
     bool ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    if (ok) /* kept alive: the next request's header is due within the header timeout */
+        set_header_deadline(connection, now_ns() + req->server->header_timeout_ns);
     if (req->handler && req->handler->cleanup)
         req->handler->cleanup(req, req->handler->ctx, ok);
     double ms = (double)(now_ns() - req->start_ns) / 1e6;
@@ -359,6 +487,17 @@ http_server *http_server_start(const http_config *config, err *e)
     }
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO |
                      MHD_ALLOW_SUSPEND_RESUME;
+    unsigned header_timeout = config->header_timeout ? config->header_timeout : 10u;
+    unsigned io_timeout = config->io_timeout ? config->io_timeout : 120u;
+    int per_address = config->max_connections_per_address;
+    unsigned per_address_limit = per_address < 0 ? 0u : per_address ? (unsigned)per_address : 64u;
+    s->header_timeout_ns = (int64_t)header_timeout * 1000000000;
+    pthread_mutex_init(&s->watch_lock, NULL);
+    pthread_condattr_t clock;
+    pthread_condattr_init(&clock);
+    pthread_condattr_setclock(&clock, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->watch_wake, &clock);
+    pthread_condattr_destroy(&clock);
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     s->nworkers = config->workers ? config->workers : 8;
@@ -369,10 +508,12 @@ http_server *http_server_start(const http_config *config, err *e)
         pthread_create(&s->workers[i], NULL, worker_main, s);
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)config->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &addr,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped,
-        NULL, MHD_OPTION_CONNECTION_LIMIT,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        s, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_CONNECTION_LIMIT,
         config->max_connections ? config->max_connections : 1024u,
-        MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address_limit,
+        /* inactivity: a body or a reply that stalls; headers have their own deadline */
+        MHD_OPTION_CONNECTION_TIMEOUT, io_timeout, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
         /* MHD_OPTION_CONNECTION_MEMORY_LIMIT stays at its 32 KiB: libmicrohttpd 0.9.75 zeroes
          * the whole connection pool before every request on a kept-alive connection, so a
          * larger pool (fewer reads per upload) costs more on small requests than it saves. */
@@ -382,9 +523,13 @@ http_server *http_server_start(const http_config *config, err *e)
         err_set(e, 500, "", "cannot listen on %s:%d: %s", config->host, config->port,
                 strerror(errno));
         stop_workers(s);
+        stop_watchdog(s);
         free(s);
         return NULL;
     }
+    if (pthread_create(&s->watchdog, NULL, watchdog_main, s) != 0)
+        abort();
+    s->watchdog_started = true;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : config->port;
     return s;
@@ -401,6 +546,7 @@ void http_server_stop(http_server *s)
     MHD_socket listener = MHD_quiesce_daemon(s->daemon);
     stop_workers(s);
     MHD_stop_daemon(s->daemon);
+    stop_watchdog(s);
     if (listener != MHD_INVALID_SOCKET)
         close(listener);
     free(s);
