@@ -22,6 +22,14 @@ static void usage(FILE *out)
           "                     (default: http://<Host header of each request>)\n"
           "  --lfs-threshold N  files of N bytes or more are stored as LFS (default 10000000)\n"
           "  --threads N        request threads (default 4)\n"
+          "  --header-timeout S a connection must send a whole request header within S\n"
+          "                     seconds of opening or of its previous reply; also how long\n"
+          "                     an idle keep-alive connection is kept (default 10)\n"
+          "  --io-timeout S     a request body or reply that makes no progress for S seconds\n"
+          "                     is cut; slow transfers that keep moving never are (default 120)\n"
+          "  --max-connections-per-ip N\n"
+          "                     connections one address may hold open (default 64; 0 = no\n"
+          "                     limit); more are closed as soon as they are accepted\n"
           "  --quiet            log warnings and errors only\n",
           out);
 }
@@ -29,7 +37,8 @@ static void usage(FILE *out)
 int cli_serve_main(int argc, char **argv)
 {
     const char *data = "./hearth-data", *listen = "127.0.0.1:8080", *public_url = NULL;
-    int64_t lfs_threshold = 0, threads = 0;
+    int64_t lfs_threshold = 0, threads = 0, header_timeout = 0, io_timeout = 0;
+    int64_t per_address = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
@@ -50,6 +59,22 @@ int cli_serve_main(int argc, char **argv)
                 fprintf(stderr, "hearth serve: --threads wants a number from 1 to 256\n");
                 return 2;
             }
+        } else if ((!strcmp(a, "--header-timeout") || !strcmp(a, "--io-timeout")) && next) {
+            int64_t seconds = text_parse_i64(argv[++i]);
+            if (seconds < 1 || seconds > 86400) {
+                fprintf(stderr, "hearth serve: %s wants a number of seconds from 1 to 86400\n", a);
+                return 2;
+            }
+            *(!strcmp(a, "--header-timeout") ? &header_timeout : &io_timeout) = seconds;
+        } else if (!strcmp(a, "--max-connections-per-ip") && next) {
+            per_address = text_parse_i64(argv[++i]);
+            if (per_address < 0 || per_address > 1000000) {
+                fprintf(stderr, "hearth serve: --max-connections-per-ip wants a number from 0 "
+                                "(no limit) to 1000000\n");
+                return 2;
+            }
+            if (per_address == 0)
+                per_address = -1; /* http_config: -1 = no limit */
         } else if (!strcmp(a, "--quiet")) {
             log_set_level(LOG_WARN);
         } else {
@@ -87,7 +112,10 @@ int cli_serve_main(int argc, char **argv)
         return 1;
     }
     http_config config = {.host = host, .port = port, .public_url = public_url,
-                          .dispatch = hub_dispatch, .app = h, .threads = (unsigned)threads};
+                          .dispatch = hub_dispatch, .app = h, .threads = (unsigned)threads,
+                          .header_timeout = (unsigned)header_timeout,
+                          .io_timeout = (unsigned)io_timeout,
+                          .max_connections_per_address = (int)per_address};
     http_server *server = http_server_start(&config, &e);
     if (!server) {
         fprintf(stderr, "hearth serve: %s\n", e.message);
