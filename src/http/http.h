@@ -16,7 +16,8 @@
  *
  * Slow or idle clients are bounded: a request header must arrive within config.header_timeout
  * of the connection becoming ready for it (a watchdog thread closes connections that miss it),
- * a body or a reply may pause at most config.io_timeout (libmicrohttpd's inactivity timeout),
+ * a body or a reply may pause at most config.io_timeout (libmicrohttpd's inactivity timeout for
+ * bodies, acknowledged bytes for large replies),
  * and one address may hold at most config.max_connections_per_address connections.
  *
  * Paths are kept raw (not percent-decoded) so that routes can tell "%2F" from "/"; query
@@ -76,8 +77,10 @@ typedef struct http_config {
      * from the end of its previous reply: it is also how long an idle keep-alive connection
      * stays open. Counted from the start, so a client trickling bytes is closed too. 0 = 10. */
     unsigned header_timeout;
-    /* Seconds without progress after which a request body or a reply is cut; a slow transfer
-     * that keeps moving is never cut. 0 = 120. */
+    /* Seconds without progress after which a request body or a reply is cut: a body that
+     * delivers nothing, or a reply (over 1 MiB) of which the client acknowledges nothing,
+     * checked every io_timeout so cut within twice it. A slow transfer that keeps moving is
+     * never cut. 0 = 120. */
     unsigned io_timeout;
     unsigned threads;         /* event-loop threads; 0 = 4 */
     unsigned workers;         /* threads for offloaded handlers; 0 = 8 */

@@ -7,11 +7,13 @@
  * final call, while the rest of the body is read and discarded.
  *
  * Timeouts: libmicrohttpd's own timeout (config.io_timeout) measures inactivity, which is right
- * for a body or a reply (a slow transfer that keeps moving must go on) but lets a client that
- * sends a header byte every few seconds hold its connection for ever. So every connection
- * also carries a header deadline, set when it opens and again when a reply completes, cleared
- * when the headers are in; a watchdog thread sleeps until the earliest deadline and shuts
- * down the sockets that missed theirs, and libmicrohttpd then closes them on its own thread.
+ * for a body (a slow upload that keeps moving must go on) but lets a client that sends a
+ * header byte every few seconds hold its connection for ever, and, for a reply, only sees the
+ * moments the kernel takes more data. So every connection also carries a header deadline, set
+ * when it opens and again when a reply completes, cleared when the headers are in; and a large
+ * reply swaps libmicrohttpd's timeout for a check, every io_timeout, that the client has
+ * acknowledged more bytes (TCP_INFO). A watchdog thread sleeps until the earliest deadline and
+ * shuts down the sockets that missed theirs; libmicrohttpd then closes them on its own thread.
  * A socket is only shut down while its entry is listed, and libmicrohttpd removes the entry
  * (CLOSED notification, under the same lock) before it closes the descriptor, so the watchdog
  * never touches a descriptor that has been reused.
@@ -22,7 +24,9 @@
 #include <pthread.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <linux/tcp.h>   /* struct tcp_info with tcpi_bytes_acked (glibc's lacks it) */
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,8 +47,16 @@ typedef struct watched {
     /* CLOCK_MONOTONIC ns by which a whole request header must be in; 0 while a request is
      * being received or answered (or once the watchdog has shut the socket down). */
     _Atomic int64_t header_deadline_ns;
+    /* During a large reply: when to check next that the client acknowledged more than `acked`
+     * bytes; 0 otherwise. */
+    _Atomic int64_t reply_check_ns;
+    _Atomic uint64_t acked;
+    bool inactivity_timeout_off;   /* libmicrohttpd's timeout is off (event-loop thread only) */
     struct watched *prev, *next;
 } watched;
+
+/* Replies larger than this are watched for acknowledged bytes (see watch_reply_started). */
+#define WATCHED_REPLY_MIN ((int64_t)1 << 20)
 
 struct http_server {
     struct MHD_Daemon *daemon;
@@ -59,6 +71,8 @@ struct http_server {
     bool stopping;
     /* the header watchdog; watch_lock guards the list and watch_stopping */
     int64_t header_timeout_ns;
+    int64_t io_timeout_ns;
+    unsigned io_timeout;
     pthread_t watchdog;
     bool watchdog_started;
     pthread_mutex_t watch_lock;
@@ -223,7 +237,7 @@ static void request_free(http_request *req)
     free(req);
 }
 
-/* ---- header deadlines ----------------------------------------------------------------------- */
+/* ---- the watchdog: header deadlines, stalled replies ------------------------------------- */
 
 static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe)
@@ -237,6 +251,8 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
             abort();
         w->fd = info ? info->connect_fd : MHD_INVALID_SOCKET;
         atomic_init(&w->header_deadline_ns, now_ns() + s->header_timeout_ns);
+        atomic_init(&w->reply_check_ns, 0);
+        atomic_init(&w->acked, 0);
         pthread_mutex_lock(&s->watch_lock);
         w->next = s->watched;
         if (s->watched)
@@ -259,37 +275,72 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
     }
 }
 
-/* Starts (deadline_ns > 0) or stops (0) the header clock of the request's connection. */
-static void set_header_deadline(struct MHD_Connection *connection, int64_t deadline_ns)
+static watched *watched_of(struct MHD_Connection *connection)
 {
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    watched *w = info ? info->socket_context : NULL;
-    if (w)
-        atomic_store(&w->header_deadline_ns, deadline_ns);
+    return info ? info->socket_context : NULL;
 }
 
-/* Every deadline is set to "now + header_timeout", so one added while the watchdog sleeps is
- * never earlier than the one it sleeps until: nothing needs to wake it but stopping. */
+/* Bytes of the reply the client has acknowledged so far, and whether any are still on their
+ * way (sent but not acknowledged, or queued in the socket). -1 when the kernel cannot say. */
+static int64_t bytes_acked(MHD_socket fd, bool *outstanding)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    if (fd == MHD_INVALID_SOCKET || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+        len < offsetof(struct tcp_info, tcpi_notsent_bytes) + sizeof ti.tcpi_notsent_bytes)
+        return -1;
+    *outstanding = ti.tcpi_unacked > 0 || ti.tcpi_notsent_bytes > 0;
+    return (int64_t)ti.tcpi_bytes_acked;
+}
+
+/* A large reply is checked every io_timeout: if the client acknowledged nothing since the last
+ * check while bytes wait for it, it is cut. Anything else (progress, or nothing outstanding:
+ * then the server itself is slow) moves the next check on. */
+static void check_reply(http_server *s, watched *w, int64_t check, int64_t now)
+{
+    bool outstanding = false;
+    int64_t acked = bytes_acked(w->fd, &outstanding);
+    bool stalled = acked >= 0 && outstanding && (uint64_t)acked == atomic_load(&w->acked);
+    if (stalled) {
+        if (atomic_compare_exchange_strong(&w->reply_check_ns, &check, 0))
+            shutdown(w->fd, SHUT_RDWR);
+    } else if (atomic_compare_exchange_strong(&w->reply_check_ns, &check,
+                                              now + s->io_timeout_ns)) {
+        atomic_store(&w->acked, acked >= 0 ? (uint64_t)acked : 0);
+    }
+}
+
+/* Deadlines are always "now + header_timeout" or "now + io_timeout" and the watchdog never
+ * sleeps longer than the smaller of the two, so one set while it sleeps is never earlier
+ * than its wake-up: nothing needs to wake it but stopping. */
 static void *watchdog_main(void *arg)
 {
     http_server *s = arg;
+    int64_t nap = s->header_timeout_ns < s->io_timeout_ns ? s->header_timeout_ns
+                                                          : s->io_timeout_ns;
     pthread_mutex_lock(&s->watch_lock);
     while (!s->watch_stopping) {
-        int64_t now = now_ns(), next = now + s->header_timeout_ns;
+        int64_t now = now_ns(), next = now + nap;
         for (watched *w = s->watched; w; w = w->next) {
             int64_t deadline = atomic_load(&w->header_deadline_ns);
-            if (!deadline)
-                continue;
-            if (deadline > now) {
-                if (deadline < next)
-                    next = deadline;
+            if (deadline && deadline <= now) {
+                /* Lost only to headers that arrived this very moment: then they were late. */
+                if (atomic_compare_exchange_strong(&w->header_deadline_ns, &deadline, 0) &&
+                    w->fd != MHD_INVALID_SOCKET)
+                    shutdown(w->fd, SHUT_RDWR);
                 continue;
             }
-            /* Lost only to headers that arrived this very moment: then they were late. */
-            if (atomic_compare_exchange_strong(&w->header_deadline_ns, &deadline, 0) &&
-                w->fd != MHD_INVALID_SOCKET)
-                shutdown(w->fd, SHUT_RDWR);
+            if (deadline && deadline < next)
+                next = deadline;
+            int64_t check = atomic_load(&w->reply_check_ns);
+            if (check && check <= now)
+                check_reply(s, w, check, now);
+            check = atomic_load(&w->reply_check_ns);
+            if (check && check < next)
+                next = check;
         }
         struct timespec until = {.tv_sec = (time_t)(next / 1000000000),
                                  .tv_nsec = (long)(next % 1000000000)};
@@ -319,6 +370,48 @@ static void stop_watchdog(http_server *s)
     pthread_cond_destroy(&s->watch_wake);
 }
 
+/* Headers are in: the header clock stops (event-loop thread). */
+static void watch_request_started(struct MHD_Connection *connection)
+{
+    watched *w = watched_of(connection);
+    if (w)
+        atomic_store(&w->header_deadline_ns, 0);
+}
+
+/* A reply larger than socket buffers comfortably hold is watched for acknowledged bytes
+ * instead of libmicrohttpd's inactivity timeout, which only sees the moments the kernel takes
+ * more data: with megabytes of socket buffer, a client reading slowly but steadily would look
+ * idle for minutes. */
+static void watch_reply_started(http_request *req)
+{
+    watched *w = watched_of(req->connection);
+    if (!w || (req->response_bytes >= 0 && req->response_bytes <= WATCHED_REPLY_MIN))
+        return;
+    bool outstanding;
+    int64_t acked = bytes_acked(w->fd, &outstanding);
+    if (acked < 0)
+        return; /* libmicrohttpd's timeout stays */
+    atomic_store(&w->acked, (uint64_t)acked);
+    atomic_store(&w->reply_check_ns, now_ns() + req->server->io_timeout_ns);
+    MHD_set_connection_option(req->connection, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    w->inactivity_timeout_off = true;
+}
+
+/* A request ended and the connection stays: the next header is due within header_timeout,
+ * and libmicrohttpd's inactivity timeout is back for the next body (event-loop thread). */
+static void watch_request_completed(http_server *s, struct MHD_Connection *connection)
+{
+    watched *w = watched_of(connection);
+    if (!w)
+        return;
+    atomic_store(&w->reply_check_ns, 0);
+    if (w->inactivity_timeout_off) {
+        MHD_set_connection_option(connection, MHD_CONNECTION_OPTION_TIMEOUT, s->io_timeout);
+        w->inactivity_timeout_off = false;
+    }
+    atomic_store(&w->header_deadline_ns, now_ns() + s->header_timeout_ns);
+}
+
 static void queue_pending(http_request *req)
 {
     if (!req->response || req->queued)
@@ -326,6 +419,8 @@ static void queue_pending(http_request *req)
     req->queued = true;
     if (MHD_queue_response(req->connection, (unsigned)req->status, req->response) != MHD_YES)
         log_warn("could not queue response %d for %s %s", req->status, req->method, req->path);
+    else
+        watch_reply_started(req);
     MHD_destroy_response(req->response);
 }
 
@@ -344,7 +439,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         req->server = server;
         req->connection = connection;
         req->start_ns = now_ns();
-        set_header_deadline(connection, 0);
+        watch_request_started(connection);
         snprintf(req->method, sizeof req->method, "%s", method);
         req->path = strdup(url);
         make_request_id(req->request_id);
@@ -445,8 +540,8 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
         return;
     *con_cls = NULL;
     bool ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
-    if (ok) /* kept alive: the next request's header is due within the header timeout */
-        set_header_deadline(connection, now_ns() + req->server->header_timeout_ns);
+    if (ok)
+        watch_request_completed(req->server, connection);
     if (req->handler && req->handler->cleanup)
         req->handler->cleanup(req, req->handler->ctx, ok);
     double ms = (double)(now_ns() - req->start_ns) / 1e6;
@@ -492,6 +587,8 @@ http_server *http_server_start(const http_config *config, err *e)
     int per_address = config->max_connections_per_address;
     unsigned per_address_limit = per_address < 0 ? 0u : per_address ? (unsigned)per_address : 64u;
     s->header_timeout_ns = (int64_t)header_timeout * 1000000000;
+    s->io_timeout = io_timeout;
+    s->io_timeout_ns = (int64_t)io_timeout * 1000000000;
     pthread_mutex_init(&s->watch_lock, NULL);
     pthread_condattr_t clock;
     pthread_condattr_init(&clock);
