@@ -19,6 +19,8 @@ struct hub {
     int64_t lfs_threshold;
     int64_t multipart_threshold;
     int64_t multipart_part_size;
+    int64_t git_fetch_max;
+    int64_t git_push_max;
 };
 
 /* What the router understood of a request. Strings are decoded and owned by the call. */

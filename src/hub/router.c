@@ -440,6 +440,8 @@ hub *hub_open(const hub_config *config, err *e)
         config->multipart_threshold > 0 ? config->multipart_threshold : (int64_t)1 << 30;
     h->multipart_part_size =
         config->multipart_part_size > 0 ? config->multipart_part_size : (int64_t)256 << 20;
+    h->git_fetch_max = config->git_fetch_max > 0 ? config->git_fetch_max : (int64_t)10 << 20;
+    h->git_push_max = config->git_push_max > 0 ? config->git_push_max : (int64_t)8 << 30;
     repo_global_init();
     buf dir = BUF_INIT;
     const char *subdirs[] = {"repos", "lfs", "uploads"};
