@@ -73,6 +73,7 @@ struct http_server {
     int64_t header_timeout_ns;
     int64_t io_timeout_ns;
     unsigned io_timeout;
+    char keep_alive[32];   /* "timeout=N": tells clients when an idle connection will close */
     pthread_t watchdog;
     bool watchdog_started;
     pthread_mutex_t watch_lock;
@@ -587,6 +588,7 @@ http_server *http_server_start(const http_config *config, err *e)
     int per_address = config->max_connections_per_address;
     unsigned per_address_limit = per_address < 0 ? 0u : per_address ? (unsigned)per_address : 64u;
     s->header_timeout_ns = (int64_t)header_timeout * 1000000000;
+    snprintf(s->keep_alive, sizeof s->keep_alive, "timeout=%u", header_timeout);
     s->io_timeout = io_timeout;
     s->io_timeout_ns = (int64_t)io_timeout * 1000000000;
     pthread_mutex_init(&s->watch_lock, NULL);
@@ -741,6 +743,9 @@ static void finish_reply(http_request *req, int status, struct MHD_Response *res
     if (content_type)
         MHD_add_response_header(response, "Content-Type", content_type);
     MHD_add_response_header(response, "X-Request-Id", req->request_id);
+    /* Clients that read it (undici, browsers) drop an idle connection before we close it,
+     * instead of racing our close with their next request. */
+    MHD_add_response_header(response, "Keep-Alive", req->server->keep_alive);
     for (size_t off = 0; off < req->headers.len;) {
         const char *name = req->headers.data + off;
         const char *value = name + strlen(name) + 1;
