@@ -10,6 +10,16 @@
  * (errors, small GETs) or returns a handler that receives the body — buffered up to a limit, or
  * streamed chunk by chunk for uploads — and replies when the body is complete.
  *
+ * Requests whose body length is ambiguous (two Content-Length headers, Content-Length beside
+ * Transfer-Encoding, a transfer coding other than chunked) are answered 400 (501 for an unknown
+ * coding) before dispatch, and their connection is closed (RFC 9112 section 6.3).
+ *
+ * Slow or idle clients are bounded: a request header must arrive within config.header_timeout
+ * of the connection becoming ready for it (a watchdog thread closes connections that miss it),
+ * a body or a reply may pause at most config.io_timeout (libmicrohttpd's inactivity timeout for
+ * bodies, acknowledged bytes for large replies),
+ * and one address may hold at most config.max_connections_per_address connections.
+ *
  * Paths are kept raw (not percent-decoded) so that routes can tell "%2F" from "/"; query
  * parameters are decoded. Every reply gets an X-Request-Id; errors become JSON
  * {"error": ...} with X-Error-Code and X-Error-Message, as the Hub's clients expect.
@@ -60,6 +70,18 @@ typedef struct http_config {
     http_dispatch_fn dispatch;
     void *app;
     unsigned max_connections;
+    /* Connections open at once from one address; 0 = 64, -1 = no limit. Beyond it a new
+     * connection is closed as soon as it is accepted, without a reply. */
+    int max_connections_per_address;
+    /* Seconds a connection has to send a whole request header, counted from its opening or
+     * from the end of its previous reply: it is also how long an idle keep-alive connection
+     * stays open. Counted from the start, so a client trickling bytes is closed too. 0 = 10. */
+    unsigned header_timeout;
+    /* Seconds without progress after which a request body or a reply is cut: a body that
+     * delivers nothing, or a reply (over 1 MiB) of which the client acknowledges nothing,
+     * checked every io_timeout so cut within twice it. A slow transfer that keeps moving is
+     * never cut. 0 = 120. */
+    unsigned io_timeout;
     unsigned threads;         /* event-loop threads; 0 = 4 */
     unsigned workers;         /* threads for offloaded handlers; 0 = 8 */
 } http_config;

@@ -7,6 +7,20 @@
  * streamed to an unlinked temp file, which becomes the service's stdin; the service runs on a
  * worker thread and its output is sent once complete. After a push, the repo's metadata is
  * refreshed, as for an API commit.
+ *
+ * Those temp files are bounded, since anyone may fetch a public repo and a 200 KB gzip body
+ * can inflate to gigabytes:
+ * - git-upload-pack (clone, fetch) takes wants and haves, ~50 bytes a line, sent in rounds
+ *   that grow by a tenth once past 16384 haves; even a clone of 100k refs is 5 MB. The limit
+ *   (hub.git_fetch_max, 10 MiB) is git-http-backend's own (GIT_HTTP_MAX_REQUEST_BUFFER,
+ *   which it applies to the body as sent); here it counts inflated bytes, and anonymous
+ *   callers get a tenth of it.
+ * - git-receive-pack (push) takes a pack: hub.git_push_max (8 GiB), raw and inflated.
+ * - past 1 MiB, a gzip body may expand at most 100-fold: git never gzips a pack, and wants
+ *   and haves are hex, which gzip shrinks about twofold.
+ * A larger body is refused with 413 ContentTooLarge: at once when Content-Length says so,
+ * else as soon as it crosses the limit, when its temp file is closed (it is unlinked from
+ * the start, so closing frees its space); the rest of the body is read and thrown away.
  */
 #include "hub/internal.h"
 
@@ -20,7 +34,9 @@
 
 #include "git/git.h"
 
-#define PUSH_BODY_MAX ((int64_t)8 << 30)
+/* Gzip bodies: beyond RATIO_FLOOR inflated bytes, at most RATIO_MAX times the bytes sent. */
+#define RATIO_FLOOR ((int64_t)1 << 20)
+#define RATIO_MAX 100
 
 static void challenge(http_request *req, const char *why)
 {
@@ -112,7 +128,10 @@ void hub_git_info_refs(http_request *req, hub_call *call)
 typedef struct rpc_state {
     git_service service;
     int body_fd;
-    int64_t body_size;
+    int64_t body_size;     /* bytes written to body_fd (inflated) */
+    int64_t sent_size;     /* bytes received (compressed, for gzip bodies) */
+    int64_t limit;         /* for both */
+    bool anonymous;
     bool gzip;
     z_stream zs;
     bool zs_ready;
@@ -130,18 +149,61 @@ static void rpc_state_free(void *p)
     free(s);
 }
 
+/* 413 for a body over s->limit, in words a git user or an operator can act on. */
+static void reply_too_large(http_request *req, hub_call *call, const rpc_state *s)
+{
+    log_info("%s to %s/%s: request body over %lld bytes, refused", git_service_name(s->service),
+             call->ns, call->name, (long long)s->limit);
+    if (s->service == GIT_RECEIVE_PACK)
+        http_reply_errorf(req, 413, "ContentTooLarge",
+                          "this push is larger than %lld bytes, the most this server takes in "
+                          "one push: push fewer commits at a time, or store large files with "
+                          "git-lfs", (long long)s->limit);
+    else if (s->anonymous)
+        http_reply_errorf(req, 413, "ContentTooLarge",
+                          "this fetch negotiation is larger than %lld bytes, the most this server "
+                          "takes from anonymous callers: fetch with a token", (long long)s->limit);
+    else
+        http_reply_errorf(req, 413, "ContentTooLarge",
+                          "this fetch negotiation is larger than %lld bytes, the most this server "
+                          "takes", (long long)s->limit);
+}
+
+/* Refuses the rest of the body: the temp file goes at once (it is already unlinked). */
+static int rpc_refuse(rpc_state *s)
+{
+    if (s->body_fd >= 0)
+        close(s->body_fd);
+    s->body_fd = -1;
+    return -1;
+}
+
+static int rpc_write(http_request *req, hub_call *call, rpc_state *s, const void *data,
+                     size_t len)
+{
+    if (s->body_size + (int64_t)len > s->limit) {
+        reply_too_large(req, call, s);
+        return rpc_refuse(s);
+    }
+    if (path_write_all(s->body_fd, data, len) != 0) {
+        http_reply_errorf(req, 507, "", "cannot store the request body: %s", strerror(errno));
+        return rpc_refuse(s);
+    }
+    s->body_size += (int64_t)len;
+    return 0;
+}
+
 static int rpc_chunk(http_request *req, const char *data, size_t len, void *ctx)
 {
     hub_call *call = ctx;
     rpc_state *s = call->state;
+    if (s->sent_size + (int64_t)len > s->limit) {
+        reply_too_large(req, call, s);
+        return rpc_refuse(s);
+    }
     if (!s->gzip) {
-        s->body_size += (int64_t)len;
-        if (s->body_size > PUSH_BODY_MAX || path_write_all(s->body_fd, data, len) != 0) {
-            http_reply_errorf(req, s->body_size > PUSH_BODY_MAX ? 413 : 507, "",
-                              "cannot take this request body");
-            return -1;
-        }
-        return 0;
+        s->sent_size += (int64_t)len;
+        return rpc_write(req, call, s, data, len);
     }
     s->zs.next_in = (Bytef *)data;
     s->zs.avail_in = (uInt)len;
@@ -152,17 +214,24 @@ static int rpc_chunk(http_request *req, const char *data, size_t len, void *ctx)
         int rc = inflate(&s->zs, Z_NO_FLUSH);
         if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
             http_reply_errorf(req, 400, "", "the gzip request body is corrupt");
-            return -1;
+            return rpc_refuse(s);
         }
         size_t got = sizeof out - s->zs.avail_out;
-        s->body_size += (int64_t)got;
-        if (s->body_size > PUSH_BODY_MAX || path_write_all(s->body_fd, out, got) != 0) {
-            http_reply_errorf(req, 413, "", "the request body is too large");
+        if (rpc_write(req, call, s, out, got) != 0)
             return -1;
+        int64_t sent = s->sent_size + (int64_t)(len - s->zs.avail_in);
+        if (s->body_size > RATIO_FLOOR && s->body_size > RATIO_MAX * sent) {
+            log_info("%s to %s/%s: gzip body expands more than %d-fold, refused",
+                     git_service_name(s->service), call->ns, call->name, RATIO_MAX);
+            http_reply_errorf(req, 413, "ContentTooLarge",
+                              "the gzip request body expands more than %d-fold: no git request "
+                              "does that", RATIO_MAX);
+            return rpc_refuse(s);
         }
         if (rc == Z_STREAM_END || (rc == Z_BUF_ERROR && got == 0))
             break;
     }
+    s->sent_size += (int64_t)len;
     return 0;
 }
 
@@ -259,8 +328,18 @@ int hub_git_rpc_begin(http_request *req, hub_call *call, const char *service_nam
         abort();
     s->service = service;
     s->body_fd = -1;
+    s->anonymous = !call->caller.authenticated;
+    if (service == GIT_RECEIVE_PACK)
+        s->limit = call->hub->git_push_max;
+    else
+        s->limit = s->anonymous ? call->hub->git_fetch_max / 10 : call->hub->git_fetch_max;
     call->state = s;
     call->free_state = rpc_state_free;
+    const char *length = http_header(req, "Content-Length");
+    if (length && text_parse_i64(length) > s->limit) {
+        reply_too_large(req, call, s); /* before the body: nothing is read */
+        return 0;
+    }
     char tmpl[4200];
     snprintf(tmpl, sizeof tmpl, "%s/uploads/git-body-XXXXXX", call->hub->data_dir);
     s->body_fd = mkostemp(tmpl, O_CLOEXEC);

@@ -23,6 +23,11 @@ typedef struct hub_config {
     int64_t lfs_threshold;        /* files at or above this size are LFS (default 10 MB) */
     int64_t multipart_threshold;  /* LFS uploads at or above this size use multipart */
     int64_t multipart_part_size;
+    /* git smart HTTP request bodies (see githttp.c): git-upload-pack (wants and haves),
+     * inflated, default 10 MiB, anonymous callers a tenth of it; git-receive-pack (a pack),
+     * raw and inflated, default 8 GiB. Larger ones are answered 413. */
+    int64_t git_fetch_max;
+    int64_t git_push_max;
     bool maintenance;             /* opened by `hearth admin` beside a running server: recover
                                      nothing, install nothing */
 } hub_config;

@@ -22,6 +22,8 @@ struct hub {
     int64_t multipart_threshold;
     int64_t multipart_part_size;
     hub_multipart *multipart;  /* multipart LFS uploads in flight (lfs.c) */
+    int64_t git_fetch_max;
+    int64_t git_push_max;
 };
 
 /* Multipart LFS uploads in flight, in memory (lfs.c). With `recover` (the server at start)

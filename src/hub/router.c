@@ -498,6 +498,8 @@ hub *hub_open(const hub_config *config, err *e)
     env = getenv("HEARTH_MULTIPART_PART_SIZE");
     if (env && text_parse_i64(env) > 0)
         h->multipart_part_size = text_parse_i64(env);
+    h->git_fetch_max = config->git_fetch_max > 0 ? config->git_fetch_max : (int64_t)10 << 20;
+    h->git_push_max = config->git_push_max > 0 ? config->git_push_max : (int64_t)8 << 30;
     repo_global_init();
     buf dir = BUF_INIT;
     if (data_dir_prepare(h->data_dir, e) != 0 || load_secret(h, e) != 0 ||

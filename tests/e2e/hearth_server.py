@@ -6,6 +6,8 @@ Shared by tests/e2e/conftest.py (pytest) and usable from a plain Python script:
     ... srv.base, srv.token, srv.read_token, srv.user ...
     srv.stop()
 
+Extra `hearth serve` flags go in serve_args, e.g. HearthServer("t", serve_args=["--header-timeout", "1"]).
+
 The server gets a fresh data directory, a free loopback port and a log file under
 build/test-logs/ (its stderr: one line per request). Only the standard library is used here.
 """
@@ -61,8 +63,10 @@ class HearthServerError(RuntimeError):
 
 
 class HearthServer:
-    def __init__(self, name: str, port: int | None = None, user: str = "alice"):
+    def __init__(self, name: str, port: int | None = None, user: str = "alice",
+                 serve_args: list[str] | tuple[str, ...] = ()):
         self.name = name
+        self.serve_args = list(serve_args)
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.user = user
@@ -130,7 +134,8 @@ class HearthServer:
         if supp.exists():
             env.setdefault("LSAN_OPTIONS", f"suppressions={supp}")
         self.proc = subprocess.Popen(
-            [str(self.bin), "serve", "--data", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"],
+            [str(self.bin), "serve", "--data", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}",
+             *self.serve_args],
             stdin=subprocess.DEVNULL,
             stdout=self._log_fh,
             stderr=subprocess.STDOUT,
