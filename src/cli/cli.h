@@ -1,5 +1,6 @@
-/* cli — the `serve` and `admin` subcommands: argument parsing and wiring of the modules.
- * Each returns a process exit status; argv[0] is the subcommand's name. */
+/* cli — the subcommands: argument parsing, wiring of the modules, and all that the tool prints
+ * (the libraries print nothing). A file per command. Each returns a process exit status;
+ * argv[0] is the subcommand's name. */
 #ifndef HEARTH_CLI_H
 #define HEARTH_CLI_H
 
@@ -10,5 +11,7 @@ int cli_admin_main(int argc, char **argv);
 int cli_run_main(int argc, char **argv);
 /* `hearth embed`: the same MODEL resolution, then the embeddings engine. */
 int cli_embed_main(int argc, char **argv);
+/* `hearth xet chunks|xorb|shard`: Xet chunking and hashes of a file, a xorb or a shard. */
+int cli_xet_main(int argc, char **argv);
 
 #endif

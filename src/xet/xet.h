@@ -9,7 +9,7 @@
  *   xorb      chunk headers, LZ4-frame / byte-grouped LZ4 compression, xorb parse and build
  *   shard     the shard format (file-info and CAS-info sections, optional footer), and the
  *             check of a shard's files against their xorbs
- *   cli       `hearth xet chunks|xorb|shard` (dev commands)
+ * The dev commands over it, `hearth xet chunks|xorb|shard`, are src/cli/xet.c.
  * Reference: ../shared/spec/hub-api.md section 9, checked against xet-core; docs/xet-format.md
  * lists where the two differ.
  *
@@ -308,11 +308,5 @@ typedef int (*xet_xorb_chunks_fn)(void *ctx, const xet_hash *xorb_hash, const xe
  * 500 when out of memory). */
 int xet_shard_verify_file(const xet_shard_file *f, xet_xorb_chunks_fn chunks_of, void *ctx,
                           bool require_verification, uint64_t *size, err *e);
-
-/* ---- dev command ------------------------------------------------------------------------------ */
-
-/* `hearth xet chunks [--legacy] FILE`: one JSON line per chunk {offset,length,hash}, then
- * {file_hash, xorb_hash, size, chunks}. */
-int xet_cli_main(int argc, char **argv);
 
 #endif

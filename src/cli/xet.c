@@ -1,4 +1,5 @@
-/* `hearth xet ...`: developer commands over the Xet format library.
+/* xet — `hearth xet ...`: developer commands over the Xet format library (src/xet), which
+ * reads and prints nothing itself: the files are read and the JSON lines printed here.
  *
  *   hearth xet chunks [--legacy] FILE|-   chunk and hash a file the way Xet clients do;
  *                                         prints JSON lines (see usage)
@@ -7,6 +8,8 @@
  *                                         files use, verify each file as a CAS would
  * The end-to-end test compares this output with Hugging Face's own chunker.
  */
+#include "cli/cli.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -312,7 +315,7 @@ done:
     return rc;
 }
 
-int xet_cli_main(int argc, char **argv)
+int cli_xet_main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "chunks"))
         return chunks_main(argc - 1, argv + 1);
