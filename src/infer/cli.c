@@ -273,20 +273,29 @@ typedef struct run_state {
     const run_options *o;
     infer_model *m;
     infer_tokenizer *tok;
-    infer_session *s;
-    infer_sampler *smp;
-    float *logits;
-    int32_t *hist;          /* every token the session holds, in order */
-    size_t nhist;
-    double t_prompt, t_gen;
-    size_t n_prompt_run;
-    int generated;
+    infer_generator *g;
 } run_state;
 
-static void hist_push(run_state *st, int32_t id)
+/* Where a turn's output goes: stdout as it comes, and the reply (for the chat's history). */
+typedef struct turn_sink {
+    buf *reply;
+    int top_k;
+} turn_sink;
+
+static void print_text(void *ctx, const char *text, size_t len)
 {
-    st->hist = realloc(st->hist, (st->nhist + 1) * sizeof *st->hist);
-    st->hist[st->nhist++] = id;
+    turn_sink *sink = ctx;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+    if (sink->reply)
+        buf_append(sink->reply, text, len);
+}
+
+static void print_logits(void *ctx, int step, int32_t chosen, const float *logits, int vocab)
+{
+    const turn_sink *sink = ctx;
+    if (sink->top_k > 0)
+        print_top(step, chosen, logits, vocab, sink->top_k);
 }
 
 /* Runs prompt[0..n) after whatever the session already holds (reusing a common prefix), then
@@ -294,83 +303,21 @@ static void hist_push(run_state *st, int32_t id)
 static int run_turn(run_state *st, const int32_t *prompt, size_t n, buf *reply)
 {
     const run_options *o = st->o;
+    infer_generate_options go = {.n_predict = o->n_predict, .ignore_eos = o->ignore_eos,
+                                 .stop = o->stop, .n_stop = o->n_stop,
+                                 .logits_only = o->dump_logits != 0};
+    turn_sink sink = {reply, o->dump_logits};
+    infer_generate_callbacks cb = {print_text, print_logits, &sink};
     err e = ERR_INIT;
-    size_t common = 0;
-    while (common < st->nhist && common < n && st->hist[common] == prompt[common])
-        common++;
-    if (common == n && n > 0)
-        common--;   /* the last prompt token must run to give fresh logits */
-    infer_session_rewind(st->s, (int)common);
-    st->nhist = common;
-    for (size_t i = common; i < n; i++) {
-        hist_push(st, prompt[i]);
-        infer_sampler_accept(st->smp, prompt[i]);
-    }
-    int vocab = infer_model_vocab_size(st->m);
-    infer_stream stream;
-    infer_stream_init(&stream);
-    buf piece = BUF_INIT, text = BUF_INIT;
     int rc = 0;
-    double t0 = now_s();
-    const float *l = infer_session_forward(st->s, prompt + common, (int)(n - common), &e);
-    st->t_prompt += now_s() - t0;
-    st->n_prompt_run += n - common;
-    double t1 = now_s();
-    for (int step = 0; l && step < o->n_predict; step++) {
-        memcpy(st->logits, l, (size_t)vocab * sizeof *st->logits);
-        int32_t next;
-        if (o->dump_logits > 0) {
-            next = 0;
-            for (int i = 1; i < vocab; i++)
-                if (st->logits[i] > st->logits[next])
-                    next = i;
-            print_top(step, next, st->logits, vocab, o->dump_logits);
-        } else {
-            next = infer_sampler_sample(st->smp, st->logits);
-        }
-        st->generated++;
-        if (!o->dump_logits && !o->ignore_eos && infer_model_is_eos(st->m, next))
-            break;
-        infer_sampler_accept(st->smp, next);
-        hist_push(st, next);
-        if (!o->dump_logits && st->tok) {
-            buf_reset(&piece);
-            infer_stream_push(&stream, st->tok, next, &piece);
-            if (piece.len) {
-                fwrite(piece.data, 1, piece.len, stdout);
-                fflush(stdout);
-                if (reply)
-                    buf_append(reply, piece.data, piece.len);
-                buf_append(&text, piece.data, piece.len);
-            }
-            bool stop = false;
-            for (int k = 0; k < o->n_stop && !stop; k++)
-                stop = text.len && text_ends_with(text.data, o->stop[k]);
-            if (stop)
-                break;
-        }
-        if (step + 1 < o->n_predict)
-            l = infer_session_forward(st->s, &next, 1, &e);
-    }
-    if (!l) {
+    if (infer_generator_turn(st->g, prompt, n, &go, &cb, &e) != 0) {
         fprintf(stderr, "\nhearth run: %s\n", e.message);
         rc = 1;
     }
     if (!o->dump_logits && st->tok) {
-        buf_reset(&piece);
-        infer_stream_finish(&stream, &piece);
-        if (piece.len) {
-            fwrite(piece.data, 1, piece.len, stdout);
-            if (reply)
-                buf_append(reply, piece.data, piece.len);
-        }
         putchar('\n');
         fflush(stdout);
     }
-    st->t_gen += now_s() - t1;
-    buf_free(&piece);
-    buf_free(&text);
-    infer_stream_free(&stream);
     return rc;
 }
 
@@ -475,27 +422,26 @@ static int generate(const run_options *o, infer_model *m)
     if (ctx <= 0 && !o->chat && (size_t)infer_model_max_seq(m) > n_prompt + (size_t)o->n_predict)
         ctx = (int)n_prompt + o->n_predict;   /* allocate only what this run needs */
     infer_session_options so = {.threads = o->threads, .max_seq = ctx, .kv_f32 = o->kv_f32};
-    st.s = infer_session_new(m, &so, &e);
-    st.smp = st.s ? infer_sampler_new(&o->sp, infer_model_vocab_size(m)) : NULL;
-    st.logits = malloc((size_t)infer_model_vocab_size(m) * sizeof *st.logits);
+    st.g = infer_generator_new(m, &so, &o->sp, &e);
     int rc;
-    if (!st.s || !st.smp || !st.logits) {
-        fprintf(stderr, "hearth run: %s\n", e.message[0] ? e.message : "out of memory");
+    if (!st.g) {
+        fprintf(stderr, "hearth run: %s\n", e.message);
         rc = 1;
     } else {
         rc = o->chat ? chat(&st) : run_turn(&st, prompt, n_prompt, NULL);
     }
-    if (!o->quiet && st.s)
+    if (!o->quiet && st.g) {
+        const infer_generate_stats *gs = infer_generator_stats(st.g);
         fprintf(stderr, "prompt: %zu tokens, %.1f tokens/s | generation: %d tokens, %.1f tokens/s | "
-                "threads %d | peak memory %.0f MiB\n", st.n_prompt_run,
-                st.t_prompt > 0 ? (double)st.n_prompt_run / st.t_prompt : 0.0, st.generated,
-                st.t_gen > 0 && st.generated > 1 ? (double)(st.generated - 1) / st.t_gen : 0.0,
+                "threads %d | peak memory %.0f MiB\n", gs->prompt_tokens,
+                gs->prompt_seconds > 0 ? (double)gs->prompt_tokens / gs->prompt_seconds : 0.0,
+                gs->generated,
+                gs->generate_seconds > 0 && gs->generated > 1
+                    ? (double)(gs->generated - 1) / gs->generate_seconds : 0.0,
                 o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN), peak_rss_mib());
-    free(st.logits);
-    free(st.hist);
+    }
     free(prompt);
-    infer_sampler_free(st.smp);
-    infer_session_free(st.s);
+    infer_generator_free(st.g);
     return rc;
 }
 

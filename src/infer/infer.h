@@ -169,4 +169,48 @@ void infer_sampler_accept(infer_sampler *s, int32_t id);
 /* Picks the next id; logits are modified in place. */
 int32_t infer_sampler_sample(infer_sampler *s, float *logits);
 
+/* ---- generation: a conversation's turns on one session ------------------------------------------ */
+
+/* A session, a sampler and the tokens the session holds; used by one thread at a time. */
+typedef struct infer_generator infer_generator;
+
+typedef struct infer_generate_options {
+    int n_predict;              /* tokens to sample at most */
+    bool ignore_eos;            /* keep going past end-of-sequence ids (benchmarks) */
+    const char *const *stop;    /* stop once the turn's text ends with one of these (kept) */
+    int n_stop;
+    bool logits_only;           /* oracle tests: pick the largest logit, ignore EOS and stop
+                                 * strings, make no text; on_logits sees every step */
+} infer_generate_options;
+
+typedef struct infer_generate_callbacks {
+    /* Text the last token completed (whole UTF-8 characters), as it is generated; at the end of
+     * a turn, the bytes of a character that never completed (as U+FFFD). */
+    void (*on_text)(void *ctx, const char *text, size_t len);
+    /* With logits_only: the step's chosen id and its logits (vocab floats, valid during the call). */
+    void (*on_logits)(void *ctx, int step, int32_t chosen, const float *logits, int vocab);
+    void *ctx;
+} infer_generate_callbacks;
+
+/* Totals over every turn so far. */
+typedef struct infer_generate_stats {
+    size_t prompt_tokens;       /* tokens run as prompts (a prefix reused from the last turn not counted) */
+    double prompt_seconds;
+    int generated;              /* tokens sampled, an end-of-sequence one included */
+    double generate_seconds;    /* from the end of the prompt to the end of the turn */
+} infer_generate_stats;
+
+/* A session of m with so, sampling with sp. NULL with e set when the model is an encoder, the
+ * context does not fit, or memory ran out. */
+infer_generator *infer_generator_new(const infer_model *m, const infer_session_options *so,
+                                     const infer_sampler_params *sp, err *e);
+void infer_generator_free(infer_generator *g);
+/* Runs prompt[0..n) after what the session holds, reusing their common prefix (a chat gives the
+ * whole conversation each turn), then samples up to o->n_predict tokens, handing their text to
+ * cb->on_text as it completes. Stops early at an end-of-sequence id (unless o->ignore_eos) or a
+ * stop string. 0, or -1 with e set when the context filled up (the text until then was given). */
+int infer_generator_turn(infer_generator *g, const int32_t *prompt, size_t n,
+                         const infer_generate_options *o, const infer_generate_callbacks *cb, err *e);
+const infer_generate_stats *infer_generator_stats(const infer_generator *g);
+
 #endif
