@@ -23,9 +23,6 @@
 
 #include "base/base.h"
 
-/* `hearth run ...`: argv[0] is "run". Returns the process exit status. */
-int infer_main(int argc, char **argv);
-
 /* ---- tokenizer -------------------------------------------------------------------------- */
 
 typedef struct infer_tokenizer infer_tokenizer;
@@ -123,9 +120,6 @@ void infer_session_rewind(infer_session *s, int pos);
 const float *infer_session_forward(infer_session *s, const int32_t *tokens, int n, err *e);
 
 /* ---- embeddings: encoder models (BERT) -------------------------------------------------------- */
-
-/* `hearth embed ...`: argv[0] is "embed". Returns the process exit status. */
-int infer_embed_main(int argc, char **argv);
 
 /* True for an embeddings model (model_type bert): infer_session_new refuses one, and an
  * embedder takes only one. */

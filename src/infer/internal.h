@@ -11,7 +11,8 @@
  *   bert.c         the BERT encoder over a whole text, pooled into one embedding
  *   tokenizer.c    tokenizer.json / GGUF vocab: BPE (byte-level and byte-fallback), WordPiece, decode
  *   sampler.c      greedy, temperature, top-k, top-p, min-p, penalties, seeded RNG
- *   cli.c          `hearth run`, `hearth embed`
+ *   generate.c     a conversation's turns on a session: prefix reuse, sampling, stop rules
+ * The commands in front of it (`hearth run`, `hearth embed`) are src/cli/; nothing here prints.
  */
 #ifndef HEARTH_INFER_INTERNAL_H
 #define HEARTH_INFER_INTERNAL_H
