@@ -44,10 +44,6 @@ void infer_tokenizer_truncate(const infer_tokenizer *t, int32_t *ids, size_t *n,
 /* Decodes a whole id list the way the tokenizers library does (decoder chain). */
 void infer_detokenize(const infer_tokenizer *t, const int32_t *ids, size_t n, bool skip_special,
                       buf *out);
-/* Raw bytes one token stands for (byte-level chars mapped back, ▁ → space, <0xNN> → byte),
- * appended to out; used for streaming. */
-void infer_token_bytes(const infer_tokenizer *t, int32_t id, buf *out);
-bool infer_token_is_special(const infer_tokenizer *t, int32_t id);
 /* The id of a token string, -1 when absent. */
 int32_t infer_token_id(const infer_tokenizer *t, const char *piece);
 
@@ -112,7 +108,6 @@ typedef struct infer_session_options {
 
 infer_session *infer_session_new(const infer_model *m, const infer_session_options *opt, err *e);
 void infer_session_free(infer_session *s);
-int infer_session_pos(const infer_session *s);
 /* Forgets every position from pos on (to reuse a shared prefix of the next prompt). */
 void infer_session_rewind(infer_session *s, int pos);
 /* Runs tokens[0..n) at the next positions; returns the logits (vocab floats) after the last
@@ -121,9 +116,6 @@ const float *infer_session_forward(infer_session *s, const int32_t *tokens, int 
 
 /* ---- embeddings: encoder models (BERT) -------------------------------------------------------- */
 
-/* True for an embeddings model (model_type bert): infer_session_new refuses one, and an
- * embedder takes only one. */
-bool infer_model_is_encoder(const infer_model *m);
 /* Floats in one embedding: the hidden size times the pooling modes the model combines. */
 int infer_model_embedding_dim(const infer_model *m);
 
@@ -138,8 +130,6 @@ int infer_embedder_max_tokens(const infer_embedder *x);
  * out receives infer_model_embedding_dim floats; *n_tokens (when not NULL) the tokens used. */
 int infer_embed_text(infer_embedder *x, const char *text, size_t len, float *out, size_t *n_tokens,
                      err *e);
-/* The same from token ids that already hold the special tokens. */
-int infer_embed_ids(infer_embedder *x, const int32_t *ids, size_t n, float *out, err *e);
 
 /* ---- sampler -------------------------------------------------------------------------------- */
 

@@ -45,7 +45,6 @@ void xet_hash_to_string(const xet_hash *h, char out[XET_HASH_STRING_LEN + 1]);
 /* Parses exactly 64 hex digits (either case). Returns 0, or -1 when s is not a hash string. */
 int xet_hash_from_string(const char *s, size_t len, xet_hash *out);
 bool xet_hash_equal(const xet_hash *a, const xet_hash *b);
-bool xet_hash_is_zero(const xet_hash *h);
 /* u64_le(hash[24..32]): the value Xet takes remainders of (merkle cuts, global dedup). */
 uint64_t xet_hash_last_u64(const xet_hash *h);
 /* True when a chunk hash is one the CAS indexes for global dedup (last u64 % 1024 == 0). */
@@ -139,10 +138,9 @@ void xet_chunk_stream_free(xet_chunk_stream *s);
 
 /* blake3_keyed(DATA_KEY, data). */
 void xet_chunk_hash(const void *data, size_t len, xet_hash *out);
-/* The aggregated (merkle) root over chunks, as xet-core's aggregated_hashes: all zero when
- * n == 0, the chunk's own hash when n == 1. Returns 0, or -1 when out of memory. */
-int xet_merkle_root(const xet_chunk *chunks, size_t n, xet_hash *out);
-/* Xorb hash = merkle root over the xorb's chunks. */
+/* Xorb hash = the aggregated (merkle) root over the xorb's chunks, as xet-core's
+ * aggregated_hashes: all zero when n == 0, the chunk's own hash when n == 1. Returns 0, or -1
+ * when out of memory. */
 int xet_xorb_hash(const xet_chunk *chunks, size_t n, xet_hash *out);
 /* File hash = blake3_keyed(zero key, merkle root); all zero for an empty file. */
 int xet_file_hash(const xet_chunk *chunks, size_t n, xet_hash *out);
