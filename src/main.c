@@ -5,8 +5,6 @@
 #include "git/git.h"
 
 #include "cli/cli.h"
-#include "infer/infer.h"
-#include "xet/xet.h"
 
 static const struct {
     const char *name;
@@ -17,7 +15,7 @@ static const struct {
     {"admin", cli_admin_main, "manage users, tokens and storage (create-user, create-token, ...)"},
     {"run", cli_run_main, "generate text with a model (local dir, GGUF file, or hub repo id)"},
     {"embed", cli_embed_main, "embed texts with a sentence-embeddings model (BERT)"},
-    {"xet", xet_cli_main, "inspect Xet chunking and hashes of a file, xorb or shard"},
+    {"xet", cli_xet_main, "inspect Xet chunking and hashes of a file, xorb or shard"},
 };
 
 static void usage(FILE *out)

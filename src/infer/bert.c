@@ -247,7 +247,8 @@ static void pool_tokens(const infer_embedder *x, int n, float *out)
     }
 }
 
-int infer_embed_ids(infer_embedder *x, const int32_t *ids, size_t n, float *out, err *e)
+/* Embeds token ids that already hold the special tokens. */
+static int embed_ids(infer_embedder *x, const int32_t *ids, size_t n, float *out, err *e)
 {
     const infer_config *c = &x->m->cfg;
     if (n == 0)
@@ -277,7 +278,7 @@ int infer_embed_text(infer_embedder *x, const char *text, size_t len, float *out
     int rc = infer_tokenize(t, text, len, true, &ids, &n, e);
     if (rc == 0) {
         infer_tokenizer_truncate(t, ids, &n, (size_t)x->max_tokens);
-        rc = infer_embed_ids(x, ids, n, out, e);
+        rc = embed_ids(x, ids, n, out, e);
     }
     if (n_tokens)
         *n_tokens = n;

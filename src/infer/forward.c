@@ -120,8 +120,6 @@ void infer_session_free(infer_session *s)
     free(s);
 }
 
-int infer_session_pos(const infer_session *s) { return s->pos; }
-
 void infer_session_rewind(infer_session *s, int pos)
 {
     if (pos >= 0 && pos < s->pos)

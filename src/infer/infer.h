@@ -23,9 +23,6 @@
 
 #include "base/base.h"
 
-/* `hearth run ...`: argv[0] is "run". Returns the process exit status. */
-int infer_main(int argc, char **argv);
-
 /* ---- tokenizer -------------------------------------------------------------------------- */
 
 typedef struct infer_tokenizer infer_tokenizer;
@@ -47,10 +44,6 @@ void infer_tokenizer_truncate(const infer_tokenizer *t, int32_t *ids, size_t *n,
 /* Decodes a whole id list the way the tokenizers library does (decoder chain). */
 void infer_detokenize(const infer_tokenizer *t, const int32_t *ids, size_t n, bool skip_special,
                       buf *out);
-/* Raw bytes one token stands for (byte-level chars mapped back, ▁ → space, <0xNN> → byte),
- * appended to out; used for streaming. */
-void infer_token_bytes(const infer_tokenizer *t, int32_t id, buf *out);
-bool infer_token_is_special(const infer_tokenizer *t, int32_t id);
 /* The id of a token string, -1 when absent. */
 int32_t infer_token_id(const infer_tokenizer *t, const char *piece);
 
@@ -115,7 +108,6 @@ typedef struct infer_session_options {
 
 infer_session *infer_session_new(const infer_model *m, const infer_session_options *opt, err *e);
 void infer_session_free(infer_session *s);
-int infer_session_pos(const infer_session *s);
 /* Forgets every position from pos on (to reuse a shared prefix of the next prompt). */
 void infer_session_rewind(infer_session *s, int pos);
 /* Runs tokens[0..n) at the next positions; returns the logits (vocab floats) after the last
@@ -124,12 +116,6 @@ const float *infer_session_forward(infer_session *s, const int32_t *tokens, int 
 
 /* ---- embeddings: encoder models (BERT) -------------------------------------------------------- */
 
-/* `hearth embed ...`: argv[0] is "embed". Returns the process exit status. */
-int infer_embed_main(int argc, char **argv);
-
-/* True for an embeddings model (model_type bert): infer_session_new refuses one, and an
- * embedder takes only one. */
-bool infer_model_is_encoder(const infer_model *m);
 /* Floats in one embedding: the hidden size times the pooling modes the model combines. */
 int infer_model_embedding_dim(const infer_model *m);
 
@@ -144,8 +130,6 @@ int infer_embedder_max_tokens(const infer_embedder *x);
  * out receives infer_model_embedding_dim floats; *n_tokens (when not NULL) the tokens used. */
 int infer_embed_text(infer_embedder *x, const char *text, size_t len, float *out, size_t *n_tokens,
                      err *e);
-/* The same from token ids that already hold the special tokens. */
-int infer_embed_ids(infer_embedder *x, const int32_t *ids, size_t n, float *out, err *e);
 
 /* ---- sampler -------------------------------------------------------------------------------- */
 
@@ -168,5 +152,49 @@ void infer_sampler_free(infer_sampler *s);
 void infer_sampler_accept(infer_sampler *s, int32_t id);
 /* Picks the next id; logits are modified in place. */
 int32_t infer_sampler_sample(infer_sampler *s, float *logits);
+
+/* ---- generation: a conversation's turns on one session ------------------------------------------ */
+
+/* A session, a sampler and the tokens the session holds; used by one thread at a time. */
+typedef struct infer_generator infer_generator;
+
+typedef struct infer_generate_options {
+    int n_predict;              /* tokens to sample at most */
+    bool ignore_eos;            /* keep going past end-of-sequence ids (benchmarks) */
+    const char *const *stop;    /* stop once the turn's text ends with one of these (kept) */
+    int n_stop;
+    bool logits_only;           /* oracle tests: pick the largest logit, ignore EOS and stop
+                                 * strings, make no text; on_logits sees every step */
+} infer_generate_options;
+
+typedef struct infer_generate_callbacks {
+    /* Text the last token completed (whole UTF-8 characters), as it is generated; at the end of
+     * a turn, the bytes of a character that never completed (as U+FFFD). */
+    void (*on_text)(void *ctx, const char *text, size_t len);
+    /* With logits_only: the step's chosen id and its logits (vocab floats, valid during the call). */
+    void (*on_logits)(void *ctx, int step, int32_t chosen, const float *logits, int vocab);
+    void *ctx;
+} infer_generate_callbacks;
+
+/* Totals over every turn so far. */
+typedef struct infer_generate_stats {
+    size_t prompt_tokens;       /* tokens run as prompts (a prefix reused from the last turn not counted) */
+    double prompt_seconds;
+    int generated;              /* tokens sampled, an end-of-sequence one included */
+    double generate_seconds;    /* from the end of the prompt to the end of the turn */
+} infer_generate_stats;
+
+/* A session of m with so, sampling with sp. NULL with e set when the model is an encoder, the
+ * context does not fit, or memory ran out. */
+infer_generator *infer_generator_new(const infer_model *m, const infer_session_options *so,
+                                     const infer_sampler_params *sp, err *e);
+void infer_generator_free(infer_generator *g);
+/* Runs prompt[0..n) after what the session holds, reusing their common prefix (a chat gives the
+ * whole conversation each turn), then samples up to o->n_predict tokens, handing their text to
+ * cb->on_text as it completes. Stops early at an end-of-sequence id (unless o->ignore_eos) or a
+ * stop string. 0, or -1 with e set when the context filled up (the text until then was given). */
+int infer_generator_turn(infer_generator *g, const int32_t *prompt, size_t n,
+                         const infer_generate_options *o, const infer_generate_callbacks *cb, err *e);
+const infer_generate_stats *infer_generator_stats(const infer_generator *g);
 
 #endif

@@ -1,8 +1,12 @@
 /* infer/internal.h — what the files of the inference module share with each other.
  *
  * Not part of the public interface (that is infer.h). The module is laid out llama2.c-style:
- *   tensor.c       dtypes, fp16/bf16 conversion, block dequantisation, dot products, matvec
+ *   cpu.c          what the CPU lets the kernels use (AVX2, AVX-512, VNNI, AMX), asked once
+ *   tensor.c       dtypes, fp16/bf16 conversion, block dequantisation, dot products, the float
+ *                  matrix products (decode, and prompts the two below do not take)
  *   qgemm.c        prompt products of quantised weights in int8 (activations quantised per call)
+ *   bgemm.c        prompt products of F16 / BF16 weights on AMX-BF16 tiles
+ *   matmul.c       y = W·x: picks qgemm.c, bgemm.c or tensor.c's float kernels for a product
  *   pool.c         a fixed thread pool that splits row ranges between cores
  *   safetensors.c  safetensors headers (single file and sharded index), memory-mapped
  *   gguf.c         GGUF v2/v3 metadata and tensor directory, memory-mapped
@@ -11,7 +15,8 @@
  *   bert.c         the BERT encoder over a whole text, pooled into one embedding
  *   tokenizer.c    tokenizer.json / GGUF vocab: BPE (byte-level and byte-fallback), WordPiece, decode
  *   sampler.c      greedy, temperature, top-k, top-p, min-p, penalties, seeded RNG
- *   cli.c          `hearth run`, `hearth embed`
+ *   generate.c     a conversation's turns on a session: prefix reuse, sampling, stop rules
+ * The commands in front of it (`hearth run`, `hearth embed`) are src/cli/; nothing here prints.
  */
 #ifndef HEARTH_INFER_INTERNAL_H
 #define HEARTH_INFER_INTERNAL_H
@@ -93,8 +98,19 @@ float infer_vec_dot_f16(const float *a, const uint16_t *b, int n);
 void infer_vec_axpy_f16(float *y, float a, const uint16_t *x, int n);
 void infer_f32_to_f16_row(const float *x, uint16_t *out, int n);
 
-/* y[rows] = W · x for each of n_tok inputs (x is n_tok × cols, y is n_tok × rows). */
+/* y[rows] = W · x for each of n_tok inputs (x is n_tok × cols, y is n_tok × rows), by the best
+ * kernels for the weights' type, the CPU and n_tok (matmul.c). */
 void infer_matmul(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok);
+/* The same in float arithmetic on the weights as stored, any type (tensor.c): every decode
+ * product, and the prompt products that qgemm.c and bgemm.c do not take. */
+void infer_matmul_float(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok);
+
+/* ---- what the CPU can run (cpu.c) --------------------------------------------------------- */
+
+/* AVX2 + FMA (+ F16C), and AVX-512 F/BW/VL/DQ. Cheap after the first call, but a call: a hot
+ * loop keeps its own copy. */
+bool infer_cpu_has_avx2(void);
+bool infer_cpu_has_avx512(void);
 
 /* Kernel levels, in the order of what they need from the CPU. */
 typedef enum {
@@ -105,8 +121,15 @@ typedef enum {
     INFER_QGEMM_AMX,           /* and AMX-INT8 tiles, which the kernel lets this process use */
 } infer_qgemm_level;
 
-/* The best level this CPU runs (tensor.c). */
+/* The best level this CPU runs. The first call that reaches AMX asks Linux for the tile state. */
 infer_qgemm_level infer_cpu_level(void);
+/* AMX-BF16 tiles that this process may use. */
+bool infer_have_amx_bf16(void);
+/* Loads this thread's tile configuration (palette 1): tile i has rows[i] rows of colsb[i] bytes,
+ * for i < n; the other tiles are unused. */
+void infer_amx_configure(int n, const uint8_t *rows, const uint16_t *colsb);
+
+/* ---- prompt products (qgemm.c, bgemm.c) ----------------------------------------------------- */
 
 /* Prompt products for Q8_0 / Q4_0 / Q4_K / Q6_K weights in int8 arithmetic (qgemm.c): the
  * activations are quantised once per call, as llama.cpp does (32-blocks for Q8_0 and Q4_0,
@@ -122,11 +145,6 @@ bool infer_qgemm(infer_pool *p, float *y, const float *x, const infer_matrix *w,
  * when the CPU lacks AMX-BF16 or Linux refuses it, the type is another, the row length is not a
  * multiple of 32, n_tok < 2, or memory ran out. */
 bool infer_bgemm(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok);
-/* AMX-BF16 tiles that this process may use (tensor.c). */
-bool infer_have_amx_bf16(void);
-/* Loads this thread's tile configuration (palette 1): tile i has rows[i] rows of colsb[i] bytes,
- * for i < n; the other tiles are unused (tensor.c). */
-void infer_amx_configure(int n, const uint8_t *rows, const uint16_t *colsb);
 
 /* ---- tensor directory shared by the file readers (safetensors.c, gguf.c) ------------------- */
 

@@ -918,7 +918,6 @@ infer_tokenizer *infer_model_tokenizer(const infer_model *m) { return m->tokeniz
 int infer_model_vocab_size(const infer_model *m) { return m->cfg.vocab_size; }
 int infer_model_max_seq(const infer_model *m) { return m->cfg.max_seq; }
 int32_t infer_model_bos(const infer_model *m) { return m->bos_id; }
-bool infer_model_is_encoder(const infer_model *m) { return m->cfg.arch == ARCH_BERT; }
 const char *infer_model_chat_template(const infer_model *m) { return m->chat_template; }
 const char *infer_model_bos_token(const infer_model *m) { return m->bos_token ? m->bos_token : ""; }
 const char *infer_model_eos_token(const infer_model *m) { return m->eos_token ? m->eos_token : ""; }

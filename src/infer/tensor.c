@@ -3,15 +3,14 @@
  * Weights stay in the dtype they were stored in (F32, F16, BF16, or GGUF blocks); the forward
  * pass never dequantises a whole matrix. Everything funnels through one operation: the dot
  * product of a weight row with an activation vector, done block by block. The portable C
- * versions here are the reference; AVX2/FMA versions are picked at run time with
- * __builtin_cpu_supports so that one binary runs on any x86-64 (and on anything else through
- * the portable path). Activations are always F32.
+ * versions here are the reference; AVX2/FMA and AVX-512 versions are picked at run time by what
+ * cpu.c says the CPU has, so that one binary runs on any x86-64 (and on anything else through
+ * the portable path). Activations are always F32. The float matrix products at the end
+ * (infer_matmul_float) take every decode product and the prompts that qgemm.c and bgemm.c do
+ * not; matmul.c chooses.
  */
 #if defined(__x86_64__)
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #endif
 #include <math.h>
 #include <stdlib.h>
@@ -267,6 +266,25 @@ float infer_dot_row(infer_dtype t, const void *row, const float *x, int64_t n)
 }
 
 /* ---- AVX2 / FMA kernels ------------------------------------------------------------------------ */
+
+/* What the CPU has (cpu.c), kept here once asked: the vector helpers below check it on every
+ * call, attention calls them for every position, and a call into another file costs more than
+ * the check. */
+static bool have_avx2(void)
+{
+    static int cached = -1;
+    if (cached < 0)
+        cached = infer_cpu_has_avx2();
+    return cached;
+}
+
+static bool have_avx512(void)
+{
+    static int cached = -1;
+    if (cached < 0)
+        cached = infer_cpu_has_avx512();
+    return cached;
+}
 
 #if defined(__x86_64__)
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -712,70 +730,6 @@ AVX512 static void vec_axpy_f16_avx512(float *y, float a, const uint16_t *x, int
         y[i] += a * half_f16c(x[i]);
 }
 
-static bool have_avx512(void)
-{
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-    }
-    return cached;
-}
-
-static bool have_vnni(void)
-{
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512vnni");
-    }
-    return cached;
-}
-
-/* CPUID leaf 7's EDX (bit 25 AMX-INT8, bit 22 AMX-BF16) where the CPU has AMX tiles (bit 24)
- * and the kernel lets this process use their 8 KiB of state (Linux 5.16+ asks each process to
- * request it once; refused, the CPU's AMX is as good as absent); 0 otherwise. Read once: every
- * prompt product asks, and CPUID is slow (a VM exit under a hypervisor). */
-static unsigned amx_units(void)
-{
-    static long long edx = -1;
-    if (edx < 0) {
-        unsigned a, b, c, d;
-        edx = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 24)) &&
-                      syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
-                              18 /* XFEATURE_XTILEDATA */) == 0
-                  ? (long long)d
-                  : 0;
-    }
-    return (unsigned)edx;
-}
-
-static bool have_amx(void) { return (amx_units() >> 25) & 1; }
-
-bool infer_have_amx_bf16(void) { return (amx_units() >> 22) & 1; }
-
-/* The 64 bytes ldtilecfg reads (palette 1). */
-typedef struct tile_config {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
-__attribute__((target("amx-tile"))) void infer_amx_configure(int n, const uint8_t *rows,
-                                                             const uint16_t *colsb)
-{
-    tile_config c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
-    for (int i = 0; i < n; i++) {
-        c.rows[i] = rows[i];
-        c.colsb[i] = colsb[i];
-    }
-    __asm__ volatile("" : : "r"(&c) : "memory");   /* ldtilecfg reads all 64 bytes: keep every store */
-    _tile_loadconfig(&c);
-}
-
 AVX2 static float vec_dot_avx2(const float *a, const float *b, int n) { return dot_f32_avx2(a, b, n); }
 
 AVX2 static void vec_axpy_f16_avx2(float *y, float a, const uint16_t *x, int n)
@@ -809,8 +763,6 @@ AVX2 static void vec_axpy_avx2(float *y, float a, const float *x, int n)
         y[i] += a * x[i];
 }
 
-static bool have_avx512(void);
-
 static float dot_row_avx2(infer_dtype t, const uint8_t *row, const float *x, int64_t n)
 {
     if (have_avx512()) {
@@ -834,16 +786,6 @@ static float dot_row_avx2(infer_dtype t, const uint8_t *row, const float *x, int
     }
 }
 
-static bool have_avx2(void)
-{
-    static int cached = -1;   /* a CPU fact, not state: computed once, the same every time */
-    if (cached < 0) {
-        __builtin_cpu_init();
-        /* F16C is not a name every compiler's builtin knows; every AVX2 CPU has it. */
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-}
 #else
 static float dot_row_avx2(infer_dtype t, const uint8_t *row, const float *x, int64_t n)
 {
@@ -872,12 +814,6 @@ static void gemm8_avx512(const float *w, int nr, int64_t cols, const float *x, i
                          int64_t rows, int64_t r, float *part)
 {
 }
-static bool have_avx2(void) { return false; }
-static bool have_avx512(void) { return false; }
-static bool have_vnni(void) { return false; }
-static bool have_amx(void) { return false; }
-bool infer_have_amx_bf16(void) { return false; }
-void infer_amx_configure(int n, const uint8_t *rows, const uint16_t *colsb) {}
 #endif
 
 float infer_vec_dot(const float *a, const float *b, int n)
@@ -996,25 +932,8 @@ static void matmul_rows(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-infer_qgemm_level infer_cpu_level(void)
+void infer_matmul_float(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok)
 {
-    if (!have_avx2())
-        return INFER_QGEMM_PORTABLE;
-    if (!have_avx512())
-        return INFER_QGEMM_AVX2;
-    if (!have_vnni())
-        return INFER_QGEMM_AVX512;
-    return have_amx() ? INFER_QGEMM_AMX : INFER_QGEMM_AVX512_VNNI;
-}
-
-void infer_matmul(infer_pool *p, float *y, const float *x, const infer_matrix *w, int n_tok)
-{
-    /* Quantised weights in a prompt: int8 products on quantised activations (qgemm.c). */
-    if (n_tok > 1 && infer_qgemm_supports(w->type) && infer_qgemm(p, y, x, w, n_tok, infer_cpu_level()))
-        return;
-    /* F16 / BF16 weights in a prompt: split-bfloat16 tile products where the CPU has AMX-BF16. */
-    if (n_tok > 1 && infer_bgemm(p, y, x, w, n_tok))
-        return;
     matmul_job job = {y, x, w, n_tok, have_avx2(), have_avx2() && have_avx512()};
     infer_pool_run(p, w->rows, matmul_rows, &job);
 }

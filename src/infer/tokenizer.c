@@ -1138,11 +1138,6 @@ int32_t infer_token_id(const infer_tokenizer *t, const char *piece)
     return vocab_get(t, piece, strlen(piece));
 }
 
-bool infer_token_is_special(const infer_tokenizer *t, int32_t id)
-{
-    return id >= 0 && id < t->vocab_size && t->special[id];
-}
-
 /* ---- encoding ------------------------------------------------------------------------------------ */
 
 /* A piece of text on its way through the pipeline; `first` = it starts at offset 0 of the input. */
@@ -1825,7 +1820,9 @@ void infer_detokenize(const infer_tokenizer *t, const int32_t *ids, size_t n, bo
     pl_free(&toks);
 }
 
-void infer_token_bytes(const infer_tokenizer *t, int32_t id, buf *out)
+/* Raw bytes one token stands for (byte-level chars mapped back, ▁ → space, <0xNN> → byte),
+ * appended to out. */
+static void token_bytes(const infer_tokenizer *t, int32_t id, buf *out)
 {
     if (id < 0 || id >= t->vocab_size || !t->pieces[id])
         return;
@@ -1857,7 +1854,7 @@ void infer_stream_init(infer_stream *s)
 
 void infer_stream_push(infer_stream *s, const infer_tokenizer *t, int32_t id, buf *out)
 {
-    infer_token_bytes(t, id, &s->pending);
+    token_bytes(t, id, &s->pending);
     /* Emit the longest prefix that ends on a character boundary; keep an unfinished tail. */
     size_t n = s->pending.len, keep = 0;
     for (size_t back = 1; back <= 3 && back <= n; back++) {

@@ -78,12 +78,6 @@ bool xet_hash_equal(const xet_hash *a, const xet_hash *b)
     return memcmp(a->bytes, b->bytes, XET_HASH_LEN) == 0;
 }
 
-bool xet_hash_is_zero(const xet_hash *h)
-{
-    static const xet_hash zero;
-    return xet_hash_equal(h, &zero);
-}
-
 uint64_t xet_hash_last_u64(const xet_hash *h)
 {
     uint64_t v = 0;
@@ -133,7 +127,8 @@ static void merkle_parent(const xet_chunk *children, size_t n, xet_chunk *out)
     out->length = total;
 }
 
-int xet_merkle_root(const xet_chunk *chunks, size_t n, xet_hash *out)
+/* The aggregated (merkle) root over chunks: the xorb hash, and what the file hash is keyed over. */
+static int merkle_root(const xet_chunk *chunks, size_t n, xet_hash *out)
 {
     if (n == 0) {
         memset(out, 0, sizeof *out);
@@ -168,7 +163,7 @@ int xet_merkle_root(const xet_chunk *chunks, size_t n, xet_hash *out)
 
 int xet_xorb_hash(const xet_chunk *chunks, size_t n, xet_hash *out)
 {
-    return xet_merkle_root(chunks, n, out);
+    return merkle_root(chunks, n, out);
 }
 
 int xet_file_hash(const xet_chunk *chunks, size_t n, xet_hash *out)
@@ -178,7 +173,7 @@ int xet_file_hash(const xet_chunk *chunks, size_t n, xet_hash *out)
         return 0;
     }
     xet_hash root;
-    if (xet_merkle_root(chunks, n, &root) < 0)
+    if (merkle_root(chunks, n, &root) < 0)
         return -1;
     xet_blake3_keyed(zero_key, root.bytes, XET_HASH_LEN, out->bytes);
     return 0;

@@ -9,7 +9,7 @@
  *   xorb      chunk headers, LZ4-frame / byte-grouped LZ4 compression, xorb parse and build
  *   shard     the shard format (file-info and CAS-info sections, optional footer), and the
  *             check of a shard's files against their xorbs
- *   cli       `hearth xet chunks|xorb|shard` (dev commands)
+ * The dev commands over it, `hearth xet chunks|xorb|shard`, are src/cli/xet.c.
  * Reference: ../shared/spec/hub-api.md section 9, checked against xet-core; docs/xet-format.md
  * lists where the two differ.
  *
@@ -45,7 +45,6 @@ void xet_hash_to_string(const xet_hash *h, char out[XET_HASH_STRING_LEN + 1]);
 /* Parses exactly 64 hex digits (either case). Returns 0, or -1 when s is not a hash string. */
 int xet_hash_from_string(const char *s, size_t len, xet_hash *out);
 bool xet_hash_equal(const xet_hash *a, const xet_hash *b);
-bool xet_hash_is_zero(const xet_hash *h);
 /* u64_le(hash[24..32]): the value Xet takes remainders of (merkle cuts, global dedup). */
 uint64_t xet_hash_last_u64(const xet_hash *h);
 /* True when a chunk hash is one the CAS indexes for global dedup (last u64 % 1024 == 0). */
@@ -139,10 +138,9 @@ void xet_chunk_stream_free(xet_chunk_stream *s);
 
 /* blake3_keyed(DATA_KEY, data). */
 void xet_chunk_hash(const void *data, size_t len, xet_hash *out);
-/* The aggregated (merkle) root over chunks, as xet-core's aggregated_hashes: all zero when
- * n == 0, the chunk's own hash when n == 1. Returns 0, or -1 when out of memory. */
-int xet_merkle_root(const xet_chunk *chunks, size_t n, xet_hash *out);
-/* Xorb hash = merkle root over the xorb's chunks. */
+/* Xorb hash = the aggregated (merkle) root over the xorb's chunks, as xet-core's
+ * aggregated_hashes: all zero when n == 0, the chunk's own hash when n == 1. Returns 0, or -1
+ * when out of memory. */
 int xet_xorb_hash(const xet_chunk *chunks, size_t n, xet_hash *out);
 /* File hash = blake3_keyed(zero key, merkle root); all zero for an empty file. */
 int xet_file_hash(const xet_chunk *chunks, size_t n, xet_hash *out);
@@ -308,11 +306,5 @@ typedef int (*xet_xorb_chunks_fn)(void *ctx, const xet_hash *xorb_hash, const xe
  * 500 when out of memory). */
 int xet_shard_verify_file(const xet_shard_file *f, xet_xorb_chunks_fn chunks_of, void *ctx,
                           bool require_verification, uint64_t *size, err *e);
-
-/* ---- dev command ------------------------------------------------------------------------------ */
-
-/* `hearth xet chunks [--legacy] FILE`: one JSON line per chunk {offset,length,hash}, then
- * {file_hash, xorb_hash, size, chunks}. */
-int xet_cli_main(int argc, char **argv);
 
 #endif

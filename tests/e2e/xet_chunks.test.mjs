@@ -25,20 +25,22 @@ after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 // ---- the C side ---------------------------------------------------------------------------
 
-// build/hearth (release, `make build/hearth`) when it is newer than src/xet; otherwise (a stale
-// or missing build) a tiny driver around xet_cli_main, compiled here with the release flags.
+// build/hearth (release, `make build/hearth`) when it is newer than src/xet and the command's
+// src/cli/xet.c; otherwise (a stale or missing build) a tiny driver around cli_xet_main,
+// compiled here with the release flags.
 function findHearth() {
   const hearth = path.join(root, 'build/hearth');
   const sources = fs.readdirSync(path.join(root, 'src/xet')).map((f) => path.join(root, 'src/xet', f));
-  const newest = Math.max(...sources.map((f) => fs.statSync(f).mtimeMs));
+  const command = path.join(root, 'src/cli/xet.c');
+  const newest = Math.max(...[...sources, command].map((f) => fs.statSync(f).mtimeMs));
   if (fs.existsSync(hearth) && fs.statSync(hearth).mtimeMs >= newest) {
     const r = spawnSync(hearth, ['xet', '--help'], { encoding: 'utf8' });
     if (r.status === 0 && r.stdout.includes('xet chunks')) return { cmd: hearth, args: ['xet'] };
   }
   const driver = path.join(tmp, 'driver.c');
-  fs.writeFileSync(driver, '#include "xet/xet.h"\nint main(int argc, char **argv) { return xet_cli_main(argc, argv); }\n');
+  fs.writeFileSync(driver, '#include "cli/cli.h"\nint main(int argc, char **argv) { return cli_xet_main(argc, argv); }\n');
   const pkg = execFileSync('pkg-config', ['--cflags', '--libs', 'liblz4', 'libcrypto'], { encoding: 'utf8' }).trim().split(/\s+/);
-  const srcs = [...sources.filter((f) => f.endsWith('.c')),
+  const srcs = [...sources.filter((f) => f.endsWith('.c')), command,
     ...fs.readdirSync(path.join(root, 'src/base')).filter((f) => f.endsWith('.c')).map((f) => path.join(root, 'src/base', f))];
   const out = path.join(tmp, 'xet-driver');
   execFileSync('cc', ['-std=c17', '-D_GNU_SOURCE', '-O2', '-march=x86-64-v2', '-I', path.join(root, 'src'),

@@ -1,4 +1,5 @@
-/* `hearth xet ...`: developer commands over the Xet format library.
+/* xet — `hearth xet ...`: developer commands over the Xet format library (src/xet), which
+ * reads and prints nothing itself: the files are read and the JSON lines printed here.
  *
  *   hearth xet chunks [--legacy] FILE|-   chunk and hash a file the way Xet clients do;
  *                                         prints JSON lines (see usage)
@@ -9,6 +10,8 @@
  *                                         look their chunks up in the CAS's reply with it)
  * The end-to-end test compares this output with Hugging Face's own chunker.
  */
+#include "cli/cli.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -339,7 +342,7 @@ static int hmac_main(int argc, char **argv)
     return 0;
 }
 
-int xet_cli_main(int argc, char **argv)
+int cli_xet_main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "chunks"))
         return chunks_main(argc - 1, argv + 1);
