@@ -661,13 +661,9 @@ static void plan_push(file_plan *p, int64_t pack, uint32_t idx, uint64_t raw)
         last->raw_len += raw;
         return;
     }
-    if (p->n == p->cap) {
-        p->cap = p->cap ? p->cap * 2 : 16;
-        p->terms = realloc(p->terms, p->cap * sizeof *p->terms);
-        if (!p->terms)
-            abort();
-    }
+    /* Read before the array may move. */
     uint64_t start = last ? last->raw_start + last->raw_len : 0;
+    ARRAY_GROW(p->terms, p->n, p->cap);
     p->terms[p->n++] = (file_term){pack, idx, idx + 1, start, raw};
 }
 
