@@ -355,14 +355,9 @@ struct store_writer {
     size_t chunk_len;        /* bytes of the current chunk, at filling->data + filling->used */
     batch batches[NBATCH];   /* a ring: filled in turn, stored in the same order */
     batch *filling;
-    /* the storing thread */
-    pthread_t thread;
-    bool started, stop;
-    unsigned fill, store_next, queued; /* ring positions; batches handed over, not yet stored */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int thread_rc;
-    err thread_err;
+    /* the storing thread stores batches[store_next], then the next, as they are handed over */
+    store_worker storing;
+    unsigned fill, store_next; /* ring positions */
     /* below: owned by whichever thread stores (the storing thread while it runs) */
     own_pack *packs;
     size_t npacks;
@@ -388,6 +383,8 @@ struct store_writer {
     } mark;
 };
 
+static int store_next_batch(void *ctx, bool failed, err *e);
+
 store_writer *store_writer_new(store *s, err *e)
 {
     store_writer *w = calloc(1, sizeof *w);
@@ -400,8 +397,7 @@ store_writer *store_writer_new(store *s, err *e)
     for (int i = 0; i < NBATCH; i++)
         w->batches[i].data = store_buffer_get();
     w->filling = &w->batches[0];
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
+    store_worker_init(&w->storing, "hearth-ingest", store_next_batch, w);
     uint8_t rnd[12];
     hash_random(rnd, sizeof rnd);
     hex_encode(rnd, sizeof rnd, w->owner);
@@ -685,82 +681,27 @@ static int store_batch(store_writer *w, batch *b, err *e)
     return rc;
 }
 
-static void *storing_thread(void *arg)
+/* The storing thread's job: the next batch handed over. */
+static int store_next_batch(void *ctx, bool failed, err *e)
 {
-    store_writer *w = arg;
-    pthread_setname_np(pthread_self(), "hearth-ingest");
-    pthread_mutex_lock(&w->mu);
-    for (;;) {
-        while (!w->queued && !w->stop)
-            pthread_cond_wait(&w->cv, &w->mu);
-        if (!w->queued)
-            break;
-        batch *b = &w->batches[w->store_next];
-        pthread_mutex_unlock(&w->mu);
-        err e = ERR_INIT;
-        int rc = w->thread_rc == 0 ? store_batch(w, b, &e) : 0;
-        b->n = b->used = 0;
-        pthread_mutex_lock(&w->mu);
-        if (rc != 0 && w->thread_rc == 0) {
-            w->thread_rc = rc;
-            w->thread_err = e;
-        }
-        w->store_next = (w->store_next + 1) % NBATCH;
-        w->queued--;
-        pthread_cond_broadcast(&w->cv);
-    }
-    pthread_mutex_unlock(&w->mu);
-    return NULL;
-}
-
-/* Waits until at most `most` batches are queued (0: the storing thread is idle); returns the
- * storing thread's error, if it had one. */
-static int wait_queued(store_writer *w, unsigned most, err *e)
-{
-    if (!w->started)
-        return 0;
-    pthread_mutex_lock(&w->mu);
-    while (w->queued > most)
-        pthread_cond_wait(&w->cv, &w->mu);
-    int rc = w->thread_rc;
-    if (rc && e)
-        *e = w->thread_err;
-    pthread_mutex_unlock(&w->mu);
+    store_writer *w = ctx;
+    batch *b = &w->batches[w->store_next];
+    int rc = failed ? 0 : store_batch(w, b, e);
+    b->n = b->used = 0;
+    w->store_next = (w->store_next + 1) % NBATCH;
     return rc;
 }
 
-static int wait_idle(store_writer *w, err *e) { return wait_queued(w, 0, e); }
+static int wait_idle(store_writer *w, err *e) { return store_worker_wait(&w->storing, 0, e); }
 
-/* Hands the filling batch to the storing thread (starting it if needed) and fills the next,
- * once that one is free. */
+/* Hands the filling batch to the storing thread and fills the next, once that one is free. */
 static int submit_batch(store_writer *w, err *e)
 {
-    if (!w->started) {
-        if (pthread_create(&w->thread, NULL, storing_thread, w) != 0)
-            return store_batch(w, w->filling, e); /* no thread: store it here */
-        w->started = true;
-    }
-    if (wait_queued(w, NBATCH - 2, e) != 0)
+    if (store_worker_submit(&w->storing, NBATCH - 2, e) != 0)
         return -1;
-    pthread_mutex_lock(&w->mu);
-    w->queued++;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
     w->fill = (w->fill + 1) % NBATCH;
     w->filling = &w->batches[w->fill];
     return 0;
-}
-
-static void stop_thread(store_writer *w)
-{
-    if (!w->started)
-        return;
-    pthread_mutex_lock(&w->mu);
-    w->stop = true;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-    pthread_join(w->thread, NULL);
-    w->started = false;
 }
 
 /* The current chunk is complete: it joins the filling batch. */
@@ -878,7 +819,7 @@ static void release_leases(store_writer *w)
 
 static void writer_free(store_writer *w, bool remove_packs)
 {
-    stop_thread(w);
+    store_worker_destroy(&w->storing);
     for (size_t i = 0; i < w->npacks; i++) {
         own_pack *p = &w->packs[i];
         packfile_abort(p->file);
@@ -904,8 +845,6 @@ static void writer_free(store_writer *w, bool remove_packs)
     free(w->leased);
     for (int i = 0; i < NBATCH; i++)
         store_buffer_put(w->batches[i].data);
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cv);
     buf_free(&w->record);
     free(w);
 }

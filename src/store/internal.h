@@ -56,6 +56,31 @@ int store_insert_pack(store *s, const char *name, const pack_chunk *chunks, size
 uint8_t *store_buffer_get(void);
 void store_buffer_put(uint8_t *b);
 
+/* One background thread doing queued jobs in submission order (worker.c): the ingest batches of
+ * chunks.c and the pack writes of packfile.c. run(ctx, failed, e) does the next job; with failed
+ * (an earlier job failed) it only releases the job's slot. The first error sticks. */
+typedef int (*store_job_fn)(void *ctx, bool failed, err *e);
+typedef struct store_worker {
+    const char *name;        /* the thread's name */
+    store_job_fn run;
+    void *ctx;
+    pthread_t thread;
+    bool started, stop;
+    unsigned queued;         /* jobs handed over, not yet done */
+    int rc;                  /* the first job error, and its err */
+    err error;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} store_worker;
+void store_worker_init(store_worker *w, const char *name, store_job_fn run, void *ctx);
+/* Hands over one job once at most `most` are queued (starting the thread on first use; where no
+ * thread can start, the job is done here). -1 with the first error when one failed. */
+int store_worker_submit(store_worker *w, unsigned most, err *e);
+/* Waits until at most `most` jobs are queued (0: idle); returns the first error, if any. */
+int store_worker_wait(store_worker *w, unsigned most, err *e);
+/* Stops the thread after the jobs queued, and frees what init made. */
+void store_worker_destroy(store_worker *w);
+
 /* A new pack file being appended to (packfile.c): direct I/O where the file system allows,
  * disk writes overlapped with the caller's work. Errors: 507 when the disk is full. */
 typedef struct packfile packfile;

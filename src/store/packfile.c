@@ -33,14 +33,10 @@ struct packfile {
     uint64_t size;           /* bytes appended */
     uint64_t flushed;        /* file offset of cur's first byte */
     /* the I/O thread: writes `pending` (pending_len bytes at pending_off) */
-    pthread_t thread;
-    bool started, busy, stop;
+    store_worker io;
     const uint8_t *pending;
     size_t pending_len;
     uint64_t pending_off;
-    int io_errno;            /* first write error */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
 };
 
 /* Buffers are 2 MiB-aligned and asked for in huge pages (where the kernel gives them only on
@@ -115,46 +111,18 @@ static int write_block(packfile *f, const uint8_t *p, size_t len, uint64_t off)
     return rc;
 }
 
-static void *io_thread(void *arg)
-{
-    packfile *f = arg;
-    pthread_setname_np(pthread_self(), "hearth-packio");
-    pthread_mutex_lock(&f->mu);
-    for (;;) {
-        while (!f->busy && !f->stop)
-            pthread_cond_wait(&f->cv, &f->mu);
-        if (!f->busy)
-            break;
-        const uint8_t *p = f->pending;
-        size_t len = f->pending_len;
-        uint64_t off = f->pending_off;
-        pthread_mutex_unlock(&f->mu);
-        int rc = f->io_errno ? 0 : write_block(f, p, len, off);
-        pthread_mutex_lock(&f->mu);
-        if (rc && !f->io_errno)
-            f->io_errno = rc;
-        f->busy = false;
-        pthread_cond_broadcast(&f->cv);
-    }
-    pthread_mutex_unlock(&f->mu);
-    return NULL;
-}
-
-/* Waits for the I/O thread to finish its write; returns the first write error (an errno). */
-static int wait_io(packfile *f)
-{
-    pthread_mutex_lock(&f->mu);
-    while (f->busy)
-        pthread_cond_wait(&f->cv, &f->mu);
-    int rc = f->io_errno;
-    pthread_mutex_unlock(&f->mu);
-    return rc;
-}
-
 static int io_error(int code, err *e)
 {
     return err_set(e, code == ENOSPC || code == EDQUOT ? 507 : 500, "",
                    "cannot write a pack: %s", strerror(code));
+}
+
+/* The I/O thread's job: writes the pending buffer. */
+static int write_pending(void *ctx, bool failed, err *e)
+{
+    packfile *f = ctx;
+    int rc = failed ? 0 : write_block(f, f->pending, f->pending_len, f->pending_off);
+    return rc ? io_error(rc, e) : 0;
 }
 
 packfile *packfile_create(const char *path, err *e)
@@ -175,8 +143,7 @@ packfile *packfile_create(const char *path, err *e)
     f->bufs[0] = store_buffer_get();
     f->bufs[1] = store_buffer_get();
     f->cur = f->bufs[0];
-    pthread_mutex_init(&f->mu, NULL);
-    pthread_cond_init(&f->cv, NULL);
+    store_worker_init(&f->io, "hearth-packio", write_pending, f);
     return f;
 }
 
@@ -184,24 +151,16 @@ packfile *packfile_create(const char *path, err *e)
 /* Hands the full buffer to the I/O thread and switches to the other one. */
 static int submit(packfile *f, err *e)
 {
-    if (!f->started) {
-        if (pthread_create(&f->thread, NULL, io_thread, f) != 0)
-            return err_set(e, 500, "", "cannot start a pack writer thread");
-        f->started = true;
-    }
 #if defined(__x86_64__)
     _mm_sfence(); /* the streamed stores are in memory before the I/O thread takes the buffer */
 #endif
-    int rc = wait_io(f); /* the other buffer is free again */
-    if (rc)
-        return io_error(rc, e);
-    pthread_mutex_lock(&f->mu);
+    if (store_worker_wait(&f->io, 0, e) != 0) /* the other buffer is free again */
+        return -1;
     f->pending = f->cur;
     f->pending_len = f->used;
     f->pending_off = f->flushed;
-    f->busy = true;
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&f->mu);
+    if (store_worker_submit(&f->io, 0, e) != 0)
+        return -1;
     f->flushed += f->used;
     f->cur = f->cur == f->bufs[0] ? f->bufs[1] : f->bufs[0];
     f->used = 0;
@@ -242,34 +201,24 @@ int packfile_append(packfile *f, const void *data, size_t len, err *e)
     return 0;
 }
 
-static void stop_thread(packfile *f)
-{
-    if (!f->started)
-        return;
-    pthread_mutex_lock(&f->mu);
-    f->stop = true;
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&f->mu);
-    pthread_join(f->thread, NULL);
-    f->started = false;
-}
-
 static void packfile_free(packfile *f)
 {
-    stop_thread(f);
+    store_worker_destroy(&f->io);
     if (f->fd >= 0)
         close(f->fd);
     store_buffer_put(f->bufs[0]);
     store_buffer_put(f->bufs[1]);
-    pthread_mutex_destroy(&f->mu);
-    pthread_cond_destroy(&f->cv);
     free(f);
 }
 
 int packfile_seal(packfile *f, err *e)
 {
-    int rc = f->started ? wait_io(f) : 0;
-    if (rc == 0 && f->used) {
+    if (store_worker_wait(&f->io, 0, e) != 0) {
+        packfile_free(f);
+        return -1;
+    }
+    int rc = 0;
+    if (f->used) {
         /* direct I/O writes whole blocks: pad the tail, then cut the file to its length */
         size_t len = f->used;
         if (f->direct) {
